@@ -1,0 +1,137 @@
+//! Finding line boundaries in a byte buffer, with a length cap.
+
+/// What [`scan_line`] found at the start of a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineScan {
+    /// A complete line: `line_len` bytes of content (a trailing `\r` excluded), and `consumed`
+    /// bytes to drop from the buffer (the content, the optional `\r` and the `\n`).
+    Complete {
+        /// Length of the line's content.
+        line_len: usize,
+        /// Bytes the line occupies in the buffer, terminator included.
+        consumed: usize,
+    },
+    /// No `\n` yet and the buffer is still within the cap: read more.
+    Incomplete,
+    /// The line is longer than the cap (with or without its terminator in the buffer).
+    TooLong,
+}
+
+/// Looks for one line at the start of `buf`, allowing at most `max_len` bytes of content.
+///
+/// The content excludes the `\n` and one `\r` just before it (the server strips a trailing
+/// `\r`, and so does the client). A line of exactly `max_len` content bytes is accepted; the
+/// `\r` of a `\r\n` terminator does not count against the cap.
+///
+/// ```
+/// use dflockd_core::proto::{scan_line, LineScan};
+/// assert_eq!(scan_line(b"ok\r\nrest", 10), LineScan::Complete { line_len: 2, consumed: 4 });
+/// assert_eq!(scan_line(b"ok", 10), LineScan::Incomplete);
+/// assert_eq!(scan_line(b"0123456789ab", 10), LineScan::TooLong);
+/// ```
+#[must_use]
+pub fn scan_line(buf: &[u8], max_len: usize) -> LineScan {
+    // Only look as far as a maximal line could reach: content, `\r`, `\n`.
+    let window = &buf[..buf.len().min(max_len.saturating_add(2))];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(nl) => {
+            let line_len = if nl > 0 && window[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
+            if line_len > max_len {
+                LineScan::TooLong
+            } else {
+                LineScan::Complete {
+                    line_len,
+                    consumed: nl + 1,
+                }
+            }
+        }
+        None => {
+            // Without a `\n`, `max_len` bytes plus a possible `\r` may still become a line.
+            let limit = max_len.saturating_add(1);
+            if buf.len() > limit || (buf.len() == limit && buf[max_len] != b'\r') {
+                LineScan::TooLong
+            } else {
+                LineScan::Incomplete
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        let c = |line_len, consumed| LineScan::Complete { line_len, consumed };
+        let cases: &[(&[u8], usize, LineScan)] = &[
+            (b"", 4, LineScan::Incomplete),
+            (b"\n", 4, c(0, 1)),
+            (b"\r\n", 4, c(0, 2)),
+            (b"ok\n", 4, c(2, 3)),
+            (b"ok\r\n", 4, c(2, 4)),
+            (b"ok\r\r\n", 4, c(3, 5)),
+            (b"ok\nqueued\n", 4, c(2, 3)),
+            (b"abcd\n", 4, c(4, 5)),
+            (b"abcd\r\n", 4, c(4, 6)),
+            (b"abcde\n", 4, LineScan::TooLong),
+            (b"abcd", 4, LineScan::Incomplete),
+            (b"abcd\r", 4, LineScan::Incomplete),
+            (b"abcde", 4, LineScan::TooLong),
+            (b"abcd\rx", 4, LineScan::TooLong),
+            (b"\r", 0, LineScan::Incomplete),
+            (b"x", 0, LineScan::TooLong),
+            (b"\n", 0, c(0, 1)),
+        ];
+        for (input, max, want) in cases {
+            assert_eq!(
+                scan_line(input, *max),
+                *want,
+                "input {:?} max {max}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn exactly_256_accepted_257_rejected() {
+        let mut line = vec![b'a'; 256];
+        line.push(b'\n');
+        assert_eq!(
+            scan_line(&line, 256),
+            LineScan::Complete {
+                line_len: 256,
+                consumed: 257
+            }
+        );
+        let mut long = vec![b'a'; 257];
+        long.push(b'\n');
+        assert_eq!(scan_line(&long, 256), LineScan::TooLong);
+        // Without the newline yet, 257 bytes already prove the line too long.
+        assert_eq!(scan_line(&long[..257], 256), LineScan::TooLong);
+        assert_eq!(scan_line(&long[..256], 256), LineScan::Incomplete);
+    }
+
+    #[test]
+    fn huge_buffer_scans_only_the_window() {
+        let buf = vec![b'x'; 10 << 20];
+        assert_eq!(scan_line(&buf, 16), LineScan::TooLong);
+    }
+
+    #[test]
+    fn byte_at_a_time_agrees_with_whole() {
+        let input = b"acquired 0000000000000001aaaaaaaaaaaaaaaa 33\r\n";
+        for split in 0..input.len() {
+            let got = scan_line(&input[..split], 128);
+            assert_eq!(got, LineScan::Incomplete, "split {split}");
+        }
+        assert!(matches!(
+            scan_line(input, 128),
+            LineScan::Complete { consumed, .. } if consumed == input.len()
+        ));
+    }
+}

@@ -1,0 +1,58 @@
+//! The dflockd wire protocol, sans-IO.
+//!
+//! This module is pure: it encodes requests into byte buffers, finds answer lines in byte
+//! buffers and parses them into typed values or typed errors. It never touches a socket, a
+//! runtime or a clock, so the client and the test server share one definition of the wire and
+//! every rule is unit-tested table-driven (see `../../shared/PROTOCOL.md` in the repository for
+//! the contract).
+//!
+//! * [`Request`] — a typed request; [`Request::encode`] validates and writes the three lines.
+//! * [`Request::parse`] — the server side: three received lines into a [`Request`], or the
+//!   [`RequestError`] that a real server answers with `error`.
+//! * [`Reply::parse`] — one answer line, interpreted for the request that was sent
+//!   ([`Expect`]), into a [`Reply`] or a [`ReplyError`] (a server status, or a protocol
+//!   violation).
+//! * [`scan_line`] — finds the end of a line in a buffer with a length cap.
+//! * [`Token`] — a lock token with its fence.
+
+mod line;
+mod reply;
+mod request;
+mod token;
+mod validate;
+
+pub use line::{LineScan, scan_line};
+pub use reply::{Expect, Grant, Reply, ReplyError, ServerStatus};
+pub use request::{Command, Family, Request, RequestError};
+pub use token::{Token, TokenError};
+pub use validate::{
+    InvalidInput, MAX_KEY_LEN, validate_client_key, validate_secret, validate_token_text,
+};
+
+/// Longest request line the server accepts, in bytes, not counting the `\n`.
+pub const MAX_REQUEST_LINE: usize = 256;
+
+/// Longest answer line the client reads for ordinary answers, in bytes.
+///
+/// Grant answers are short (`acquired` + 32-hex token + lease + optional fence); anything
+/// longer than this is a protocol violation.
+pub const MAX_REPLY_LINE: usize = 1024;
+
+/// Longest `stats` answer the client reads, in bytes (1 MiB).
+pub const MAX_STATS_LINE: usize = 1 << 20;
+
+/// The port a dflockd server listens on by default.
+pub const DEFAULT_PORT: u16 = 6388;
+
+/// The lease a server applies when a request does not name one, in seconds.
+pub const DEFAULT_LEASE_S: u64 = 33;
+
+/// The server's default idle read timeout, in seconds: a connection from which the server read
+/// nothing for this long is closed (and its locks are released).
+pub const DEFAULT_READ_TIMEOUT_S: u64 = 23;
+
+/// Largest lease, timeout or limit accepted in an answer or sent in a request.
+///
+/// Anything larger is treated as hostile: no real deployment uses leases or waits of more than
+/// a century, and bounding the value keeps `Instant + Duration` arithmetic from overflowing.
+pub const MAX_WIRE_INT: u64 = u32::MAX as u64;

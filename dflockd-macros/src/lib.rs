@@ -1,0 +1,1 @@
+//! dflockd attribute macros.

@@ -1,0 +1,1 @@
+//! dflockd tower layers.
