@@ -17,11 +17,12 @@ pub enum LineScan {
     TooLong,
 }
 
-/// Looks for one line at the start of `buf`, allowing at most `max_len` bytes of content.
+/// Looks for one line at the start of `buf`, allowing at most `max_len` bytes before the `\n`.
 ///
-/// The content excludes the `\n` and one `\r` just before it (the server strips a trailing
-/// `\r`, and so does the client). A line of exactly `max_len` content bytes is accepted; the
-/// `\r` of a `\r\n` terminator does not count against the cap.
+/// This is the real server's rule: every byte before the `\n` counts against the cap, a `\r`
+/// included, so with a cap of 256 a line of 256 bytes plus `\n` is accepted and 256 bytes plus
+/// `\r\n` is too long. The reported content excludes every trailing `\r` (the server strips
+/// them all, and so does the client).
 ///
 /// ```
 /// use dflockd_core::proto::{scan_line, LineScan};
@@ -31,33 +32,22 @@ pub enum LineScan {
 /// ```
 #[must_use]
 pub fn scan_line(buf: &[u8], max_len: usize) -> LineScan {
-    // Only look as far as a maximal line could reach: content, `\r`, `\n`.
-    let window = &buf[..buf.len().min(max_len.saturating_add(2))];
+    // Only look as far as a maximal line could reach: the content and the `\n`.
+    let window = &buf[..buf.len().min(max_len.saturating_add(1))];
     match window.iter().position(|&b| b == b'\n') {
         Some(nl) => {
-            let line_len = if nl > 0 && window[nl - 1] == b'\r' {
-                nl - 1
-            } else {
-                nl
-            };
-            if line_len > max_len {
-                LineScan::TooLong
-            } else {
-                LineScan::Complete {
-                    line_len,
-                    consumed: nl + 1,
-                }
+            let content = &window[..nl];
+            let line_len = content
+                .iter()
+                .rposition(|&b| b != b'\r')
+                .map_or(0, |last| last + 1);
+            LineScan::Complete {
+                line_len,
+                consumed: nl + 1,
             }
         }
-        None => {
-            // Without a `\n`, `max_len` bytes plus a possible `\r` may still become a line.
-            let limit = max_len.saturating_add(1);
-            if buf.len() > limit || (buf.len() == limit && buf[max_len] != b'\r') {
-                LineScan::TooLong
-            } else {
-                LineScan::Incomplete
-            }
-        }
+        None if buf.len() > max_len => LineScan::TooLong,
+        None => LineScan::Incomplete,
     }
 }
 
@@ -74,16 +64,17 @@ mod tests {
             (b"\r\n", 4, c(0, 2)),
             (b"ok\n", 4, c(2, 3)),
             (b"ok\r\n", 4, c(2, 4)),
-            (b"ok\r\r\n", 4, c(3, 5)),
+            (b"ok\r\r\n", 4, c(2, 5)),
             (b"ok\nqueued\n", 4, c(2, 3)),
             (b"abcd\n", 4, c(4, 5)),
-            (b"abcd\r\n", 4, c(4, 6)),
+            (b"abc\r\n", 4, c(3, 5)),
+            (b"abcd\r\n", 4, LineScan::TooLong),
             (b"abcde\n", 4, LineScan::TooLong),
             (b"abcd", 4, LineScan::Incomplete),
-            (b"abcd\r", 4, LineScan::Incomplete),
+            (b"abcd\r", 4, LineScan::TooLong),
             (b"abcde", 4, LineScan::TooLong),
-            (b"abcd\rx", 4, LineScan::TooLong),
-            (b"\r", 0, LineScan::Incomplete),
+            (b"\r", 0, LineScan::TooLong),
+            (b"\r\r\n", 4, c(0, 3)),
             (b"x", 0, LineScan::TooLong),
             (b"\n", 0, c(0, 1)),
         ];
@@ -111,6 +102,10 @@ mod tests {
         let mut long = vec![b'a'; 257];
         long.push(b'\n');
         assert_eq!(scan_line(&long, 256), LineScan::TooLong);
+        // The `\r` counts: 256 bytes plus `\r\n` is too long.
+        let mut cr = vec![b'a'; 256];
+        cr.extend_from_slice(b"\r\n");
+        assert_eq!(scan_line(&cr, 256), LineScan::TooLong);
         // Without the newline yet, 257 bytes already prove the line too long.
         assert_eq!(scan_line(&long[..257], 256), LineScan::TooLong);
         assert_eq!(scan_line(&long[..256], 256), LineScan::Incomplete);

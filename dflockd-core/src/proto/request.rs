@@ -256,9 +256,6 @@ pub enum RequestError {
     /// An empty token.
     #[error("invalid token")]
     InvalidToken,
-    /// A line that is not UTF-8.
-    #[error("request is not UTF-8")]
-    NotUtf8,
 }
 
 impl Family {
@@ -419,30 +416,36 @@ impl<'a> Request<'a> {
     }
 
     /// Parses a request as the server receives it: the command, key and argument lines, each
-    /// without its line terminator (and without a trailing `\r`).
+    /// without its `\n` and trailing `\r`s (a server holding raw bytes converts them lossily
+    /// first: the real server accepts keys that are not UTF-8).
     ///
-    /// This is the server's definition of a well-formed request. For `auth` and `stats` the
-    /// key is ignored; for `stats` the argument is ignored too.
+    /// This is the real server's (v1.10 line) definition of a well-formed request:
+    /// * the command word is exact and case-sensitive; `auth` and `stats` ignore the key, and
+    ///   `stats` ignores the argument; the secret of `auth` is the trimmed argument;
+    /// * a key is non-empty without space, tab, `\r` or `\n` (anything else is accepted);
+    /// * `l`, `sl`, `n`, `sn`, `se` split the argument on runs of whitespace; `r`, `sr`, `e`,
+    ///   `w`, `sw` take the whole trimmed argument as one field (so `w k` with `10 20` is an
+    ///   error, and a token with a space in it is simply unknown);
+    /// * integers are read like Go's `strconv.Atoi` (optional sign, leading zeros, `i64`);
+    ///   seconds become nanoseconds in wrapping `i64` arithmetic as the server does, so a
+    ///   timeout that wraps negative means "do not wait" and a lease that wraps to `<= 0` is
+    ///   refused;
+    /// * timeouts are `>= 0`, leases and limits `> 0`; tokens are any non-empty text.
     ///
     /// # Errors
     /// The [`RequestError`] for which the server answers `error` (the connection stays open).
-    pub fn parse(command: &'a [u8], key: &'a [u8], arg: &'a [u8]) -> Result<Self, RequestError> {
-        let command = std::str::from_utf8(command).map_err(|_| RequestError::NotUtf8)?;
+    pub fn parse(command: &'a str, key: &'a str, arg: &'a str) -> Result<Self, RequestError> {
         let command = Command::from_word(command).ok_or(RequestError::UnknownCommand)?;
         match command {
-            Command::Auth => {
-                let secret = std::str::from_utf8(arg).map_err(|_| RequestError::NotUtf8)?;
-                return Ok(Request::Auth { secret });
-            }
+            Command::Auth => return Ok(Request::Auth { secret: arg.trim() }),
             Command::Stats => return Ok(Request::Stats),
             _ => {}
         }
-        let key = std::str::from_utf8(key).map_err(|_| RequestError::NotUtf8)?;
         if key.is_empty() || key.contains([' ', '\t', '\r', '\n']) {
             return Err(RequestError::InvalidKey);
         }
-        let arg = std::str::from_utf8(arg).map_err(|_| RequestError::NotUtf8)?;
-        let fields: Vec<&str> = arg.split_ascii_whitespace().collect();
+        let fields: Vec<&str> = arg.split_whitespace().collect();
+        let whole = arg.trim();
         let family = match command {
             Command::SemLock
             | Command::SemRelease
@@ -464,7 +467,17 @@ impl<'a> Request<'a> {
                     lease_s: parse_opt_lease(rest)?,
                 }
             }
-            Command::Enqueue | Command::SemEnqueue => {
+            Command::Enqueue => Request::Enqueue {
+                family,
+                key,
+                limit: 1,
+                lease_s: if whole.is_empty() {
+                    None
+                } else {
+                    Some(parse_lease(whole)?)
+                },
+            },
+            Command::SemEnqueue => {
                 let (limit, rest) = take_limit(family, &fields)?;
                 Request::Enqueue {
                     family,
@@ -473,19 +486,26 @@ impl<'a> Request<'a> {
                     lease_s: parse_opt_lease(rest)?,
                 }
             }
-            Command::Wait | Command::SemWait => match fields.as_slice() {
-                [timeout] => Request::Wait {
+            Command::Wait | Command::SemWait => {
+                if whole.is_empty() {
+                    return Err(RequestError::ArgumentCount);
+                }
+                Request::Wait {
                     family,
                     key,
-                    timeout_s: parse_timeout(timeout)?,
-                },
-                _ => return Err(RequestError::ArgumentCount),
-            },
-            Command::Release | Command::SemRelease => match fields.as_slice() {
-                [token] => Request::Release { family, key, token },
-                [] => return Err(RequestError::InvalidToken),
-                _ => return Err(RequestError::ArgumentCount),
-            },
+                    timeout_s: parse_timeout(whole)?,
+                }
+            }
+            Command::Release | Command::SemRelease => {
+                if whole.is_empty() {
+                    return Err(RequestError::InvalidToken);
+                }
+                Request::Release {
+                    family,
+                    key,
+                    token: whole,
+                }
+            }
             Command::Renew | Command::SemRenew => {
                 let (token, rest) = fields.split_first().ok_or(RequestError::InvalidToken)?;
                 Request::Renew {
@@ -500,6 +520,8 @@ impl<'a> Request<'a> {
         Ok(request)
     }
 }
+
+const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 fn take_limit<'f>(
     family: Family,
@@ -521,25 +543,35 @@ fn take_limit<'f>(
 fn parse_opt_lease(rest: &[&str]) -> Result<Option<u64>, RequestError> {
     match rest {
         [] => Ok(None),
-        [lease] => {
-            let lease = parse_int(lease)?;
-            if lease <= 0 {
-                Err(RequestError::InvalidLease)
-            } else {
-                Ok(Some(lease.unsigned_abs()))
-            }
-        }
+        [lease] => parse_lease(lease).map(Some),
         _ => Err(RequestError::ArgumentCount),
     }
 }
 
+/// A lease as the server applies it: seconds times 10^9 in wrapping `i64` arithmetic must be
+/// positive; the applied lease is the whole seconds of the wrapped duration.
+fn parse_lease(field: &str) -> Result<u64, RequestError> {
+    let nanos = parse_int(field)?.wrapping_mul(NANOS_PER_SEC);
+    if nanos <= 0 {
+        Err(RequestError::InvalidLease)
+    } else {
+        Ok((nanos / NANOS_PER_SEC).unsigned_abs())
+    }
+}
+
+/// A timeout as the server applies it: negative is refused; a value whose nanoseconds wrap
+/// negative means "do not wait".
 fn parse_timeout(field: &str) -> Result<u64, RequestError> {
     let timeout = parse_int(field)?;
     if timeout < 0 {
-        Err(RequestError::InvalidTimeout)
-    } else {
-        Ok(timeout.unsigned_abs())
+        return Err(RequestError::InvalidTimeout);
     }
+    let nanos = timeout.wrapping_mul(NANOS_PER_SEC);
+    Ok(if nanos < 0 {
+        0
+    } else {
+        (nanos / NANOS_PER_SEC).unsigned_abs()
+    })
 }
 
 /// A decimal integer as the Go server reads it (`strconv.Atoi`): an optional sign, then
@@ -908,6 +940,12 @@ mod tests {
                 lease_s: None,
             },
             Request::Enqueue {
+                family: Lock,
+                key: "k",
+                limit: 1,
+                lease_s: Some(8),
+            },
+            Request::Enqueue {
                 family: Semaphore,
                 key: "k",
                 limit: 4,
@@ -937,7 +975,8 @@ mod tests {
         for req in reqs {
             let mut out = Vec::new();
             req.encode(&mut out).unwrap();
-            let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+            let text = String::from_utf8(out).unwrap();
+            let lines: Vec<&str> = text.split('\n').collect();
             assert_eq!(lines.len(), 4, "{req:?}");
             let parsed = Request::parse(lines[0], lines[1], lines[2]).unwrap();
             assert_eq!(parsed, req);
@@ -949,16 +988,24 @@ mod tests {
         let cases: &[(&str, &str, &str, RequestError)] = &[
             ("x", "k", "1", RequestError::UnknownCommand),
             ("L", "k", "1", RequestError::UnknownCommand),
+            (" l", "k", "1", RequestError::UnknownCommand),
+            ("ping", "k", "1", RequestError::UnknownCommand),
             ("", "k", "1", RequestError::UnknownCommand),
             ("l", "", "1", RequestError::InvalidKey),
             ("l", "a b", "1", RequestError::InvalidKey),
+            ("l", " k", "1", RequestError::InvalidKey),
             ("l", "a\tb", "1", RequestError::InvalidKey),
             ("l", "k", "", RequestError::ArgumentCount),
+            ("l", "k", "   ", RequestError::ArgumentCount),
             ("l", "k", "1 2 3", RequestError::ArgumentCount),
             ("l", "k", "-1", RequestError::InvalidTimeout),
             ("l", "k", "x", RequestError::InvalidNumber),
+            ("l", "k", "0x10", RequestError::InvalidNumber),
+            ("l", "k", "1_0", RequestError::InvalidNumber),
             ("l", "k", "1.5", RequestError::InvalidNumber),
+            ("l", "k", "+", RequestError::InvalidNumber),
             ("l", "k", "1 0", RequestError::InvalidLease),
+            ("l", "k", "1 +0", RequestError::InvalidLease),
             ("l", "k", "1 -3", RequestError::InvalidLease),
             (
                 "l",
@@ -968,49 +1015,176 @@ mod tests {
             ),
             ("sl", "k", "1", RequestError::ArgumentCount),
             ("sl", "k", "1 0", RequestError::InvalidLimit),
+            ("sl", "k", "1 -2", RequestError::InvalidLimit),
+            ("sl", "k", "1 2 3 4", RequestError::ArgumentCount),
             ("se", "k", "", RequestError::ArgumentCount),
+            ("se", "k", "2 3 4", RequestError::ArgumentCount),
             ("e", "k", "0", RequestError::InvalidLease),
-            ("e", "k", "1 2", RequestError::ArgumentCount),
+            ("e", "k", "30 junk", RequestError::InvalidNumber),
             ("w", "k", "", RequestError::ArgumentCount),
+            ("w", "k", "10 20", RequestError::InvalidNumber),
+            ("w", "k", "-1", RequestError::InvalidTimeout),
             ("r", "k", "", RequestError::InvalidToken),
-            ("r", "k", "a b", RequestError::ArgumentCount),
+            ("r", "k", "  ", RequestError::InvalidToken),
             ("n", "k", "", RequestError::InvalidToken),
             ("n", "k", "t 0", RequestError::InvalidLease),
+            ("n", "k", "t 1 2", RequestError::ArgumentCount),
         ];
         for (c, k, a, want) in cases {
-            assert_eq!(
-                Request::parse(c.as_bytes(), k.as_bytes(), a.as_bytes()),
-                Err(*want),
-                "{c:?} {k:?} {a:?}"
-            );
+            assert_eq!(Request::parse(c, k, a), Err(*want), "{c:?} {k:?} {a:?}");
         }
-        assert_eq!(
-            Request::parse(b"l", b"\xff", b"1"),
-            Err(RequestError::NotUtf8)
-        );
     }
 
     #[test]
     fn server_parse_accepts_what_go_accepts() {
-        let parsed = Request::parse(b"l", b"k", b"+5 007").unwrap();
+        use Family::{Lock, Semaphore};
+        let ok: &[(&str, &str, &str, Request<'_>)] = &[
+            (
+                "l",
+                "k",
+                "+5 007",
+                Request::Acquire {
+                    family: Lock,
+                    key: "k",
+                    timeout_s: 5,
+                    limit: 1,
+                    lease_s: Some(7),
+                },
+            ),
+            (
+                "l",
+                "k",
+                " 10\t 60 ",
+                Request::Acquire {
+                    family: Lock,
+                    key: "k",
+                    timeout_s: 10,
+                    limit: 1,
+                    lease_s: Some(60),
+                },
+            ),
+            (
+                "sl",
+                "k",
+                "1 1",
+                Request::Acquire {
+                    family: Semaphore,
+                    key: "k",
+                    timeout_s: 1,
+                    limit: 1,
+                    lease_s: None,
+                },
+            ),
+            (
+                "e",
+                "k",
+                " 30 ",
+                Request::Enqueue {
+                    family: Lock,
+                    key: "k",
+                    limit: 1,
+                    lease_s: Some(30),
+                },
+            ),
+            (
+                "e",
+                "k",
+                "",
+                Request::Enqueue {
+                    family: Lock,
+                    key: "k",
+                    limit: 1,
+                    lease_s: None,
+                },
+            ),
+            (
+                "w",
+                "k",
+                " 0 ",
+                Request::Wait {
+                    family: Lock,
+                    key: "k",
+                    timeout_s: 0,
+                },
+            ),
+            // Any token text: unknown tokens are answered by the lock state, not the parser.
+            (
+                "r",
+                "k",
+                "whatever",
+                Request::Release {
+                    family: Lock,
+                    key: "k",
+                    token: "whatever",
+                },
+            ),
+            (
+                "r",
+                "k",
+                "tok extra ",
+                Request::Release {
+                    family: Lock,
+                    key: "k",
+                    token: "tok extra",
+                },
+            ),
+            (
+                "n",
+                "k",
+                "t",
+                Request::Renew {
+                    family: Lock,
+                    key: "k",
+                    token: "t",
+                    lease_s: None,
+                },
+            ),
+            (
+                "auth",
+                "",
+                "  secret \t",
+                Request::Auth { secret: "secret" },
+            ),
+            ("auth", "any key", "s", Request::Auth { secret: "s" }),
+            ("stats", "", "whatever", Request::Stats),
+            (
+                "l",
+                "\0\u{b}\u{a0}ключ",
+                "1",
+                Request::Acquire {
+                    family: Lock,
+                    key: "\0\u{b}\u{a0}ключ",
+                    timeout_s: 1,
+                    limit: 1,
+                    lease_s: None,
+                },
+            ),
+            // Timeouts whose nanoseconds wrap negative mean "do not wait".
+            (
+                "l",
+                "k",
+                "9223372037",
+                Request::Acquire {
+                    family: Lock,
+                    key: "k",
+                    timeout_s: 0,
+                    limit: 1,
+                    lease_s: None,
+                },
+            ),
+        ];
+        for (c, k, a, want) in ok {
+            assert_eq!(
+                Request::parse(c, k, a).as_ref(),
+                Ok(want),
+                "{c:?} {k:?} {a:?}"
+            );
+        }
+        // A lease whose nanoseconds wrap negative is refused, as the server does.
         assert_eq!(
-            parsed,
-            Request::Acquire {
-                family: Family::Lock,
-                key: "k",
-                timeout_s: 5,
-                limit: 1,
-                lease_s: Some(7)
-            }
+            Request::parse("l", "k", "1 9223372037"),
+            Err(RequestError::InvalidLease)
         );
-        // Any token text is accepted by the parser; unknown tokens are answered by the state.
-        assert!(matches!(
-            Request::parse(b"r", b"k", b"whatever"),
-            Ok(Request::Release {
-                token: "whatever",
-                ..
-            })
-        ));
     }
 
     #[test]
