@@ -1,4 +1,78 @@
-//! Async tokio client for the dflockd distributed lock server.
+//! Async tokio client for the [dflockd](https://github.com/mtingers/dflockd) distributed lock
+//! server: FIFO locks, counting semaphores, background lease renewal, two-phase acquisition,
+//! auth, TLS, sharding over several servers, stats.
+//!
+//! Most users depend on the `dflockd` facade crate, which re-exports this one.
+//!
+//! # Quick start
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let server = dflockd_testkit::TestServer::builder().start().await?;
+//! use std::time::Duration;
+//!
+//! let client = dflockd_core::Client::builder()
+//!     .servers([server.addr().to_string()]) // default: 127.0.0.1:6388
+//!     .build()?;
+//!
+//! let guard = client
+//!     .lock("nightly-report")
+//!     .acquire_timeout(Duration::from_secs(10))
+//!     .lease_ttl(Duration::from_secs(20))
+//!     .acquire()
+//!     .await?;
+//! // The lease renews in the background while `guard` lives.
+//! assert!(guard.is_held());
+//! println!("{} held with fence {}", guard.key(), guard.fence());
+//! guard.release().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//!
+//! | capability | API |
+//! |---|---|
+//! | locks and semaphores, FIFO | [`Client::lock`], [`Client::semaphore`], [`Lock::acquire`] |
+//! | try once, no wait | [`Lock::try_acquire`] (`Ok(None)` when busy) |
+//! | two-phase acquisition | [`Lock::enqueue`], [`Queued::wait`] |
+//! | background renewal | every [`Guard`]; [`ClientBuilder::renew_ratio`] |
+//! | lease loss reaches the critical section | [`Guard::is_held`], [`Guard::lost`], [`LeaseWatch`] |
+//! | fencing tokens | [`Guard::fence`] |
+//! | typed errors | [`Error`], [`Error::is_timeout`], [`Error::is_lease_lost`] |
+//! | auth | [`ClientBuilder::auth_token`] |
+//! | TLS (feature `tls`) | [`ClientBuilder::tls`], [`TlsOptions`] |
+//! | sharding | [`ClientBuilder::servers`], [`ShardStrategy`], [`Crc32`] |
+//! | stats | [`Client::stats`], [`Stats`] |
+//! | configuration from the environment | [`Client::from_env`] |
+//! | wire protocol, sans-IO | [`proto`] |
+//!
+//! # How connections are used
+//!
+//! Connections are pooled per server and authenticated once. Non-blocking requests
+//! (try-once acquires, releases, renewals, stats) are pipelined on a few shared connections;
+//! an acquire that has to wait for a busy key waits on a connection of its own, which then
+//! holds the lock. Since the server releases a connection's locks when it closes, each lock
+//! is renewed through the connection that holds it, often enough that the server's idle read
+//! timeout never closes it.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod client;
+mod conn;
+mod error;
+mod lease;
+mod lock;
 pub mod proto;
+mod shard;
+mod stats;
+
+pub use client::{Client, ClientBuilder};
+#[cfg(feature = "tls")]
+pub use conn::tls::TlsOptions;
+pub use error::{Error, Result};
+pub use lease::{LeaseWatch, LossReason, Lost};
+pub use lock::{Enqueued, Guard, Lock, Queued, Semaphore};
+pub use proto::Token;
+pub use shard::{Crc32, ShardStrategy};
+pub use stats::{IdleStats, LockStats, SemaphoreStats, Stats};

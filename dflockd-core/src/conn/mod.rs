@@ -1,0 +1,1058 @@
+//! Connections: one multiplexed, pipelined connection per [`Conn`], grouped per server in a
+//! [`pool::ServerPool`].
+//!
+//! A connection has two tasks: a reader that matches each answer line to the oldest pending
+//! request (the protocol answers strictly in order) and a maintenance task that renews the
+//! leases held through this connection, notices deadlines and retires the connection when it
+//! is idle. Callers write their requests themselves, under the writer lock, in the same
+//! critical section that records what answer they expect, so the pending queue and the bytes
+//! on the wire are always in the same order.
+//!
+//! Rules that keep locks safe:
+//! * a lock lives and dies with the connection that acquired it, so its renewals go on that
+//!   connection (which also keeps it from idling past the server's read timeout);
+//! * a request that may wait server-side (`l`/`sl` with a timeout, `w`/`sw`) is only sent on a
+//!   *parked* connection: one that holds no locks and carries nothing else, so no renewal can
+//!   get stuck behind it. Cancelling such a request closes that connection, which makes the
+//!   server drop the wait;
+//! * an answer nobody waits for any more (its caller was cancelled) is still read; a grant in
+//!   it is released at once;
+//! * an answer that cannot be parsed, an answer nobody asked for, or a request without answer
+//!   for longer than the request timeout poisons the connection: it is closed and every lock
+//!   held through it is reported lost.
+
+pub(crate) mod connect;
+pub(crate) mod pool;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot, watch};
+
+use crate::error::{Error, Result};
+use crate::lease::{LeasePolicy, LeaseShared, LossReason};
+use crate::proto::{
+    Expect, Family, Grant, LineScan, MAX_REPLY_LINE, MAX_STATS_LINE, Reply, ReplyError, Request,
+    ServerStatus, Token, scan_line,
+};
+use connect::{BoxRead, BoxWrite};
+
+/// Settings shared by every connection of a client.
+pub(crate) struct Settings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) policy: LeasePolicy,
+    pub(crate) auth_token: Option<crate::client::Secret>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<tls::TlsConnector>,
+    pub(crate) max_shared_connections: usize,
+    pub(crate) max_connections: usize,
+}
+
+/// Renewals due within this window are sent together in one write.
+const COALESCE: Duration = Duration::from_millis(25);
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_LOCK_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_PARK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a successful request produced.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Granted(Granted),
+    Queued,
+    Timeout,
+    Ok,
+    Renewed,
+    Stats(String),
+}
+
+/// A grant registered on its connection (its renewals have started).
+#[derive(Debug)]
+pub(crate) struct Granted {
+    pub(crate) lock_id: u64,
+    pub(crate) grant: Grant,
+    pub(crate) shared: Arc<LeaseShared>,
+}
+
+/// What to register when a request is answered with a grant.
+#[derive(Clone, Debug)]
+pub(crate) struct GrantMeta {
+    pub(crate) family: Family,
+    pub(crate) key: Arc<str>,
+}
+
+/// A request about to be sent, and how its answer is handled.
+pub(crate) struct Call<'a> {
+    pub(crate) request: Request<'a>,
+    pub(crate) expect: Expect,
+    /// Register a grant in the answer for renewal.
+    pub(crate) grant: Option<GrantMeta>,
+    /// The server may hold the answer for up to this long (a blocking request). Its answer
+    /// ends the connection's reservation.
+    pub(crate) server_wait: Option<Duration>,
+    /// Close the connection if the caller stops waiting for the answer (requests that leave
+    /// server-side state behind on this connection: blocking ones and enqueues).
+    pub(crate) cancel_closes: bool,
+}
+
+enum Pending {
+    Call {
+        expect: Expect,
+        tx: oneshot::Sender<Result<Answer>>,
+        sent: Instant,
+        deadline: Instant,
+        grant: Option<GrantMeta>,
+        blocking: bool,
+        command: &'static str,
+        key: Arc<str>,
+    },
+    Renew {
+        lock_id: u64,
+        sent: Instant,
+        deadline: Instant,
+        tx: Option<oneshot::Sender<Result<Duration>>>,
+    },
+    Release {
+        key: Arc<str>,
+        token: Token,
+        deadline: Instant,
+    },
+}
+
+impl Pending {
+    fn deadline(&self) -> Instant {
+        match self {
+            Pending::Call { deadline, .. }
+            | Pending::Renew { deadline, .. }
+            | Pending::Release { deadline, .. } => *deadline,
+        }
+    }
+
+    fn expect(&self) -> Expect {
+        match self {
+            Pending::Call { expect, .. } => *expect,
+            Pending::Renew { .. } => Expect::Renew,
+            Pending::Release { .. } => Expect::Release,
+        }
+    }
+}
+
+struct Held {
+    key: Arc<str>,
+    family: Family,
+    token: Token,
+    lease: Duration,
+    deadline: Instant,
+    next_renew: Instant,
+    renew_in_flight: bool,
+    seq: u64,
+    shared: Arc<LeaseShared>,
+}
+
+impl Held {
+    fn next_event(&self) -> Instant {
+        if self.renew_in_flight {
+            self.deadline
+        } else {
+            self.next_renew.min(self.deadline)
+        }
+    }
+}
+
+struct State {
+    pending: VecDeque<Pending>,
+    held: HashMap<u64, Held>,
+    schedule: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    releases: Vec<(Family, Arc<str>, Token)>,
+    /// The id of the reservation for a blocking request, if any.
+    parked: Option<u64>,
+    dead: Option<String>,
+    last_used: Instant,
+    maint_at: Option<Instant>,
+    client_gone: bool,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// One connection to one server.
+pub(crate) struct Conn {
+    pub(crate) id: u64,
+    pub(crate) server: Arc<str>,
+    settings: Arc<Settings>,
+    state: Mutex<State>,
+    writer: tokio::sync::Mutex<Option<BoxWrite>>,
+    wake_maint: Notify,
+    closed: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Load figures used by the pool to pick a connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Load {
+    pub(crate) pending: usize,
+    pub(crate) parked: bool,
+    pub(crate) dead: bool,
+}
+
+impl Conn {
+    /// Opens a connection and starts its tasks. `parked` reserves it for one blocking request.
+    pub(crate) async fn open(
+        settings: Arc<Settings>,
+        server: Arc<str>,
+        parked: bool,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(Arc<Conn>, Option<u64>)> {
+        let parked = parked.then(|| NEXT_PARK_ID.fetch_add(1, Ordering::Relaxed));
+        let opened = connect::open(&settings, &server).await?;
+        let (closed, _) = watch::channel(false);
+        let conn = Arc::new(Conn {
+            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            server,
+            settings,
+            state: Mutex::new(State {
+                pending: VecDeque::new(),
+                held: HashMap::new(),
+                schedule: BinaryHeap::new(),
+                releases: Vec::new(),
+                parked,
+                dead: None,
+                last_used: Instant::now(),
+                maint_at: None,
+                client_gone: false,
+                permit,
+            }),
+            writer: tokio::sync::Mutex::new(Some(opened.write)),
+            wake_maint: Notify::new(),
+            closed,
+        });
+        tracing::debug!(server = %conn.server, conn = conn.id, "connected");
+        tokio::spawn(conn.clone().read_loop(opened.read, opened.leftover));
+        tokio::spawn(conn.clone().maint_loop());
+        Ok((conn, parked))
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug; keep going with the data as is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn load(&self) -> Load {
+        let st = self.lock_state();
+        Load {
+            pending: st.pending.len(),
+            parked: st.parked.is_some(),
+            dead: st.dead.is_some(),
+        }
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.lock_state().dead.is_some()
+    }
+
+    /// Reserves an idle, lock-free connection for a blocking request; `None` if it is not
+    /// one. The id ends the reservation with [`Conn::unpark`].
+    pub(crate) fn try_park(&self) -> Option<u64> {
+        let mut st = self.lock_state();
+        if st.dead.is_none() && st.parked.is_none() && st.held.is_empty() && st.pending.is_empty()
+        {
+            let id = NEXT_PARK_ID.fetch_add(1, Ordering::Relaxed);
+            st.parked = Some(id);
+            Some(id)
+        } else {
+            None
+        }
+    }
+
+    /// Ends reservation `id`, if it is still the current one.
+    pub(crate) fn unpark(&self, id: u64) {
+        let mut st = self.lock_state();
+        if st.parked == Some(id) {
+            st.parked = None;
+        }
+    }
+
+    /// The client that owns the pool is gone: close once nothing is held or pending.
+    pub(crate) fn client_dropped(&self) {
+        self.lock_state().client_gone = true;
+        self.wake_maint.notify_one();
+    }
+
+    fn dead_error(&self, reason: &str) -> Error {
+        Error::ConnectionClosed {
+            server: self.server.to_string(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Sends one request and waits for its answer.
+    ///
+    /// Cancel safety: if the returned future is dropped after the request was written, a
+    /// non-blocking request's answer is still consumed by the reader (a grant in it is
+    /// released), and a blocking request's connection is closed so the server drops the wait.
+    pub(crate) async fn call(self: &Arc<Self>, call: Call<'_>) -> Result<Answer> {
+        let mut bytes = Vec::with_capacity(96);
+        call.request.encode(&mut bytes)?;
+        let (tx, rx) = oneshot::channel();
+        let blocking = call.server_wait.is_some();
+        let cancel_closes = call.cancel_closes || blocking;
+        let limit = call.server_wait.unwrap_or_default() + self.settings.request_timeout;
+        let now = Instant::now();
+        let pending = Pending::Call {
+            expect: call.expect,
+            tx,
+            sent: now,
+            deadline: now + limit,
+            grant: call.grant,
+            blocking,
+            command: call.request.command().as_str(),
+            key: Arc::from(call.request.key().unwrap_or("")),
+        };
+        self.send(&bytes, std::iter::once(pending)).await?;
+        // From here on, dropping this future must not leave a blocking wait behind.
+        let cancel = CancelGuard {
+            conn: self,
+            armed: cancel_closes,
+        };
+        let result = match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.dead_error(&self.death_reason())),
+            Err(_) => {
+                self.kill("request timed out");
+                Err(Error::RequestTimeout {
+                    server: self.server.to_string(),
+                    after: limit,
+                })
+            }
+        };
+        cancel.disarm();
+        result
+    }
+
+    fn death_reason(&self) -> String {
+        self.lock_state()
+            .dead
+            .clone()
+            .unwrap_or_else(|| "closed".to_owned())
+    }
+
+    /// Writes `bytes` and records `pending` answers, in one critical section of the writer.
+    async fn send(&self, bytes: &[u8], pending: impl IntoIterator<Item = Pending>) -> Result<()> {
+        let mut writer = self.writer.lock().await;
+        {
+            let mut st = self.lock_state();
+            if let Some(reason) = &st.dead {
+                return Err(self.dead_error(reason));
+            }
+            st.pending.extend(pending);
+            st.last_used = Instant::now();
+        }
+        let Some(w) = writer.as_mut() else {
+            return Err(self.dead_error("closed"));
+        };
+        // If this future is dropped mid-write, part of a request may be on the wire: the
+        // connection can no longer be trusted.
+        let poison = PoisonGuard { conn: self, armed: true };
+        let result = async {
+            w.write_all(bytes).await?;
+            w.flush().await
+        }
+        .await;
+        poison.disarm();
+        if let Err(e) = result {
+            let err = Error::Io {
+                server: self.server.to_string(),
+                source: e,
+            };
+            self.kill(&err.to_string());
+            return Err(err);
+        }
+        self.wake_maint_if_needed();
+        Ok(())
+    }
+
+    fn wake_maint_if_needed(&self) {
+        // The maintenance task watches the oldest pending request's deadline; it only needs a
+        // nudge when it is asleep with nothing scheduled.
+        let st = self.lock_state();
+        if st.maint_at.is_none() {
+            drop(st);
+            self.wake_maint.notify_one();
+        }
+    }
+
+    /// Closes the connection: every pending request fails, every lock held through it is
+    /// reported lost (the server releases them when it sees the close).
+    pub(crate) fn kill(&self, reason: &str) {
+        let (pending, held) = {
+            let mut st = self.lock_state();
+            if st.dead.is_some() {
+                return;
+            }
+            st.dead = Some(reason.to_owned());
+            st.permit = None;
+            st.schedule.clear();
+            (
+                std::mem::take(&mut st.pending),
+                std::mem::take(&mut st.held),
+            )
+        };
+        let _ = self.closed.send(true);
+        self.wake_maint.notify_one();
+        if !held.is_empty() {
+            tracing::warn!(server = %self.server, conn = self.id, reason, locks = held.len(), "connection lost with locks held");
+        } else {
+            tracing::debug!(server = %self.server, conn = self.id, reason, "connection closed");
+        }
+        for h in held.into_values() {
+            if h.shared.mark_lost(LossReason::ConnectionLost) {
+                tracing::warn!(key = %h.key, token = %h.token, reason = %LossReason::ConnectionLost, "lease lost");
+            }
+        }
+        for p in pending {
+            match p {
+                Pending::Call { tx, .. } => {
+                    let _ = tx.send(Err(self.dead_error(reason)));
+                }
+                Pending::Renew { tx: Some(tx), .. } => {
+                    let _ = tx.send(Err(self.dead_error(reason)));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // ---- reader ---------------------------------------------------------------------------
+
+    async fn read_loop(self: Arc<Self>, mut read: BoxRead, mut buf: Vec<u8>) {
+        let mut closed = self.closed.subscribe();
+        'outer: loop {
+            let mut start = 0;
+            loop {
+                let limit = match self.lock_state().pending.front().map(Pending::expect) {
+                    Some(Expect::Stats) => MAX_STATS_LINE,
+                    _ => MAX_REPLY_LINE,
+                };
+                match scan_line(&buf[start..], limit) {
+                    LineScan::Complete { line_len, consumed } => {
+                        let line = &buf[start..start + line_len];
+                        if let Err(reason) = self.on_line(line) {
+                            self.kill(reason);
+                            break 'outer;
+                        }
+                        start += consumed;
+                    }
+                    LineScan::Incomplete => break,
+                    LineScan::TooLong => {
+                        self.fail_head(Error::Protocol {
+                            server: self.server.to_string(),
+                            reason: "answer line too long",
+                        });
+                        self.kill("answer line too long");
+                        break 'outer;
+                    }
+                }
+            }
+            buf.drain(..start);
+            if buf.capacity() > 64 * 1024 && buf.len() < 1024 {
+                buf.shrink_to(4096);
+            }
+            buf.reserve(4096);
+            tokio::select! {
+                biased;
+                _ = closed.wait_for(|c| *c) => break,
+                read = read.read_buf(&mut buf) => match read {
+                    Ok(0) => {
+                        self.kill("server closed the connection");
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.kill(&format!("read failed: {e}"));
+                        break;
+                    }
+                },
+            }
+        }
+        drop(read);
+        // Drop the write half too, so the socket closes and the server cleans up after us.
+        let writer = self.writer.lock().await.take();
+        if let Some(mut w) = writer {
+            let _ = tokio::time::timeout(Duration::from_millis(100), w.shutdown()).await;
+        }
+    }
+
+    fn fail_head(&self, error: Error) {
+        let head = self.lock_state().pending.pop_front();
+        match head {
+            Some(Pending::Call { tx, .. }) => {
+                let _ = tx.send(Err(error));
+            }
+            Some(Pending::Renew { tx: Some(tx), .. }) => {
+                let _ = tx.send(Err(error));
+            }
+            _ => {}
+        }
+    }
+
+    /// Handles one answer line. An `Err` poisons the connection.
+    fn on_line(&self, line: &[u8]) -> std::result::Result<(), &'static str> {
+        let mut st = self.lock_state();
+        let Some(head) = st.pending.pop_front() else {
+            return Err("answer to no request");
+        };
+        let now = Instant::now();
+        match head {
+            Pending::Call {
+                expect,
+                tx,
+                sent,
+                grant,
+                blocking,
+                command,
+                key,
+                ..
+            } => {
+                if blocking {
+                    st.parked = None;
+                }
+                let parsed = Reply::parse(expect, line);
+                let (result, poison) = match parsed {
+                    Ok(Reply::Granted(g)) => {
+                        let granted = match &grant {
+                            Some(meta) => self.register(&mut st, meta, g, sent, now, blocking),
+                            None => Granted {
+                                lock_id: 0,
+                                grant: g,
+                                shared: LeaseShared::new(Duration::from_secs(g.lease_s)),
+                            },
+                        };
+                        (Ok(Answer::Granted(granted)), None)
+                    }
+                    Ok(Reply::Queued) => (Ok(Answer::Queued), None),
+                    Ok(Reply::Timeout) => (Ok(Answer::Timeout), None),
+                    Ok(Reply::Ok) => (Ok(Answer::Ok), None),
+                    Ok(Reply::Renewed { .. }) => (Ok(Answer::Renewed), None),
+                    Ok(Reply::Stats(json)) => (Ok(Answer::Stats(json.to_owned())), None),
+                    Err(ReplyError::Malformed(reason)) => (
+                        Err(Error::Protocol {
+                            server: self.server.to_string(),
+                            reason,
+                        }),
+                        Some(reason),
+                    ),
+                    Err(ReplyError::Server(status)) => {
+                        // The server closes the connection after these.
+                        let poison = matches!(status, ServerStatus::Auth)
+                            .then_some("server rejected the auth token");
+                        (
+                            Err(Error::from_status(status, &self.server, command, &key)),
+                            poison,
+                        )
+                    }
+                };
+                drop(st);
+                if let Err(Ok(Answer::Granted(orphan))) = tx.send(result) {
+                    // The caller gave up (cancelled): nobody will release this grant.
+                    tracing::debug!(key = %key, token = %orphan.grant.token, "releasing a grant whose caller went away");
+                    self.drop_lock(orphan.lock_id, true);
+                }
+                match poison {
+                    Some(reason) => Err(reason),
+                    None => Ok(()),
+                }
+            }
+            Pending::Renew {
+                lock_id, sent, tx, ..
+            } => {
+                let parsed = Reply::parse(Expect::Renew, line);
+                let policy = self.settings.policy;
+                let mut lost = None;
+                let result = match parsed {
+                    Ok(Reply::Renewed { lease_s, .. }) => {
+                        let lease = Duration::from_secs(lease_s);
+                        if let Some(h) = st.held.get_mut(&lock_id) {
+                            let times = policy.after_success(sent, now, lease, jitter());
+                            h.lease = lease;
+                            h.deadline = times.deadline;
+                            h.next_renew = times.next_renew;
+                            h.renew_in_flight = false;
+                            h.seq += 1;
+                            h.shared.set_lease(lease);
+                            let entry = Reverse((h.next_event(), lock_id, h.seq));
+                            st.schedule.push(entry);
+                        }
+                        Ok(lease)
+                    }
+                    Ok(_) | Err(ReplyError::Malformed(_)) => {
+                        drop(st);
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Err(Error::Protocol {
+                                server: self.server.to_string(),
+                                reason: "malformed renew answer",
+                            }));
+                        }
+                        return Err("malformed renew answer");
+                    }
+                    Err(ReplyError::Server(ServerStatus::Error)) => {
+                        lost = st.held.remove(&lock_id);
+                        Err(LossReason::RenewRefused)
+                    }
+                    Err(ReplyError::Server(status)) => {
+                        // Transient (draining, not leader, unknown word): retry before the
+                        // deadline; the deadline itself does not move.
+                        if let Some(h) = st.held.get_mut(&lock_id) {
+                            h.renew_in_flight = false;
+                            h.next_renew = policy.retry_at(now, h.lease, h.deadline);
+                            h.seq += 1;
+                            tracing::debug!(key = %h.key, token = %h.token, %status, "renew refused for now, will retry");
+                            let entry = Reverse((h.next_event(), lock_id, h.seq));
+                            st.schedule.push(entry);
+                        }
+                        let key = st.held.get(&lock_id).map(|h| h.key.to_string()).unwrap_or_default();
+                        drop(st);
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Err(Error::from_status(status, &self.server, "n", &key)));
+                        }
+                        self.wake_maint.notify_one();
+                        return Ok(());
+                    }
+                };
+                drop(st);
+                self.wake_maint_if_needed();
+                match result {
+                    Ok(lease) => {
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Ok(lease));
+                        }
+                    }
+                    Err(reason) => {
+                        let key = lost.as_ref().map(|h| h.key.to_string()).unwrap_or_default();
+                        if let Some(h) = lost {
+                            if h.shared.mark_lost(reason) {
+                                tracing::warn!(key = %h.key, token = %h.token, %reason, "lease lost");
+                            }
+                        }
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Err(Error::LeaseLost { key, reason }));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Pending::Release { key, token, .. } => {
+                drop(st);
+                match Reply::parse(Expect::Release, line) {
+                    Ok(_) => {
+                        tracing::debug!(key = %key, token = %token, "released in the background");
+                        Ok(())
+                    }
+                    Err(ReplyError::Server(status)) => {
+                        tracing::debug!(key = %key, token = %token, %status, "background release refused (already gone)");
+                        Ok(())
+                    }
+                    Err(ReplyError::Malformed(reason)) => Err(reason),
+                }
+            }
+        }
+    }
+
+    /// Records a grant as held through this connection and schedules its renewals.
+    fn register(
+        &self,
+        st: &mut State,
+        meta: &GrantMeta,
+        grant: Grant,
+        sent: Instant,
+        now: Instant,
+        blocking: bool,
+    ) -> Granted {
+        let lease = Duration::from_secs(grant.lease_s);
+        let lock_id = NEXT_LOCK_ID.fetch_add(1, Ordering::Relaxed);
+        let shared = LeaseShared::new(lease);
+        // A grant that came after a server-side wait started its lease at some unknown moment
+        // between the request and the answer: count from the answer and renew at once, so the
+        // send-time rule applies from the first renew on.
+        let start = if blocking { now } else { sent };
+        let mut times = self
+            .settings
+            .policy
+            .after_success(start, now, lease, jitter());
+        if blocking {
+            times.next_renew = now;
+        }
+        let held = Held {
+            key: meta.key.clone(),
+            family: meta.family,
+            token: grant.token,
+            lease,
+            deadline: times.deadline,
+            next_renew: times.next_renew,
+            renew_in_flight: false,
+            seq: 0,
+            shared: shared.clone(),
+        };
+        st.schedule.push(Reverse((held.next_event(), lock_id, 0)));
+        st.held.insert(lock_id, held);
+        if st.maint_at.is_none_or(|at| times.next_renew < at) {
+            self.wake_maint.notify_one();
+        }
+        Granted {
+            lock_id,
+            grant,
+            shared,
+        }
+    }
+
+    // ---- operations on held locks ---------------------------------------------------------
+
+    /// Stops renewing a lock. With `release`, a release is sent in the background (used for
+    /// dropped guards and abandoned grants). Returns whether the lock was still held.
+    pub(crate) fn drop_lock(&self, lock_id: u64, release: bool) -> bool {
+        let mut st = self.lock_state();
+        let Some(h) = st.held.remove(&lock_id) else {
+            return false;
+        };
+        let held = h.shared.mark_released();
+        if release && st.dead.is_none() {
+            st.releases.push((h.family, h.key.clone(), h.token));
+            drop(st);
+            self.wake_maint.notify_one();
+        }
+        held
+    }
+
+    /// Sends a release in the background (the answer is only logged).
+    pub(crate) fn queue_release(&self, family: Family, key: Arc<str>, token: Token) {
+        let mut st = self.lock_state();
+        if st.dead.is_none() {
+            st.releases.push((family, key, token));
+            drop(st);
+            self.wake_maint.notify_one();
+        }
+    }
+
+    /// Stops renewing a lock about to be released by its owner. `Err` when it was lost.
+    pub(crate) fn take_for_release(&self, lock_id: u64) -> std::result::Result<(), LossReason> {
+        let mut st = self.lock_state();
+        match st.held.remove(&lock_id) {
+            Some(h) => {
+                if h.shared.mark_released() {
+                    Ok(())
+                } else {
+                    Err(h.shared.loss().unwrap_or(LossReason::ConnectionLost))
+                }
+            }
+            None => Err(LossReason::ConnectionLost),
+        }
+    }
+
+    /// Renews one lock now and waits for the answer.
+    pub(crate) async fn renew_now(&self, lock_id: u64) -> Result<Duration> {
+        let (family, key, token, lease) = {
+            let st = self.lock_state();
+            match st.held.get(&lock_id) {
+                Some(h) => (h.family, h.key.clone(), h.token, h.lease),
+                None => {
+                    return Err(Error::LeaseLost {
+                        key: String::new(),
+                        reason: LossReason::ConnectionLost,
+                    });
+                }
+            }
+        };
+        let mut bytes = Vec::with_capacity(96);
+        Request::Renew {
+            family,
+            key: &key,
+            token: token.as_str(),
+            lease_s: Some(lease.as_secs()),
+        }
+        .encode(&mut bytes)?;
+        let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
+        let timeout = self.settings.request_timeout;
+        self.send(
+            &bytes,
+            std::iter::once(Pending::Renew {
+                lock_id,
+                sent: now,
+                deadline: now + timeout,
+                tx: Some(tx),
+            }),
+        )
+        .await?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result.map_err(|e| match e {
+                Error::LeaseLost { reason, .. } => Error::LeaseLost {
+                    key: key.to_string(),
+                    reason,
+                },
+                other => other,
+            }),
+            Ok(Err(_)) => Err(self.dead_error(&self.death_reason())),
+            Err(_) => {
+                self.kill("request timed out");
+                Err(Error::RequestTimeout {
+                    server: self.server.to_string(),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    // ---- maintenance ----------------------------------------------------------------------
+
+    async fn maint_loop(self: Arc<Self>) {
+        let mut closed = self.closed.subscribe();
+        loop {
+            let next = self.maintain().await;
+            {
+                let mut st = self.lock_state();
+                if st.dead.is_some() {
+                    break;
+                }
+                st.maint_at = next;
+            }
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = closed.wait_for(|c| *c) => break,
+                () = self.wake_maint.notified() => {}
+                () = sleep => {}
+            }
+        }
+    }
+
+    /// One round of maintenance; returns when it wants to run next.
+    ///
+    /// Deadlines are checked under the state lock only, so a connection whose socket is stuck
+    /// still reports its losses on time; writing renewals needs the writer, which is only
+    /// tried (a caller holding it is writing and will be done in a moment).
+    async fn maintain(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut lost = Vec::new();
+        let mut kill = None;
+        let mut due = Vec::new();
+        {
+            let mut st = self.lock_state();
+            if st.dead.is_some() {
+                return None;
+            }
+            if st.pending.front().is_some_and(|p| p.deadline() <= now) {
+                kill = Some("no answer within the request timeout");
+            }
+            let mut later = Vec::new();
+            while let Some(&Reverse(entry)) = st.schedule.peek() {
+                let (at, lock_id, seq) = entry;
+                if at > now + COALESCE {
+                    break;
+                }
+                st.schedule.pop();
+                let Some(h) = st.held.get(&lock_id) else {
+                    continue;
+                };
+                if h.seq != seq {
+                    continue;
+                }
+                if h.deadline <= now {
+                    if let Some(h) = st.held.remove(&lock_id) {
+                        lost.push(h);
+                    }
+                } else if !h.renew_in_flight && h.next_renew <= now + COALESCE {
+                    due.push(lock_id);
+                    later.push(entry);
+                } else {
+                    later.push(entry);
+                }
+            }
+            st.schedule.extend(later.into_iter().map(Reverse));
+            for h in &lost {
+                if st.dead.is_none() {
+                    st.releases.push((h.family, h.key.clone(), h.token));
+                }
+            }
+            let idle = st.pending.is_empty() && st.held.is_empty() && st.parked.is_none();
+            if idle && st.client_gone {
+                kill = kill.or(Some("client dropped"));
+            } else if idle && now.duration_since(st.last_used) >= self.settings.idle_timeout {
+                kill = kill.or(Some("idle"));
+            }
+        }
+        for h in lost {
+            // The server may still hold it for a moment: it is given back explicitly below.
+            if h.shared.mark_lost(LossReason::DeadlineExceeded) {
+                tracing::warn!(key = %h.key, token = %h.token, reason = %LossReason::DeadlineExceeded, "lease lost");
+            }
+        }
+        if let Some(reason) = kill {
+            self.kill(reason);
+            return None;
+        }
+        let mut retry_soon = false;
+        let has_releases = !self.lock_state().releases.is_empty();
+        if !due.is_empty() || has_releases {
+            match self.writer.try_lock() {
+                Ok(mut writer) => self.write_due(&mut writer, &due, now).await,
+                Err(_) => retry_soon = true,
+            }
+        }
+        let st = self.lock_state();
+        if st.dead.is_some() {
+            return None;
+        }
+        let mut next: Option<Instant> = st.schedule.peek().map(|Reverse((at, _, _))| *at);
+        if let Some(p) = st.pending.front() {
+            next = Some(next.map_or(p.deadline(), |n| n.min(p.deadline())));
+        }
+        if st.pending.is_empty() && st.held.is_empty() && st.parked.is_none() {
+            let retire = st.last_used + self.settings.idle_timeout;
+            next = Some(next.map_or(retire, |n| n.min(retire)));
+        }
+        let floor = now + Duration::from_millis(if retry_soon { 2 } else { 1 });
+        if retry_soon {
+            return Some(floor);
+        }
+        next.map(|n| n.max(floor))
+    }
+
+    /// Writes the renewals in `due` (those still due) and every queued background release, in
+    /// one write. The write is bounded by the earliest lease deadline: a socket that cannot
+    /// take a few hundred bytes by then is dead, and its locks are reported lost in time.
+    async fn write_due(&self, writer: &mut Option<BoxWrite>, due: &[u64], now: Instant) {
+        let mut bytes = Vec::new();
+        let mut limit = self.settings.request_timeout;
+        {
+            let mut st = self.lock_state();
+            if st.dead.is_some() {
+                return;
+            }
+            let timeout = self.settings.request_timeout;
+            for &lock_id in due {
+                let Some(h) = st.held.get_mut(&lock_id) else {
+                    continue;
+                };
+                if h.renew_in_flight {
+                    continue;
+                }
+                let request = Request::Renew {
+                    family: h.family,
+                    key: &h.key,
+                    token: h.token.as_str(),
+                    lease_s: Some(h.lease.as_secs()),
+                };
+                if request.encode(&mut bytes).is_err() {
+                    continue;
+                }
+                h.renew_in_flight = true;
+                h.seq += 1;
+                limit = limit.min(h.deadline.saturating_duration_since(now));
+                let entry = Reverse((h.deadline, lock_id, h.seq));
+                st.schedule.push(entry);
+                st.pending.push_back(Pending::Renew {
+                    lock_id,
+                    sent: now,
+                    deadline: now + timeout,
+                    tx: None,
+                });
+            }
+            for (family, key, token) in std::mem::take(&mut st.releases) {
+                let request = Request::Release {
+                    family,
+                    key: &key,
+                    token: token.as_str(),
+                };
+                if request.encode(&mut bytes).is_ok() {
+                    st.pending.push_back(Pending::Release {
+                        key,
+                        token,
+                        deadline: now + timeout,
+                    });
+                }
+            }
+            if !bytes.is_empty() {
+                st.last_used = now;
+            }
+        }
+        if bytes.is_empty() {
+            return;
+        }
+        let Some(w) = writer.as_mut() else { return };
+        let poison = PoisonGuard { conn: self, armed: true };
+        let write = async {
+            w.write_all(&bytes).await?;
+            w.flush().await
+        };
+        let limit = limit.max(Duration::from_millis(10));
+        let result = tokio::time::timeout(limit, write).await;
+        poison.disarm();
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.kill(&format!("write failed: {e}")),
+            Err(_) => self.kill("the socket accepted no data before a lease deadline"),
+        }
+    }
+}
+
+fn jitter() -> f64 {
+    fastrand::f64() * 2.0 - 1.0
+}
+
+/// Closes the connection if a write is abandoned half-way.
+struct PoisonGuard<'a> {
+    conn: &'a Conn,
+    armed: bool,
+}
+
+impl PoisonGuard<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PoisonGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn.kill("a write was cancelled half-way");
+        }
+    }
+}
+
+/// Closes the connection when a caller abandons a blocking request (the server then drops
+/// the wait, and releases the grant if it raced with the close).
+struct CancelGuard<'a> {
+    conn: &'a Conn,
+    armed: bool,
+}
+
+impl CancelGuard<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn.kill("a blocking request was cancelled");
+        }
+    }
+}

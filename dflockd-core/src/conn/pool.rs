@@ -1,0 +1,157 @@
+//! The connections of one server.
+//!
+//! Non-blocking requests (try-once acquires, releases, renewals, enqueues that answer at once,
+//! stats) are pipelined on a few *shared* connections. A request that may wait server-side gets
+//! a *parked* connection of its own: an open one that holds nothing, or a new one. When its
+//! grant arrives, that connection holds the lock and becomes a shared one like any other.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+
+use super::{Conn, Settings};
+use crate::error::{Error, Result};
+
+/// The pool of one server.
+pub(crate) struct ServerPool {
+    pub(crate) addr: Arc<str>,
+    settings: Arc<Settings>,
+    conns: Mutex<Vec<Arc<Conn>>>,
+    permits: Arc<Semaphore>,
+    /// Shared connections being opened right now (so a burst opens only as many as allowed).
+    opening: AtomicUsize,
+}
+
+impl std::fmt::Debug for ServerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerPool")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerPool {
+    pub(crate) fn new(addr: Arc<str>, settings: Arc<Settings>) -> Self {
+        let permits = Arc::new(Semaphore::new(settings.max_connections));
+        ServerPool {
+            addr,
+            settings,
+            conns: Mutex::new(Vec::new()),
+            permits,
+            opening: AtomicUsize::new(0),
+        }
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of open connections (for diagnostics and tests).
+    pub(crate) fn open_connections(&self) -> usize {
+        let mut conns = self.conns();
+        conns.retain(|c| !c.is_dead());
+        conns.len()
+    }
+
+    /// A connection for a non-blocking request: the least busy shared one, or a new one when
+    /// all are busy and there is room for another.
+    pub(crate) async fn shared(&self, deadline: Instant) -> Result<Arc<Conn>> {
+        self.shared_inner(deadline).await
+    }
+
+    async fn shared_inner(&self, deadline: Instant) -> Result<Arc<Conn>> {
+        let fallback = {
+            let mut conns = self.conns();
+            conns.retain(|c| !c.is_dead());
+            let mut best: Option<(usize, &Arc<Conn>)> = None;
+            let mut shared = self.opening.load(Ordering::Acquire);
+            for conn in conns.iter() {
+                let load = conn.load();
+                if load.dead || load.parked {
+                    continue;
+                }
+                shared += 1;
+                if best.is_none_or(|(p, _)| load.pending < p) {
+                    best = Some((load.pending, conn));
+                }
+            }
+            match best {
+                Some((0, conn)) => return Ok(conn.clone()),
+                Some((_, conn)) if shared >= self.settings.max_shared_connections => {
+                    return Ok(conn.clone());
+                }
+                Some((_, conn)) => Some(conn.clone()),
+                None => None,
+            }
+        };
+        // Every shared connection is busy and there is room for one more.
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            self.opening.fetch_add(1, Ordering::AcqRel);
+            let opened = self.open(false, Some(permit)).await;
+            self.opening.fetch_sub(1, Ordering::AcqRel);
+            return opened.map(|(conn, _)| conn);
+        }
+        if let Some(conn) = fallback {
+            return Ok(conn);
+        }
+        let permit = self.wait_permit(deadline).await?;
+        self.open(false, Some(permit)).await.map(|(conn, _)| conn)
+    }
+
+    /// A connection reserved for one blocking request, and the reservation's id. The answer
+    /// to a blocking request ends the reservation; otherwise end it with [`Conn::unpark`].
+    pub(crate) async fn parked(&self, deadline: Instant) -> Result<(Arc<Conn>, u64)> {
+        {
+            let mut conns = self.conns();
+            conns.retain(|c| !c.is_dead());
+            for conn in conns.iter() {
+                if let Some(id) = conn.try_park() {
+                    return Ok((conn.clone(), id));
+                }
+            }
+        }
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => self.wait_permit(deadline).await?,
+        };
+        let (conn, id) = self.open(true, Some(permit)).await?;
+        Ok((conn, id.unwrap_or_default()))
+    }
+
+    async fn wait_permit(&self, deadline: Instant) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        let wait = tokio::time::timeout_at(deadline.into(), self.permits.clone().acquire_owned());
+        match wait.await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Error::Connect {
+                server: self.addr.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "all {} connections to this server are in use",
+                        self.settings.max_connections
+                    ),
+                ),
+            }),
+        }
+    }
+
+    async fn open(
+        &self,
+        parked: bool,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<(Arc<Conn>, Option<u64>)> {
+        let (conn, park) =
+            Conn::open(self.settings.clone(), self.addr.clone(), parked, permit).await?;
+        self.conns().push(conn.clone());
+        Ok((conn, park))
+    }
+
+    /// Asks every connection to close once it holds nothing.
+    pub(crate) fn client_dropped(&self) {
+        for conn in self.conns().drain(..) {
+            conn.client_dropped();
+        }
+    }
+}

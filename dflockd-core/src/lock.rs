@@ -1,0 +1,735 @@
+//! Locks, semaphores and the guards that hold them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+use crate::conn::connect::whole_seconds;
+use crate::conn::{Answer, Call, Conn, GrantMeta, Granted};
+use crate::error::{Error, Result};
+use crate::lease::{LeaseShared, LeaseWatch, LossReason, Lost};
+use crate::proto::{Expect, Family, Request, Token, validate_client_key};
+
+/// What to acquire: a key, its limit, and how.
+#[derive(Clone)]
+struct Spec {
+    client: Client,
+    family: Family,
+    key: Arc<str>,
+    limit: u64,
+    acquire_timeout: Duration,
+    lease: Option<Duration>,
+}
+
+impl fmt::Debug for Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spec")
+            .field("family", &self.family)
+            .field("key", &self.key)
+            .field("limit", &self.limit)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+/// A distributed lock on one key: a description of what to acquire, reusable.
+///
+/// Made by [`Client::lock`]. Acquiring returns a [`Guard`] that renews the lease in the
+/// background until it is released (or dropped).
+///
+/// ```no_run
+/// # async fn f(client: dflockd_core::Client) -> Result<(), dflockd_core::Error> {
+/// use std::time::Duration;
+/// let guard = client
+///     .lock("foo")
+///     .acquire_timeout(Duration::from_secs(10))
+///     .lease_ttl(Duration::from_secs(20))
+///     .acquire()
+///     .await?;
+/// println!("acquired {} token {} fence {}", guard.key(), guard.token(), guard.fence());
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Lock {
+    spec: Spec,
+}
+
+/// A distributed counting semaphore: up to `limit` holders of one key at once, the rest
+/// queued in FIFO order.
+///
+/// Made by [`Client::semaphore`]; the same surface as [`Lock`].
+#[derive(Clone, Debug)]
+pub struct Semaphore {
+    spec: Spec,
+}
+
+macro_rules! common_api {
+    ($ty:ident) => {
+        impl $ty {
+            /// How long [`acquire`](Self::acquire) queues for a slot before giving up
+            /// ([`Error::Timeout`]); rounded up to whole seconds on the wire. Zero means try
+            /// once. Default is the client's (10 s unless configured).
+            #[must_use]
+            pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+                self.spec.acquire_timeout = timeout;
+                self
+            }
+
+            /// The lease: how long the server keeps the slot without a renew. Renewed in the
+            /// background while the guard lives; rounded up to whole seconds. Default is the
+            /// client's (the server's default, 33 s, unless configured).
+            #[must_use]
+            pub fn lease_ttl(mut self, lease: Duration) -> Self {
+                self.spec.lease = Some(lease);
+                self
+            }
+
+            /// The key.
+            #[must_use]
+            pub fn key(&self) -> &str {
+                &self.spec.key
+            }
+
+            /// Acquires, queueing (FIFO) up to the acquire timeout.
+            ///
+            /// An uncontended acquire costs one round trip on a shared, already open
+            /// connection. When the key is busy the request joins the server's queue on a
+            /// connection of its own, so that its wait cannot hold up anything else.
+            ///
+            /// # Errors
+            /// [`Error::Timeout`] when no slot opened in time ([`Error::is_timeout`]);
+            /// [`Error::InvalidArgument`] for a bad key or a zero lease (nothing is sent);
+            /// [`Error::LimitMismatch`], [`Error::MaxLocks`], [`Error::MaxWaiters`],
+            /// [`Error::Draining`], [`Error::AuthRejected`] from the server; connection and
+            /// protocol errors.
+            ///
+            /// # Cancel safety
+            /// Cancel safe: dropping the future never leaves the lock held or a wait queued.
+            /// A grant that arrives after cancellation is released at once; a server-side
+            /// wait is abandoned by closing its connection.
+            pub async fn acquire(&self) -> Result<Guard> {
+                acquire(&self.spec, self.spec.acquire_timeout).await
+            }
+
+            /// Tries once without waiting: `Ok(None)` when the key is busy.
+            ///
+            /// # Errors
+            /// As [`acquire`](Self::acquire), except that a busy key is `Ok(None)`.
+            ///
+            /// # Cancel safety
+            /// Cancel safe, as [`acquire`](Self::acquire).
+            pub async fn try_acquire(&self) -> Result<Option<Guard>> {
+                match acquire(&self.spec, Duration::ZERO).await {
+                    Ok(guard) => Ok(Some(guard)),
+                    Err(Error::Timeout { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+
+            /// Two-phase acquisition, first half: joins the queue without waiting.
+            ///
+            /// Returns [`Enqueued::Acquired`] when a slot was free (the guard is renewing
+            /// already) or [`Enqueued::Queued`], whose [`wait`](Queued::wait) blocks
+            /// server-side. Do the work you need between the two (notify another system,
+            /// record telemetry). The connection is kept for the wait, as the protocol
+            /// requires; call `wait` before the server's read timeout (23 s by default)
+            /// closes it for idleness.
+            ///
+            /// # Errors
+            /// As [`acquire`](Self::acquire) (there is no timeout here).
+            ///
+            /// # Cancel safety
+            /// Cancel safe: dropping the future closes the connection, which leaves the
+            /// queue (and releases a grant that raced with the cancellation).
+            pub async fn enqueue(&self) -> Result<Enqueued> {
+                enqueue(&self.spec).await
+            }
+        }
+    };
+}
+
+common_api!(Lock);
+common_api!(Semaphore);
+
+impl Lock {
+    pub(crate) fn new(client: Client, key: String) -> Self {
+        let (acquire_timeout, lease) = (client.inner.acquire_timeout, client.inner.lease);
+        Lock {
+            spec: Spec {
+                client,
+                family: Family::Lock,
+                key: key.into(),
+                limit: 1,
+                acquire_timeout,
+                lease,
+            },
+        }
+    }
+}
+
+impl Semaphore {
+    pub(crate) fn new(client: Client, key: String, limit: u32) -> Self {
+        let (acquire_timeout, lease) = (client.inner.acquire_timeout, client.inner.lease);
+        Semaphore {
+            spec: Spec {
+                client,
+                family: Family::Semaphore,
+                key: key.into(),
+                limit: u64::from(limit),
+                acquire_timeout,
+                lease,
+            },
+        }
+    }
+
+    /// Holders allowed at once.
+    #[must_use]
+    pub fn limit(&self) -> u32 {
+        u32::try_from(self.spec.limit).unwrap_or(u32::MAX)
+    }
+}
+
+impl Spec {
+    fn lease_s(&self) -> Option<u64> {
+        self.lease.map(whole_seconds)
+    }
+
+    /// Validates what can be validated before touching the network.
+    fn check(&self) -> Result<()> {
+        validate_client_key(&self.key)?;
+        if self.lease.is_some_and(|l| l.is_zero()) {
+            return Err(crate::proto::InvalidInput::ZeroLease.into());
+        }
+        if self.family == Family::Semaphore && self.limit == 0 {
+            return Err(crate::proto::InvalidInput::ZeroLimit.into());
+        }
+        Ok(())
+    }
+
+    fn meta(&self) -> Option<GrantMeta> {
+        Some(GrantMeta {
+            family: self.family,
+            key: self.key.clone(),
+        })
+    }
+
+    fn acquire_request(&self, timeout_s: u64) -> Request<'_> {
+        Request::Acquire {
+            family: self.family,
+            key: &self.key,
+            timeout_s,
+            limit: self.limit,
+            lease_s: self.lease_s(),
+        }
+    }
+
+    fn timeout_error(&self) -> Error {
+        Error::Timeout {
+            key: self.key.to_string(),
+        }
+    }
+
+    fn unexpected(&self, conn: &Conn) -> Error {
+        Error::Protocol {
+            server: conn.server.to_string(),
+            reason: "unexpected answer",
+        }
+    }
+}
+
+/// Ends a connection reservation when dropped (errors and cancellation included).
+struct Reservation {
+    conn: Arc<Conn>,
+    id: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.conn.unpark(self.id);
+    }
+}
+
+async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
+    spec.check()?;
+    let client = &spec.client;
+    let pool = client.pool(client.server_for(&spec.key)?).clone();
+    let started = Instant::now();
+    let settings = &client.inner.settings;
+    let deadline = started + timeout + settings.request_timeout;
+
+    // Fast path: a try-once on a shared connection, one round trip when the key is free.
+    let conn = pool.shared(deadline).await?;
+    let answer = conn
+        .call(Call {
+            request: spec.acquire_request(0),
+            expect: Expect::Grant,
+            grant: spec.meta(),
+            server_wait: None,
+            cancel_closes: false,
+        })
+        .await?;
+    match answer {
+        Answer::Granted(granted) => return Ok(Guard::new(spec, conn, granted, started)),
+        Answer::Timeout if timeout.is_zero() => {
+            tracing::debug!(key = %spec.key, outcome = "busy", "try-once acquire");
+            return Err(spec.timeout_error());
+        }
+        Answer::Timeout => {}
+        _ => return Err(spec.unexpected(&conn)),
+    }
+
+    // Busy: queue server-side on a connection that carries nothing else.
+    let remaining = timeout.saturating_sub(started.elapsed());
+    let wait_s = whole_seconds(remaining).max(1);
+    let (conn, id) = pool.parked(deadline).await?;
+    let _reservation = Reservation {
+        conn: conn.clone(),
+        id,
+    };
+    let answer = conn
+        .call(Call {
+            request: spec.acquire_request(wait_s),
+            expect: Expect::Grant,
+            grant: spec.meta(),
+            server_wait: Some(Duration::from_secs(wait_s)),
+            cancel_closes: true,
+        })
+        .await?;
+    match answer {
+        Answer::Granted(granted) => Ok(Guard::new(spec, conn, granted, started)),
+        Answer::Timeout => {
+            tracing::debug!(key = %spec.key, waited_ms = started.elapsed().as_millis() as u64, outcome = "timeout", "acquire");
+            Err(spec.timeout_error())
+        }
+        _ => Err(spec.unexpected(&conn)),
+    }
+}
+
+async fn enqueue(spec: &Spec) -> Result<Enqueued> {
+    spec.check()?;
+    let client = &spec.client;
+    let pool = client.pool(client.server_for(&spec.key)?).clone();
+    let started = Instant::now();
+    let deadline = started + client.inner.settings.request_timeout;
+    let (conn, id) = pool.parked(deadline).await?;
+    let reservation = Reservation {
+        conn: conn.clone(),
+        id,
+    };
+    let answer = conn
+        .call(Call {
+            request: Request::Enqueue {
+                family: spec.family,
+                key: &spec.key,
+                limit: spec.limit,
+                lease_s: spec.lease_s(),
+            },
+            expect: Expect::Enqueue,
+            grant: spec.meta(),
+            server_wait: None,
+            cancel_closes: true,
+        })
+        .await?;
+    match answer {
+        Answer::Granted(granted) => {
+            // Released (`r`) through this connection later, which also clears the server's
+            // enqueue state; the reservation ends here.
+            drop(reservation);
+            Ok(Enqueued::Acquired(Guard::new(spec, conn, granted, started)))
+        }
+        Answer::Queued => {
+            tracing::debug!(key = %spec.key, "enqueued");
+            let reservation = std::mem::ManuallyDrop::new(reservation);
+            Ok(Enqueued::Queued(Queued {
+                spec: spec.clone(),
+                conn: conn.clone(),
+                park_id: reservation.id,
+                started,
+                waited: false,
+            }))
+        }
+        _ => Err(spec.unexpected(&conn)),
+    }
+}
+
+/// The result of [`Lock::enqueue`] / [`Semaphore::enqueue`].
+#[derive(Debug)]
+#[must_use = "a queued acquisition must be waited for (or dropped to leave the queue)"]
+pub enum Enqueued {
+    /// The slot was free: held now, renewing already.
+    Acquired(Guard),
+    /// In the queue: call [`Queued::wait`].
+    Queued(Queued),
+}
+
+impl Enqueued {
+    /// Whether the slot was granted at once.
+    #[must_use]
+    pub fn is_acquired(&self) -> bool {
+        matches!(self, Enqueued::Acquired(_))
+    }
+
+    /// `"acquired"` or `"queued"`, as the server said.
+    #[must_use]
+    pub fn status(&self) -> &'static str {
+        match self {
+            Enqueued::Acquired(_) => "acquired",
+            Enqueued::Queued(_) => "queued",
+        }
+    }
+
+    /// The guard: at once (no I/O) when acquired, otherwise after waiting up to `timeout`.
+    ///
+    /// # Errors
+    /// As [`Queued::wait`].
+    ///
+    /// # Cancel safety
+    /// As [`Queued::wait`].
+    pub async fn wait(self, timeout: Duration) -> Result<Guard> {
+        match self {
+            Enqueued::Acquired(guard) => Ok(guard),
+            Enqueued::Queued(queued) => queued.wait(timeout).await,
+        }
+    }
+}
+
+/// A place in a key's queue (two-phase acquisition), tied to its connection.
+///
+/// Dropping it without [`wait`](Queued::wait) leaves the queue (its connection is closed).
+#[must_use = "dropping it leaves the queue"]
+pub struct Queued {
+    spec: Spec,
+    conn: Arc<Conn>,
+    park_id: u64,
+    started: Instant,
+    waited: bool,
+}
+
+impl fmt::Debug for Queued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queued")
+            .field("key", &self.spec.key)
+            .field("server", &self.conn.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Queued {
+    /// The key.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.spec.key
+    }
+
+    /// Waits server-side up to `timeout` (whole seconds, rounded up) for the grant.
+    ///
+    /// If the grant came before the wait, its lease started then: the server answers
+    /// [`Error::LeaseExpired`] (or [`Error::NotEnqueued`]) when it ran out meanwhile.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when no slot opened in time (the place in the queue is given up);
+    /// [`Error::LeaseExpired`], [`Error::NotEnqueued`], connection and protocol errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future closes the connection, leaving the queue.
+    pub async fn wait(mut self, timeout: Duration) -> Result<Guard> {
+        self.waited = true;
+        let wait_s = whole_seconds(timeout);
+        let conn = self.conn.clone();
+        let _reservation = Reservation {
+            conn: conn.clone(),
+            id: self.park_id,
+        };
+        let answer = conn
+            .call(Call {
+                request: Request::Wait {
+                    family: self.spec.family,
+                    key: &self.spec.key,
+                    timeout_s: wait_s,
+                },
+                expect: Expect::Grant,
+                grant: self.spec.meta(),
+                server_wait: Some(Duration::from_secs(wait_s)),
+                cancel_closes: true,
+            })
+            .await?;
+        match answer {
+            Answer::Granted(granted) => Ok(Guard::new(&self.spec, conn, granted, self.started)),
+            Answer::Timeout => Err(self.spec.timeout_error()),
+            _ => Err(self.spec.unexpected(&conn)),
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if !self.waited {
+            self.conn.kill("an enqueued acquisition was dropped without waiting");
+        }
+    }
+}
+
+/// A held lock or semaphore slot.
+///
+/// While it lives, its lease is renewed in the background. Release it with
+/// [`release`](Guard::release) to learn whether the release succeeded; dropping it releases
+/// in the background without blocking.
+///
+/// The lease can be lost despite renewals (the server became unreachable, the connection
+/// broke, the process stalled past the lease). [`is_held`](Guard::is_held) and
+/// [`lost`](Guard::lost) tell the critical section, before the server can give the lock to
+/// anyone else. For writes to a shared resource, pass [`fence`](Guard::fence) along and let
+/// the resource reject writes with an older fence.
+#[must_use = "dropping the guard releases the lock"]
+pub struct Guard {
+    conn: Arc<Conn>,
+    lock_id: u64,
+    key: Arc<str>,
+    family: Family,
+    limit: u64,
+    token: Token,
+    fence: u64,
+    shared: Arc<LeaseShared>,
+    release_timeout: Duration,
+    done: bool,
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard")
+            .field("key", &self.key)
+            .field("token", &self.token)
+            .field("fence", &self.fence)
+            .field("lease", &self.lease())
+            .field("held", &self.is_held())
+            .field("server", &self.conn.server)
+            .finish()
+    }
+}
+
+impl Guard {
+    fn new(spec: &Spec, conn: Arc<Conn>, granted: Granted, started: Instant) -> Guard {
+        tracing::debug!(
+            key = %spec.key,
+            token = %granted.grant.token,
+            fence = granted.grant.fence,
+            lease_s = granted.grant.lease_s,
+            waited_ms = started.elapsed().as_millis() as u64,
+            outcome = "acquired",
+            "acquire"
+        );
+        Guard {
+            conn,
+            lock_id: granted.lock_id,
+            key: spec.key.clone(),
+            family: spec.family,
+            limit: spec.limit,
+            token: granted.grant.token,
+            fence: granted.grant.fence,
+            shared: granted.shared,
+            release_timeout: spec.client.inner.release_timeout,
+            done: false,
+        }
+    }
+
+    /// The key.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The token that proves ownership. Its `Display` shows only a prefix; use
+    /// [`Token::as_str`] for the whole value.
+    #[must_use]
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// The fencing token: a number that strictly increases with every grant of the server.
+    ///
+    /// Meaningful only with servers that issue fence-prefixed tokens or send the fence field
+    /// (newer dflockd servers and the test server); with older servers it is the first 64
+    /// bits of a random token, and comparisons between grants mean nothing.
+    #[must_use]
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// The lease the server applied (updated by renewals).
+    #[must_use]
+    pub fn lease(&self) -> Duration {
+        self.shared.lease()
+    }
+
+    /// Holders allowed at once (1 for a lock).
+    #[must_use]
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The address of the server that holds it.
+    #[must_use]
+    pub fn server(&self) -> &str {
+        &self.conn.server
+    }
+
+    /// Whether the lease is still held (not lost, not released).
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        self.shared.is_held()
+    }
+
+    /// Why the lease was lost, if it was.
+    #[must_use]
+    pub fn loss_reason(&self) -> Option<LossReason> {
+        self.shared.loss()
+    }
+
+    /// Completes when the lease is lost: a renew was refused, the connection holding it died,
+    /// or no renew succeeded before the local deadline (a margin before the server's expiry).
+    ///
+    /// ```no_run
+    /// # async fn f(guard: dflockd_core::Guard) {
+    /// # async fn do_the_work() {}
+    /// tokio::select! {
+    ///     _ = do_the_work() => {}
+    ///     reason = guard.lost() => eprintln!("stopped: lease lost ({reason})"),
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost(&self) -> Lost {
+        self.watch().lost()
+    }
+
+    /// A `'static` handle on the lease state, to move into other tasks.
+    #[must_use]
+    pub fn watch(&self) -> LeaseWatch {
+        LeaseWatch::new(self.shared.clone())
+    }
+
+    /// Renews the lease now (the background renewal continues as well) and returns the new
+    /// lease.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] when the server refused (the lease was gone already); connection
+    /// errors and [`Error::RequestTimeout`] (which also close the connection, losing its
+    /// locks).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the answer is still applied to the lease when it arrives.
+    pub async fn renew(&self) -> Result<Duration> {
+        if let Some(reason) = self.shared.loss() {
+            return Err(self.lost_error(reason));
+        }
+        self.conn.renew_now(self.lock_id).await.map_err(|e| match e {
+            Error::LeaseLost { reason, .. } => self.lost_error(reason),
+            other => other,
+        })
+    }
+
+    fn lost_error(&self, reason: LossReason) -> Error {
+        Error::LeaseLost {
+            key: self.key.to_string(),
+            reason,
+        }
+    }
+
+    /// Releases the lock and waits (at most the client's release timeout) for the answer.
+    ///
+    /// Renewals stop at once either way, so even an unanswered release ends with the lease.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] when the lease had been lost before the release (the critical
+    /// section was not fully protected); [`Error::RequestTimeout`] when the server did not
+    /// answer in time; connection errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: renewals stop as soon as it is first polled, and the release goes out in
+    /// the background if the future is dropped before sending it.
+    pub async fn release(mut self) -> Result<()> {
+        self.done = true;
+        if let Err(reason) = self.conn.take_for_release(self.lock_id) {
+            return Err(self.lost_error(reason));
+        }
+        let conn = self.conn.clone();
+        // If this future is dropped before the answer, release in the background (a duplicate
+        // release is answered `error` and ignored).
+        let fallback = BackgroundRelease {
+            conn: &conn,
+            family: self.family,
+            key: &self.key,
+            token: self.token,
+            armed: true,
+        };
+        let request = Request::Release {
+            family: self.family,
+            key: &self.key,
+            token: self.token.as_str(),
+        };
+        let started = Instant::now();
+        let call = conn.call(Call {
+            request,
+            expect: Expect::Release,
+            grant: None,
+            server_wait: None,
+            cancel_closes: false,
+        });
+        let outcome = tokio::time::timeout(self.release_timeout, call).await;
+        fallback.disarm();
+        let result = match outcome {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(Error::Refused { .. })) => Err(self.lost_error(LossReason::Expired)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::RequestTimeout {
+                server: conn.server.to_string(),
+                after: self.release_timeout,
+            }),
+        };
+        tracing::debug!(
+            key = %self.key,
+            token = %self.token,
+            took_ms = started.elapsed().as_millis() as u64,
+            ok = result.is_ok(),
+            "release"
+        );
+        result
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.drop_lock(self.lock_id, true);
+        }
+    }
+}
+
+/// Sends a release in the background unless disarmed.
+struct BackgroundRelease<'a> {
+    conn: &'a Conn,
+    family: Family,
+    key: &'a Arc<str>,
+    token: Token,
+    armed: bool,
+}
+
+impl BackgroundRelease<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for BackgroundRelease<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn
+                .queue_release(self.family, self.key.clone(), self.token);
+        }
+    }
+}
