@@ -1,4 +1,31 @@
-//! Distributed locks and semaphores on the dflockd lock server.
+//! Distributed locks, semaphores and a keyed concurrency layer for Rust services, on the
+//! [dflockd](https://github.com/mtingers/dflockd) lock server.
+//!
+//! This facade re-exports [`dflockd_core`] (the async client) and, behind features, the
+//! attribute macros, the tower layers and the blocking client.
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `macros` | yes | `#[dflockd::exclusive]`, `#[dflockd::exclusive_semaphore]` |
+//! | `tower` | yes | [`tower`]: keyed lock / semaphore layers for axum and tonic |
+//! | `blocking` | yes | [`blocking`]: the same client for plain threads |
+//! | `tls` | yes | TLS through rustls ([`TlsOptions`]) |
 #![forbid(unsafe_code)]
 
 pub use dflockd_core::*;
+
+#[cfg(feature = "macros")]
+mod macros_support;
+#[cfg(feature = "macros")]
+pub use macros_support::*;
+
+/// Keyed distributed lock and semaphore layers for tower services (axum, tonic).
+#[cfg(feature = "tower")]
+pub use dflockd_tower as tower;
+
+/// What the attribute macros expand to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(feature = "macros")]
+    pub use crate::macros_support::__private::*;
+}

@@ -640,6 +640,31 @@ impl Guard {
         }
     }
 
+    /// Keeps the lock (renewing it) for `hold` more, then releases it, without making the
+    /// caller wait: a background task owns the guard meanwhile. Used for a minimum hold time
+    /// (so that a fast job does not run again on a replica whose schedule fires a moment
+    /// later). The connection stays open while the lock is held, so the server keeps it.
+    ///
+    /// Must be called within a tokio runtime; outside one the lock is released at once.
+    pub fn release_after(self, hold: Duration) {
+        if hold.is_zero() {
+            drop(self);
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(hold) => {}
+                        _ = self.lost() => {}
+                    }
+                    let _ = self.release().await;
+                });
+            }
+            Err(_) => drop(self),
+        }
+    }
+
     /// Releases the lock and waits (at most the client's release timeout) for the answer.
     ///
     /// Renewals stop at once either way, so even an unanswered release ends with the lease.

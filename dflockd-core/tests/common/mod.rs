@@ -1,0 +1,43 @@
+//! Shared helpers for the end-to-end tests.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod proxy;
+
+use std::future::Future;
+use std::time::Duration;
+
+use dflockd_core::{Client, ClientBuilder, Stats};
+
+/// Runs `f` with a time limit, so no test can hang.
+pub async fn bounded<T>(limit: Duration, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, f)
+        .await
+        .expect("test step took too long")
+}
+
+/// A builder for `addrs` with short timeouts suited to tests.
+pub fn builder(addrs: &[String]) -> ClientBuilder {
+    Client::builder()
+        .servers(addrs.iter().cloned())
+        .connect_timeout(Duration::from_secs(3))
+        .request_timeout(Duration::from_secs(3))
+}
+
+/// Polls `check` on the stats of the server owning `key` until it holds (at most 10 s).
+pub async fn wait_stats(client: &Client, key: &str, check: impl Fn(&Stats) -> bool) -> Stats {
+    bounded(Duration::from_secs(10), async {
+        loop {
+            let stats = client.stats_for_key(key).await.expect("stats");
+            if check(&stats) {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+/// Holders and waiters of `key` on its server.
+pub async fn usage(client: &Client, key: &str) -> (u64, u64) {
+    client.stats_for_key(key).await.expect("stats").usage(key)
+}

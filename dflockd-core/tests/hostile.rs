@@ -1,0 +1,295 @@
+//! The client against a scripted, misbehaving server: every bad answer is a typed error,
+//! memory stays bounded, nothing panics, nothing hangs past the configured timeouts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dflockd_core::{Client, Error};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+const TOKEN: &str = "00000000000000070123456789abcdef";
+
+/// What the fake server does for one request.
+#[derive(Clone)]
+enum Act {
+    /// Write these bytes.
+    Say(Vec<u8>),
+    /// Write these bytes after a pause.
+    Late(Duration, Vec<u8>),
+    /// Write bytes forever.
+    Flood,
+    /// Answer nothing, keep the connection open.
+    Silence,
+}
+
+fn say(s: &str) -> Act {
+    Act::Say(s.as_bytes().to_vec())
+}
+
+/// A server that answers the n-th request (counted over all connections) with `script(n,
+/// command)`. Returns its address and the number of connections it accepted.
+async fn fake_server(
+    script: impl Fn(usize, &str) -> Act + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let script = Arc::new(script);
+    let requests = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let conns = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            conns.fetch_add(1, Ordering::SeqCst);
+            let script = script.clone();
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                loop {
+                    let mut req = Vec::new();
+                    for _ in 0..3 {
+                        match lines.next_line().await {
+                            Ok(Some(line)) => req.push(line),
+                            _ => return,
+                        }
+                    }
+                    let n = requests.fetch_add(1, Ordering::SeqCst);
+                    match script(n, &req[0]) {
+                        Act::Say(bytes) => {
+                            if write.write_all(&bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                        Act::Late(pause, bytes) => {
+                            tokio::time::sleep(pause).await;
+                            let _ = write.write_all(&bytes).await;
+                        }
+                        Act::Flood => {
+                            let chunk = vec![b'x'; 64 * 1024];
+                            while write.write_all(&chunk).await.is_ok() {}
+                            return;
+                        }
+                        Act::Silence => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+fn client(addr: &str) -> Client {
+    Client::builder()
+        .servers([addr])
+        .request_timeout(Duration::from_millis(400))
+        .release_timeout(Duration::from_millis(400))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// Runs a try-once acquire against a server that answers it with `act`; returns the error.
+async fn try_once_error(act: Act) -> Error {
+    let (addr, _) = fake_server(move |_, _| act.clone()).await;
+    let started = Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(5),
+        client(&addr).lock("k").try_acquire(),
+    )
+    .await
+    .expect("the client must not hang");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    match result {
+        Ok(g) => panic!("expected an error, got {g:?}"),
+        Err(e) => e,
+    }
+}
+
+fn is_protocol(e: &Error) -> bool {
+    matches!(e, Error::Protocol { .. })
+}
+
+#[tokio::test]
+async fn malformed_grants_are_protocol_errors() {
+    let bad_answers = [
+        "OK\n".to_owned(),
+        "okay\n".to_owned(),
+        "queued\n".to_owned(),
+        "acquired 00000000000000070123456789abcdef 5\n".to_owned(),
+        "ok\n".to_owned(),
+        format!("ok {TOKEN}\n"),
+        format!("ok {TOKEN} 0\n"),
+        format!("ok {TOKEN} -1\n"),
+        format!("ok {TOKEN} +5\n"),
+        format!("ok {TOKEN} 5.0\n"),
+        format!("ok {TOKEN} 99999999999999999999\n"),
+        format!("ok {TOKEN} {}\n", "9".repeat(200)),
+        "ok 0123 5\n".to_owned(),
+        "ok 00000000000000070123456789ABCDEF 5\n".to_owned(),
+        "ok 0000000000000007012345678zzzzzzz 5\n".to_owned(),
+        format!("ok {TOKEN}00 5\n"),
+        "ok\0\n".to_owned(),
+        "\n".to_owned(),
+        "error_\n".to_owned(),
+    ];
+    for answer in bad_answers {
+        let e = try_once_error(say(&answer)).await;
+        assert!(is_protocol(&e), "{answer:?} gave {e:?}");
+        assert!(!e.is_retryable(), "{answer:?}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_utf8_and_nul_are_protocol_errors() {
+    for bytes in [
+        b"ok \xff\xfe 5\n".to_vec(),
+        b"\xc3\x28\n".to_vec(),
+        b"ok \x0000000000000070123456789abcdef 5\n".to_vec(),
+    ] {
+        let e = try_once_error(Act::Say(bytes.clone())).await;
+        assert!(is_protocol(&e), "{bytes:?} gave {e:?}");
+    }
+}
+
+#[tokio::test]
+async fn overlong_line_and_endless_stream_are_cut_off() {
+    let two_mib = vec![b'a'; 2 << 20];
+    let e = try_once_error(Act::Say(two_mib)).await;
+    assert!(is_protocol(&e), "{e:?}");
+    let e = try_once_error(Act::Flood).await;
+    assert!(is_protocol(&e), "{e:?}");
+}
+
+#[tokio::test]
+async fn no_newline_ever_times_out() {
+    let e = try_once_error(say("ok 00000000000000070123456789abcdef 5")).await;
+    assert!(matches!(e, Error::RequestTimeout { .. }), "{e:?}");
+    let e = try_once_error(Act::Silence).await;
+    assert!(matches!(e, Error::RequestTimeout { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_late_answer_never_reaches_the_next_request() {
+    // Request 0 is answered (with a grant) after the client gave up; request 1, on a new
+    // connection, gets `timeout`. The late grant must not be taken for request 1's answer.
+    let grant = format!("ok {TOKEN} 5\n").into_bytes();
+    let (addr, connections) = fake_server(move |n, _| match n {
+        0 => Act::Late(Duration::from_millis(700), grant.clone()),
+        _ => say("timeout\n"),
+    })
+    .await;
+    let client = client(&addr);
+    let first = client.lock("k").try_acquire().await;
+    assert!(matches!(first, Err(Error::RequestTimeout { .. })), "{first:?}");
+    let second = client.lock("k").try_acquire().await.unwrap();
+    assert!(second.is_none());
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn two_answers_to_one_request_poison_the_connection() {
+    let (addr, connections) = fake_server(|n, _| match n {
+        0 => say("timeout\ntimeout\n"),
+        _ => say("timeout\n"),
+    })
+    .await;
+    let client = client(&addr);
+    assert!(client.lock("k").try_acquire().await.unwrap().is_none());
+    // The stray second answer closes that connection; the next request uses a new one and
+    // gets its own answer.
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while client.open_connections() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the poisoned connection must close");
+    assert!(client.lock("k").try_acquire().await.unwrap().is_none());
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn every_status_word_is_typed() {
+    let cases: Vec<(&str, fn(&Error) -> bool)> = vec![
+        ("error_max_locks\n", |e| matches!(e, Error::MaxLocks { .. })),
+        ("error_max_waiters\n", |e| matches!(e, Error::MaxWaiters { .. })),
+        ("error_limit_mismatch\n", |e| matches!(e, Error::LimitMismatch { .. })),
+        ("error_draining\n", |e| matches!(e, Error::Draining { .. })),
+        ("error_auth\n", |e| e.is_permission_denied()),
+        ("error\n", |e| matches!(e, Error::Refused { command: "l", .. })),
+        ("error_quota\n", |e| {
+            matches!(e, Error::Server { status, .. } if status == "error_quota")
+        }),
+        ("error_not_leader\n", |e| {
+            matches!(e, Error::NotLeader { leader: None, .. })
+        }),
+        ("error_not_leader 10.9.9.9:6388\n", |e| {
+            matches!(e, Error::NotLeader { leader: Some(l), .. } if l == "10.9.9.9:6388")
+        }),
+        ("error_not_leader \u{1b}[2J\n", |e| {
+            matches!(e, Error::NotLeader { leader: None, .. })
+        }),
+    ];
+    for (answer, check) in cases {
+        let e = try_once_error(say(answer)).await;
+        assert!(check(&e), "{answer:?} gave {e:?}");
+        assert!(!e.to_string().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn auth_ok_then_error_auth_is_typed() {
+    let (addr, _) = fake_server(|n, _| match n {
+        0 => say("ok\n"),
+        _ => say("error_auth\n"),
+    })
+    .await;
+    let client = Client::builder()
+        .servers([addr])
+        .auth_token("secret")
+        .request_timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let e = client.lock("k").try_acquire().await.unwrap_err();
+    assert!(e.is_permission_denied(), "{e:?}");
+}
+
+#[tokio::test]
+async fn wrong_auth_is_permission_denied() {
+    let (addr, _) = fake_server(|_, _| say("error_auth\n")).await;
+    let client = Client::builder()
+        .servers([addr])
+        .auth_token("wrong")
+        .build()
+        .unwrap();
+    let e = client.lock("k").acquire().await.unwrap_err();
+    assert!(e.is_permission_denied(), "{e:?}");
+    assert_eq!(e.io_kind(), std::io::ErrorKind::PermissionDenied);
+    assert!(!format!("{e} {e:?}").contains("wrong"));
+}
+
+#[tokio::test]
+async fn renew_answers_are_checked_too() {
+    // Grant with a 1 s lease, then answer the renew with garbage: the connection is closed
+    // and the lease is reported lost instead of trusted.
+    let grant = format!("ok {TOKEN} 1\n");
+    let (addr, _) = fake_server(move |n, cmd| match (n, cmd) {
+        (0, _) => say(&grant),
+        (_, "n") => say("ok -5\n"),
+        _ => say("ok\n"),
+    })
+    .await;
+    let client = client(&addr);
+    let guard = client.lock("k").acquire().await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(3), guard.lost())
+        .await
+        .expect("loss must be reported");
+    assert_eq!(reason, dflockd_core::LossReason::ConnectionLost);
+    assert!(!guard.is_held());
+    assert!(guard.release().await.unwrap_err().is_lease_lost());
+}

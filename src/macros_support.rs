@@ -1,0 +1,4 @@
+//! Runtime support for the attribute macros (filled in with the macros).
+
+#[doc(hidden)]
+pub mod __private {}
