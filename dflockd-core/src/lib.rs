@@ -58,6 +58,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+#[cfg(feature = "blocking")]
+pub mod blocking;
 mod client;
 mod conn;
 mod error;

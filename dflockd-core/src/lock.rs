@@ -624,13 +624,27 @@ impl Guard {
     /// # Cancel safety
     /// Cancel safe: the answer is still applied to the lease when it arrives.
     pub async fn renew(&self) -> Result<Duration> {
-        if let Some(reason) = self.shared.loss() {
-            return Err(self.lost_error(reason));
+        self.renew_owned().await
+    }
+
+    /// The renew as a `'static` future (for the blocking client).
+    pub(crate) fn renew_owned(&self) -> impl std::future::Future<Output = Result<Duration>> + Send + 'static {
+        let conn = self.conn.clone();
+        let shared = self.shared.clone();
+        let (lock_id, key) = (self.lock_id, self.key.clone());
+        let lost = move |reason| Error::LeaseLost {
+            key: key.to_string(),
+            reason,
+        };
+        async move {
+            if let Some(reason) = shared.loss() {
+                return Err(lost(reason));
+            }
+            conn.renew_now(lock_id).await.map_err(|e| match e {
+                Error::LeaseLost { reason, .. } => lost(reason),
+                other => other,
+            })
         }
-        self.conn.renew_now(self.lock_id).await.map_err(|e| match e {
-            Error::LeaseLost { reason, .. } => self.lost_error(reason),
-            other => other,
-        })
     }
 
     fn lost_error(&self, reason: LossReason) -> Error {

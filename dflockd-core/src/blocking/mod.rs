@@ -1,0 +1,584 @@
+//! The blocking client (feature `blocking`): the async client driven by a private runtime, for
+//! plain threads.
+//!
+//! Every capability of the async client is here: locks and semaphores with background
+//! renewal, try-once, two-phase enqueue/wait, typed errors, auth, TLS, sharding, stats, fences,
+//! and lease loss ([`Guard::is_held`], [`Guard::wait_lost`]).
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let server = dflockd_testkit::TestServer::builder().start_blocking()?;
+//! use std::time::Duration;
+//!
+//! let client = dflockd_core::blocking::Client::builder()
+//!     .servers([server.addr().to_string()])
+//!     .build()?;
+//! let guard = client
+//!     .lock("nightly-report")
+//!     .acquire_timeout(Duration::from_secs(10))
+//!     .lease_ttl(Duration::from_secs(20))
+//!     .acquire()?;
+//! // renewed in the background while `guard` lives
+//! println!("{} fence {}", guard.key(), guard.fence());
+//! guard.release()?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Threads and runtimes
+//!
+//! No runtime is needed by the caller. The client owns a small tokio runtime (one worker
+//! thread, shared by its clones and guards) that runs connections and renewals; each call
+//! hands its work to that runtime and blocks the calling thread until it is done.
+//!
+//! Calling from inside an async runtime works too (it never panics): the call blocks that
+//! runtime's thread for its duration, as any blocking call would, while the client's own
+//! runtime does the work. Prefer the async client there. The runtime is shut down without
+//! blocking when the last client clone and guard are dropped, whatever the context.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::lease::{LeaseWatch, LossReason};
+use crate::proto::Token;
+use crate::stats::Stats;
+
+/// Owns the runtime; shuts it down without blocking when the last user goes away.
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl Rt {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("runtime present until drop").handle()
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Runs `future` on the client's runtime and blocks until it completes.
+fn run<T, F>(rt: &Arc<Rt>, future: F) -> Result<T>
+where
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt.handle().spawn(async move {
+        let _ = tx.send(future.await);
+    });
+    rx.recv()
+        .unwrap_or(Err(Error::Blocking("the client's runtime stopped")))
+}
+
+/// Configuration for a blocking [`Client`]: the same settings as
+/// [`crate::ClientBuilder`], which it wraps.
+#[derive(Debug, Default)]
+pub struct ClientBuilder {
+    inner: crate::ClientBuilder,
+}
+
+macro_rules! forward_setters {
+    ($($(#[$meta:meta])* $name:ident($ty:ty);)*) => {
+        $(
+            $(#[$meta])*
+            #[must_use]
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.inner = self.inner.$name(value);
+                self
+            }
+        )*
+    };
+}
+
+impl ClientBuilder {
+    /// The servers, as `host:port`. See [`crate::ClientBuilder::servers`].
+    #[must_use]
+    pub fn servers<I, S>(mut self, servers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.inner = self.inner.servers(servers);
+        self
+    }
+
+    /// The shared secret. See [`crate::ClientBuilder::auth_token`].
+    #[must_use]
+    pub fn auth_token(mut self, token: impl Into<String>) -> Self {
+        self.inner = self.inner.auth_token(token);
+        self
+    }
+
+    /// How keys are spread over servers. See [`crate::ClientBuilder::shard_strategy`].
+    #[must_use]
+    pub fn shard_strategy(mut self, strategy: impl crate::ShardStrategy) -> Self {
+        self.inner = self.inner.shard_strategy(strategy);
+        self
+    }
+
+    forward_setters! {
+        /// TLS. See [`crate::ClientBuilder::tls`].
+        #[cfg(feature = "tls")]
+        tls(crate::TlsOptions);
+        /// See [`crate::ClientBuilder::connect_timeout`]. Default is 5 s.
+        connect_timeout(Duration);
+        /// See [`crate::ClientBuilder::request_timeout`]. Default is 5 s.
+        request_timeout(Duration);
+        /// See [`crate::ClientBuilder::release_timeout`]. Default is 2 s.
+        release_timeout(Duration);
+        /// See [`crate::ClientBuilder::idle_timeout`]. Default is 15 s.
+        idle_timeout(Duration);
+        /// See [`crate::ClientBuilder::server_read_timeout`]. Default is 23 s.
+        server_read_timeout(Duration);
+        /// See [`crate::ClientBuilder::renew_ratio`]. Default is 1/3.
+        renew_ratio(f64);
+        /// See [`crate::ClientBuilder::max_shared_connections`]. Default is 4.
+        max_shared_connections(usize);
+        /// See [`crate::ClientBuilder::max_connections`]. Default is 512.
+        max_connections(usize);
+        /// See [`crate::ClientBuilder::acquire_timeout`]. Default is 10 s.
+        acquire_timeout(Duration);
+        /// See [`crate::ClientBuilder::lease_ttl`]. Default is the server's.
+        lease_ttl(Duration);
+    }
+
+    /// A builder configured from the environment; see [`crate::ClientBuilder::from_env`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a malformed variable.
+    pub fn from_env() -> Result<Self> {
+        Ok(ClientBuilder {
+            inner: crate::ClientBuilder::from_env()?,
+        })
+    }
+
+    /// Checks the settings, starts the client's runtime and makes the client.
+    ///
+    /// # Errors
+    /// As [`crate::ClientBuilder::build`]; [`Error::Blocking`] if the runtime cannot start.
+    pub fn build(self) -> Result<Client> {
+        let inner = self.inner.build()?;
+        Client::wrap(inner)
+    }
+}
+
+/// A blocking dflockd client. Cheap to clone; clones share connections and the runtime.
+#[derive(Clone)]
+pub struct Client {
+    inner: crate::Client,
+    rt: Arc<Rt>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("blocking::Client")
+            .field("servers", &self.inner.servers())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A builder with every setting at its default.
+    #[must_use]
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A client configured from the environment; see [`crate::ClientBuilder::from_env`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a malformed variable or setting.
+    pub fn from_env() -> Result<Client> {
+        ClientBuilder::from_env()?.build()
+    }
+
+    /// Wraps an async client (for example one shared with async code). The blocking client
+    /// runs its own runtime for the calls it makes.
+    ///
+    /// # Errors
+    /// [`Error::Blocking`] if the runtime cannot start.
+    pub fn wrap(inner: crate::Client) -> Result<Client> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("dflockd-blocking")
+            .enable_all()
+            .build()
+            .map_err(|_| Error::Blocking("cannot start the client's runtime"))?;
+        Ok(Client {
+            inner,
+            rt: Arc::new(Rt(Some(rt))),
+        })
+    }
+
+    /// The async client behind this one.
+    #[must_use]
+    pub fn as_async(&self) -> &crate::Client {
+        &self.inner
+    }
+
+    /// A lock on `key`. See [`crate::Client::lock`].
+    #[must_use]
+    pub fn lock(&self, key: impl Into<String>) -> Lock {
+        Lock {
+            inner: Target::Lock(self.inner.lock(key)),
+            rt: self.rt.clone(),
+        }
+    }
+
+    /// A semaphore on `key` with `limit` holders. See [`crate::Client::semaphore`].
+    #[must_use]
+    pub fn semaphore(&self, key: impl Into<String>, limit: u32) -> Lock {
+        Lock {
+            inner: Target::Semaphore(self.inner.semaphore(key, limit)),
+            rt: self.rt.clone(),
+        }
+    }
+
+    /// The configured servers. See [`crate::Client::servers`].
+    #[must_use]
+    pub fn servers(&self) -> Vec<&str> {
+        self.inner.servers()
+    }
+
+    /// The index of the server that owns `key`. See [`crate::Client::server_for`].
+    ///
+    /// # Errors
+    /// [`Error::Shard`] for an out-of-range custom strategy.
+    pub fn server_for(&self, key: &str) -> Result<usize> {
+        self.inner.server_for(key)
+    }
+
+    /// Statistics of every server. See [`crate::Client::stats`].
+    ///
+    /// # Errors
+    /// As [`crate::Client::stats`].
+    pub fn stats(&self) -> Result<Vec<Stats>> {
+        let client = self.inner.clone();
+        run(&self.rt, async move { client.stats().await })
+    }
+
+    /// Statistics of server `index`. See [`crate::Client::server_stats`].
+    ///
+    /// # Errors
+    /// As [`crate::Client::server_stats`].
+    pub fn server_stats(&self, index: usize) -> Result<Stats> {
+        let client = self.inner.clone();
+        run(&self.rt, async move { client.server_stats(index).await })
+    }
+
+    /// Statistics of the server owning `key`. See [`crate::Client::stats_for_key`].
+    ///
+    /// # Errors
+    /// As [`crate::Client::server_stats`].
+    pub fn stats_for_key(&self, key: &str) -> Result<Stats> {
+        let client = self.inner.clone();
+        let key = key.to_owned();
+        run(&self.rt, async move { client.stats_for_key(&key).await })
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Target {
+    Lock(crate::Lock),
+    Semaphore(crate::Semaphore),
+}
+
+/// A lock or semaphore to acquire (blocking). Made by [`Client::lock`] or
+/// [`Client::semaphore`].
+#[derive(Clone)]
+pub struct Lock {
+    inner: Target,
+    rt: Arc<Rt>,
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+macro_rules! on_target {
+    ($target:expr, $t:ident => $body:expr) => {
+        match $target {
+            Target::Lock($t) => $body,
+            Target::Semaphore($t) => $body,
+        }
+    };
+}
+
+impl Lock {
+    /// See [`crate::Lock::acquire_timeout`]. Default is the client's (10 s).
+    #[must_use]
+    pub fn acquire_timeout(self, timeout: Duration) -> Self {
+        Lock {
+            inner: match self.inner {
+                Target::Lock(l) => Target::Lock(l.acquire_timeout(timeout)),
+                Target::Semaphore(s) => Target::Semaphore(s.acquire_timeout(timeout)),
+            },
+            rt: self.rt,
+        }
+    }
+
+    /// See [`crate::Lock::lease_ttl`]. Default is the client's.
+    #[must_use]
+    pub fn lease_ttl(self, lease: Duration) -> Self {
+        Lock {
+            inner: match self.inner {
+                Target::Lock(l) => Target::Lock(l.lease_ttl(lease)),
+                Target::Semaphore(s) => Target::Semaphore(s.lease_ttl(lease)),
+            },
+            rt: self.rt,
+        }
+    }
+
+    /// The key.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        on_target!(&self.inner, t => t.key())
+    }
+
+    /// Acquires, waiting up to the acquire timeout. See [`crate::Lock::acquire`].
+    ///
+    /// # Errors
+    /// As [`crate::Lock::acquire`]: [`Error::Timeout`] when busy for the whole timeout.
+    pub fn acquire(&self) -> Result<Guard> {
+        let target = self.inner.clone();
+        let guard = run(&self.rt, async move {
+            on_target!(&target, t => t.acquire().await)
+        })?;
+        Ok(self.wrap(guard))
+    }
+
+    /// Tries once: `Ok(None)` when busy. See [`crate::Lock::try_acquire`].
+    ///
+    /// # Errors
+    /// As [`crate::Lock::try_acquire`].
+    pub fn try_acquire(&self) -> Result<Option<Guard>> {
+        let target = self.inner.clone();
+        let guard = run(&self.rt, async move {
+            on_target!(&target, t => t.try_acquire().await)
+        })?;
+        Ok(guard.map(|g| self.wrap(g)))
+    }
+
+    /// Two-phase acquisition, first half. See [`crate::Lock::enqueue`].
+    ///
+    /// # Errors
+    /// As [`crate::Lock::enqueue`].
+    pub fn enqueue(&self) -> Result<Enqueued> {
+        let target = self.inner.clone();
+        let enqueued = run(&self.rt, async move {
+            on_target!(&target, t => t.enqueue().await)
+        })?;
+        Ok(match enqueued {
+            crate::Enqueued::Acquired(g) => Enqueued::Acquired(self.wrap(g)),
+            crate::Enqueued::Queued(q) => Enqueued::Queued(Queued {
+                inner: q,
+                rt: self.rt.clone(),
+            }),
+        })
+    }
+
+    fn wrap(&self, inner: crate::Guard) -> Guard {
+        Guard {
+            inner: Some(inner),
+            rt: self.rt.clone(),
+        }
+    }
+}
+
+/// The result of [`Lock::enqueue`].
+#[derive(Debug)]
+#[must_use = "a queued acquisition must be waited for (or dropped to leave the queue)"]
+pub enum Enqueued {
+    /// Held at once, renewing already.
+    Acquired(Guard),
+    /// In the queue: call [`Queued::wait`].
+    Queued(Queued),
+}
+
+impl Enqueued {
+    /// Whether the slot was granted at once.
+    #[must_use]
+    pub fn is_acquired(&self) -> bool {
+        matches!(self, Enqueued::Acquired(_))
+    }
+
+    /// `"acquired"` or `"queued"`.
+    #[must_use]
+    pub fn status(&self) -> &'static str {
+        match self {
+            Enqueued::Acquired(_) => "acquired",
+            Enqueued::Queued(_) => "queued",
+        }
+    }
+
+    /// The guard: at once when acquired, otherwise after waiting up to `timeout`.
+    ///
+    /// # Errors
+    /// As [`Queued::wait`].
+    pub fn wait(self, timeout: Duration) -> Result<Guard> {
+        match self {
+            Enqueued::Acquired(guard) => Ok(guard),
+            Enqueued::Queued(queued) => queued.wait(timeout),
+        }
+    }
+}
+
+/// A place in a key's queue. Dropping it without [`wait`](Queued::wait) leaves the queue.
+#[must_use = "dropping it leaves the queue"]
+pub struct Queued {
+    inner: crate::Queued,
+    rt: Arc<Rt>,
+}
+
+impl fmt::Debug for Queued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl Queued {
+    /// The key.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        self.inner.key()
+    }
+
+    /// Waits up to `timeout` for the grant. See [`crate::Queued::wait`].
+    ///
+    /// # Errors
+    /// As [`crate::Queued::wait`].
+    pub fn wait(self, timeout: Duration) -> Result<Guard> {
+        let Queued { inner, rt } = self;
+        let guard = run(&rt, async move { inner.wait(timeout).await })?;
+        Ok(Guard {
+            inner: Some(guard),
+            rt,
+        })
+    }
+}
+
+/// A held lock or semaphore slot (blocking). Renewed in the background; released by
+/// [`release`](Guard::release) or, in the background, on drop.
+#[must_use = "dropping the guard releases the lock"]
+pub struct Guard {
+    inner: Option<crate::Guard>,
+    rt: Arc<Rt>,
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.guard().fmt(f)
+    }
+}
+
+impl Guard {
+    fn guard(&self) -> &crate::Guard {
+        self.inner.as_ref().expect("present until consumed")
+    }
+
+    /// The key.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        self.guard().key()
+    }
+
+    /// The token. See [`crate::Guard::token`].
+    #[must_use]
+    pub fn token(&self) -> &Token {
+        self.guard().token()
+    }
+
+    /// The fencing token. See [`crate::Guard::fence`].
+    #[must_use]
+    pub fn fence(&self) -> u64 {
+        self.guard().fence()
+    }
+
+    /// The lease the server applied.
+    #[must_use]
+    pub fn lease(&self) -> Duration {
+        self.guard().lease()
+    }
+
+    /// Holders allowed at once (1 for a lock).
+    #[must_use]
+    pub fn limit(&self) -> u64 {
+        self.guard().limit()
+    }
+
+    /// The address of the server that holds it.
+    #[must_use]
+    pub fn server(&self) -> &str {
+        self.guard().server()
+    }
+
+    /// Whether the lease is still held. See [`crate::Guard::is_held`].
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        self.guard().is_held()
+    }
+
+    /// Why the lease was lost, if it was.
+    #[must_use]
+    pub fn loss_reason(&self) -> Option<LossReason> {
+        self.guard().loss_reason()
+    }
+
+    /// A handle on the lease state (usable from async code too).
+    #[must_use]
+    pub fn watch(&self) -> LeaseWatch {
+        self.guard().watch()
+    }
+
+    /// Blocks until the lease is lost or `timeout` passes: `Some(reason)` if it was lost.
+    #[must_use]
+    pub fn wait_lost(&self, timeout: Duration) -> Option<LossReason> {
+        let watch = self.watch();
+        run(&self.rt, async move {
+            Ok(tokio::time::timeout(timeout, watch.lost()).await.ok())
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// Renews now. See [`crate::Guard::renew`].
+    ///
+    /// # Errors
+    /// As [`crate::Guard::renew`].
+    pub fn renew(&self) -> Result<Duration> {
+        run(&self.rt, self.guard().renew_owned())
+    }
+
+    /// Releases and waits for the answer. See [`crate::Guard::release`].
+    ///
+    /// # Errors
+    /// As [`crate::Guard::release`].
+    pub fn release(mut self) -> Result<()> {
+        let guard = self.inner.take().expect("present until consumed");
+        run(&self.rt, async move { guard.release().await })
+    }
+
+    /// Keeps the lock for `hold` more, then releases it, without blocking. See
+    /// [`crate::Guard::release_after`].
+    pub fn release_after(mut self, hold: Duration) {
+        let guard = self.inner.take().expect("present until consumed");
+        let _enter = self.rt.handle().enter();
+        guard.release_after(hold);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // The async guard's drop only queues a release for its connection: it never blocks
+        // and needs no runtime.
+        self.inner.take();
+    }
+}
