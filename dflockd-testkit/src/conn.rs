@@ -1,0 +1,616 @@
+//! One client connection: reads requests line by line with the real server's rules, runs them
+//! against the lock table and writes the answers.
+//!
+//! While a blocking request (`l`, `sl`, `w`, `sw`) waits, the socket keeps being read into the
+//! input buffer, so a peer that goes away is noticed at once (its wait is dropped and its locks
+//! released); bytes pipelined behind the blocking request are processed after it, in order.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use dflockd_core::proto::{LineScan, MAX_REQUEST_LINE, Request, scan_line};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::instance::{ConnSlot, Control, Shared};
+use crate::state::{Acquire, ConnId, Enqueue, Grant, Lease, WaitPoll};
+
+/// How much pipelined input is buffered while a blocking request waits; beyond it the
+/// connection stops reading (and so stops noticing a close) until the wait ends.
+const WAIT_BUFFER_CAP: usize = 64 * 1024;
+
+/// The pause after `error_auth` before the connection is closed (as the real server).
+const AUTH_FAILURE_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves one accepted socket until it closes.
+pub(crate) async fn serve(socket: TcpStream, id: ConnId, slot: ConnSlot) {
+    let shared = slot.0.clone();
+    let _ = socket.set_nodelay(true);
+    match &shared.tls {
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(shared.cfg.read_timeout, acceptor.accept(socket)).await;
+            match handshake {
+                Ok(Ok(stream)) => Conn::new(stream, id, shared.clone()).run().await,
+                Ok(Err(err)) => tracing::debug!(conn = id, %err, "TLS handshake failed"),
+                Err(_) => tracing::debug!(conn = id, "TLS handshake timed out"),
+            }
+        }
+        None => Conn::new(socket, id, shared.clone()).run().await,
+    }
+    drop(slot);
+}
+
+/// Why a connection ends.
+enum Exit {
+    /// EOF, reset or a failed write: close without a word.
+    Silent,
+    /// Close after flushing what was answered.
+    Flush,
+}
+
+/// What happened while waiting for something with the socket watched.
+enum Watched<T> {
+    Done(T),
+    /// The control state matched the stop condition.
+    Stopped,
+    /// The peer closed the connection (or the socket failed).
+    PeerClosed,
+}
+
+/// How reading more input ended.
+enum Fill {
+    Data,
+    Closed,
+    TimedOut,
+}
+
+/// The outcome of reading one request.
+enum ReadRequest {
+    Lines(Lines),
+    Closed,
+    TooLong,
+    TimedOut,
+}
+
+/// One request's three lines, copied out of the input buffer.
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+    cmd: Range<usize>,
+    key: Range<usize>,
+    arg: Range<usize>,
+}
+
+struct Conn<S> {
+    stream: S,
+    id: ConnId,
+    shared: Arc<Shared>,
+    control: watch::Receiver<Control>,
+    inbuf: Vec<u8>,
+    start: usize,
+    out: Vec<u8>,
+    authed: bool,
+    spare: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn new(stream: S, id: ConnId, shared: Arc<Shared>) -> Self {
+        let control = shared.control.subscribe();
+        let authed = shared.cfg.auth_token.is_none();
+        Conn {
+            stream,
+            id,
+            shared,
+            control,
+            inbuf: Vec::with_capacity(1024),
+            start: 0,
+            out: Vec::with_capacity(256),
+            authed,
+            spare: Vec::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        let exit = self.serve_requests().await;
+        if matches!(exit, Exit::Flush) {
+            let _ = self.flush().await;
+        }
+        self.shared.table.disconnect(self.id, StdInstant::now());
+        tracing::debug!(conn = self.id, "connection closed");
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.stream.shutdown()).await;
+    }
+
+    async fn serve_requests(&mut self) -> Exit {
+        loop {
+            let lines = match self.read_request().await {
+                ReadRequest::Lines(lines) => lines,
+                ReadRequest::Closed => return Exit::Silent,
+                ReadRequest::TooLong => {
+                    self.discard_line().await;
+                    return self.fail_and_close().await;
+                }
+                ReadRequest::TimedOut => return self.fail_and_close().await,
+            };
+            match self.gate().await {
+                Ok(()) => {}
+                Err(exit) => return exit,
+            }
+            let flow = self.handle(&lines).await;
+            self.spare = lines.buf;
+            if let Some(exit) = flow {
+                return exit;
+            }
+            if !self.request_buffered() && self.flush().await.is_err() {
+                return Exit::Silent;
+            }
+        }
+    }
+
+    /// The answer to a request that cannot be read (line too long, read timeout): `error` (or
+    /// `error_auth` before authentication), then close.
+    async fn fail_and_close(&mut self) -> Exit {
+        if self.authed || self.control.borrow().draining {
+            self.out.extend_from_slice(b"error\n");
+            Exit::Flush
+        } else {
+            self.auth_failed().await
+        }
+    }
+
+    async fn auth_failed(&mut self) -> Exit {
+        self.out.extend_from_slice(b"error_auth\n");
+        let _ = self.flush().await;
+        tokio::time::sleep(AUTH_FAILURE_PAUSE).await;
+        Exit::Silent
+    }
+
+    /// Whether the buffer already holds another whole request (so answers can be batched).
+    fn request_buffered(&self) -> bool {
+        self.inbuf[self.start..]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .take(3)
+            .count()
+            == 3
+    }
+
+    // ----- reading -------------------------------------------------------------------------
+
+    async fn read_request(&mut self) -> ReadRequest {
+        if self.start == self.inbuf.len() {
+            self.inbuf.clear();
+            self.start = 0;
+        } else if self.start > 16 * 1024 {
+            self.inbuf.drain(..self.start);
+            self.start = 0;
+        }
+        let mut pos = self.start;
+        let mut ranges: [Range<usize>; 3] = [0..0, 0..0, 0..0];
+        for range in &mut ranges {
+            let mut deadline = Instant::now() + self.shared.cfg.read_timeout;
+            loop {
+                match scan_line(&self.inbuf[pos..], MAX_REQUEST_LINE) {
+                    LineScan::Complete { line_len, consumed } => {
+                        *range = pos..pos + line_len;
+                        pos += consumed;
+                        break;
+                    }
+                    LineScan::TooLong => {
+                        self.start = pos;
+                        return ReadRequest::TooLong;
+                    }
+                    LineScan::Incomplete => match self.fill(&mut deadline).await {
+                        Fill::Data => {}
+                        Fill::Closed => return ReadRequest::Closed,
+                        Fill::TimedOut => return ReadRequest::TimedOut,
+                    },
+                }
+            }
+        }
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
+        let mut copy = |r: &Range<usize>| {
+            let at = buf.len();
+            buf.extend_from_slice(&self.inbuf[r.clone()]);
+            at..buf.len()
+        };
+        let cmd = copy(&ranges[0]);
+        let key = copy(&ranges[1]);
+        let arg = copy(&ranges[2]);
+        self.start = pos;
+        ReadRequest::Lines(Lines { buf, cmd, key, arg })
+    }
+
+    /// Reads and drops the rest of an over-long line, up to its `\n`, EOF or the read timeout.
+    async fn discard_line(&mut self) {
+        let mut deadline = Instant::now() + self.shared.cfg.read_timeout;
+        loop {
+            if let Some(nl) = self.inbuf[self.start..].iter().position(|&b| b == b'\n') {
+                self.start += nl + 1;
+                return;
+            }
+            self.inbuf.truncate(self.start);
+            if !matches!(self.fill(&mut deadline).await, Fill::Data) {
+                return;
+            }
+        }
+    }
+
+    /// Reads more input, until `deadline` (pushed back while the server is paused).
+    async fn fill(&mut self, deadline: &mut Instant) -> Fill {
+        loop {
+            self.inbuf.reserve(4096);
+            tokio::select! {
+                biased;
+                read = self.stream.read_buf(&mut self.inbuf) => {
+                    return match read {
+                        Ok(0) | Err(_) => Fill::Closed,
+                        Ok(_) => Fill::Data,
+                    };
+                }
+                () = tokio::time::sleep_until(*deadline) => {
+                    if !self.control.borrow().paused {
+                        return Fill::TimedOut;
+                    }
+                    let before = self.inbuf.len();
+                    match self.watch(std::future::pending::<()>(), |c| !c.paused || c.draining).await {
+                        Watched::PeerClosed => return Fill::Closed,
+                        Watched::Done(()) | Watched::Stopped => {}
+                    }
+                    *deadline = Instant::now() + self.shared.cfg.read_timeout;
+                    if self.inbuf.len() > before {
+                        return Fill::Data;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `fut` while reading the socket (to notice a close) and watching the control state:
+    /// returns early when `stop` holds for it.
+    async fn watch<F: Future>(
+        &mut self,
+        fut: F,
+        stop: impl Fn(&Control) -> bool,
+    ) -> Watched<F::Output> {
+        tokio::pin!(fut);
+        loop {
+            if stop(&self.control.borrow_and_update()) {
+                return Watched::Stopped;
+            }
+            let can_read = self.inbuf.len() - self.start < WAIT_BUFFER_CAP;
+            if can_read {
+                self.inbuf.reserve(4096);
+            }
+            tokio::select! {
+                biased;
+                out = &mut fut => return Watched::Done(out),
+                changed = self.control.changed() => {
+                    if changed.is_err() {
+                        // The instance is gone.
+                        return Watched::PeerClosed;
+                    }
+                }
+                read = self.stream.read_buf(&mut self.inbuf), if can_read => {
+                    if matches!(read, Ok(0) | Err(_)) {
+                        return Watched::PeerClosed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits while the server is paused (not while it drains).
+    async fn gate(&mut self) -> Result<(), Exit> {
+        if !self.control.borrow().paused {
+            return Ok(());
+        }
+        match self
+            .watch(std::future::pending::<()>(), |c| !c.paused || c.draining)
+            .await
+        {
+            Watched::PeerClosed => Err(Exit::Silent),
+            Watched::Done(()) | Watched::Stopped => Ok(()),
+        }
+    }
+
+    // ----- writing -------------------------------------------------------------------------
+
+    async fn flush(&mut self) -> Result<(), ()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.gate().await.map_err(|_| ())?;
+        let timeout = self.shared.cfg.write_timeout;
+        let write = async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
+        };
+        let result = if timeout.is_zero() {
+            write.await
+        } else {
+            tokio::time::timeout(timeout, write)
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        };
+        self.out.clear();
+        result.map_err(|err| {
+            tracing::debug!(conn = self.id, %err, "write failed");
+        })
+    }
+
+    fn word(&mut self, word: &str) {
+        self.out.extend_from_slice(word.as_bytes());
+        self.out.push(b'\n');
+    }
+
+    fn grant(&mut self, status: &str, grant: Grant) {
+        self.out.extend_from_slice(status.as_bytes());
+        self.out.push(b' ');
+        self.out.extend_from_slice(grant.token.as_str().as_bytes());
+        self.out.push(b' ');
+        self.out
+            .extend_from_slice(grant.lease_s.to_string().as_bytes());
+        self.out.push(b'\n');
+    }
+
+    // ----- requests ------------------------------------------------------------------------
+
+    fn lease(&self, lease_s: Option<u64>) -> Lease {
+        match lease_s {
+            Some(secs) => Lease {
+                duration: Duration::from_secs(secs),
+                secs,
+            },
+            None => {
+                let duration = self.shared.table.config().default_lease;
+                Lease {
+                    duration,
+                    secs: duration.as_secs(),
+                }
+            }
+        }
+    }
+
+    /// Handles one request; `Some` ends the connection.
+    async fn handle(&mut self, lines: &Lines) -> Option<Exit> {
+        let cmd = String::from_utf8_lossy(&lines.buf[lines.cmd.clone()]);
+        let key_text = String::from_utf8_lossy(&lines.buf[lines.key.clone()]);
+        let arg = String::from_utf8_lossy(&lines.buf[lines.arg.clone()]);
+        let key = &lines.buf[lines.key.clone()];
+        let parsed = Request::parse(&cmd, &key_text, &arg);
+        if self.control.borrow().draining {
+            self.word("error_draining");
+            return None;
+        }
+        if !self.authed {
+            let expected = self.shared.cfg.auth_token.as_deref().unwrap_or_default();
+            return match parsed {
+                Ok(Request::Auth { secret }) if constant_time_eq(secret, expected) => {
+                    self.authed = true;
+                    self.word("ok");
+                    None
+                }
+                _ => Some(self.auth_failed().await),
+            };
+        }
+        let shared = self.shared.clone();
+        let table = &shared.table;
+        let now = StdInstant::now();
+        let request = match parsed {
+            Ok(request) => request,
+            Err(err) => {
+                tracing::debug!(conn = self.id, %err, "bad request");
+                self.word("error");
+                return None;
+            }
+        };
+        tracing::debug!(conn = self.id, ?request, "request");
+        match request {
+            Request::Stats => {
+                let json = table.snapshot(self.shared.connections(), now).to_json();
+                self.out.extend_from_slice(b"ok ");
+                self.out.extend_from_slice(json.as_bytes());
+                self.out.push(b'\n');
+            }
+            Request::Auth { .. } => self.word("error"),
+            Request::Release { token, .. } => {
+                let ok = table.release(key, token, now);
+                self.word(if ok { "ok" } else { "error" });
+            }
+            Request::Renew { token, lease_s, .. } => {
+                let lease = self.lease(lease_s);
+                match table.renew(key, token, lease, now) {
+                    Some(secs) => {
+                        self.out
+                            .extend_from_slice(format!("ok {secs}\n").as_bytes());
+                    }
+                    None => self.word("error"),
+                }
+            }
+            Request::Enqueue { limit, lease_s, .. } => {
+                let lease = self.lease(lease_s);
+                match table.enqueue(key, limit, lease, self.id, now) {
+                    Enqueue::Acquired(grant) => self.grant("acquired", grant),
+                    Enqueue::Queued => self.word("queued"),
+                    Enqueue::AlreadyEnqueued => self.word("error_already_enqueued"),
+                    Enqueue::MaxLocks => self.word("error_max_locks"),
+                    Enqueue::MaxWaiters => self.word("error_max_waiters"),
+                    Enqueue::LimitMismatch => self.word("error_limit_mismatch"),
+                }
+            }
+            Request::Acquire {
+                timeout_s,
+                limit,
+                lease_s,
+                ..
+            } => return self.acquire(key, timeout_s, limit, lease_s, now).await,
+            Request::Wait { timeout_s, .. } => return self.wait(key, timeout_s, now).await,
+            _ => self.word("error"),
+        }
+        None
+    }
+
+    async fn acquire(
+        &mut self,
+        key: &[u8],
+        timeout_s: u64,
+        limit: u64,
+        lease_s: Option<u64>,
+        now: StdInstant,
+    ) -> Option<Exit> {
+        let lease = self.lease(lease_s);
+        let outcome = self
+            .shared
+            .table
+            .acquire(key, limit, lease, self.id, timeout_s > 0, now);
+        let (waiter, mut rx) = match outcome {
+            Acquire::Granted(grant) => {
+                self.grant("ok", grant);
+                return None;
+            }
+            Acquire::Queued(waiter, rx) => (waiter, rx),
+            Acquire::Timeout => {
+                self.word("timeout");
+                return None;
+            }
+            Acquire::MaxLocks => {
+                self.word("error_max_locks");
+                return None;
+            }
+            Acquire::MaxWaiters => {
+                self.word("error_max_waiters");
+                return None;
+            }
+            Acquire::LimitMismatch => {
+                self.word("error_limit_mismatch");
+                return None;
+            }
+        };
+        let shared = self.shared.clone();
+        if self.flush().await.is_err() {
+            shared.table.cancel_wait(key, waiter, StdInstant::now());
+            return Some(Exit::Silent);
+        }
+        let timer = tokio::time::sleep(Duration::from_secs(timeout_s));
+        let waited = self
+            .watch(
+                async {
+                    tokio::select! {
+                        grant = &mut rx => grant.ok(),
+                        () = timer => None,
+                    }
+                },
+                |c| c.draining,
+            )
+            .await;
+        let fallback = match waited {
+            Watched::Done(Some(grant)) => {
+                self.grant("ok", grant);
+                return None;
+            }
+            Watched::Done(None) => "timeout",
+            Watched::Stopped => "error",
+            Watched::PeerClosed => {
+                shared.table.cancel_wait(key, waiter, StdInstant::now());
+                return Some(Exit::Silent);
+            }
+        };
+        if shared.table.cancel_wait(key, waiter, StdInstant::now()) {
+            self.word(fallback);
+        } else {
+            // Granted while the timer fired: the grant wins.
+            match rx.try_recv() {
+                Ok(grant) => self.grant("ok", grant),
+                Err(_) => self.word(fallback),
+            }
+        }
+        None
+    }
+
+    async fn wait(&mut self, key: &[u8], timeout_s: u64, now: StdInstant) -> Option<Exit> {
+        let shared = self.shared.clone();
+        let table = &shared.table;
+        let mut rx = match table.wait_poll(key, self.id, timeout_s == 0, now) {
+            WaitPoll::Pending(rx) => rx,
+            done => {
+                self.wait_answer(done);
+                return None;
+            }
+        };
+        if self.flush().await.is_err() {
+            return Some(Exit::Silent);
+        }
+        let deadline = Instant::now() + Duration::from_secs(timeout_s.min(u64::from(u32::MAX)));
+        loop {
+            let waited = self
+                .watch(
+                    async {
+                        tokio::select! {
+                            _ = &mut rx => true,
+                            () = tokio::time::sleep_until(deadline) => false,
+                        }
+                    },
+                    |c| c.draining,
+                )
+                .await;
+            let poll = match waited {
+                Watched::Done(notified) => {
+                    table.wait_poll(key, self.id, !notified, StdInstant::now())
+                }
+                Watched::Stopped => {
+                    self.word("error");
+                    return None;
+                }
+                Watched::PeerClosed => return Some(Exit::Silent),
+            };
+            match poll {
+                WaitPoll::Pending(next) => rx = next,
+                done => {
+                    self.wait_answer(done);
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn wait_answer(&mut self, poll: WaitPoll) {
+        match poll {
+            WaitPoll::Granted(grant) => self.grant("ok", grant),
+            WaitPoll::NotEnqueued => self.word("error_not_enqueued"),
+            WaitPoll::LeaseExpired => self.word("error_lease_expired"),
+            WaitPoll::Timeout | WaitPoll::Pending(_) => self.word("timeout"),
+        }
+    }
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secrets_compare() {
+        assert!(constant_time_eq("s3cret", "s3cret"));
+        assert!(!constant_time_eq("s3cret", "s3creT"));
+        assert!(!constant_time_eq("s3cret", "s3cre"));
+        assert!(!constant_time_eq("", "x"));
+        assert!(constant_time_eq("", ""));
+    }
+}

@@ -1,0 +1,186 @@
+//! One running incarnation of a server: its listener, connections, timers and lock table.
+//! `kill` and `restart` throw an instance away and make a new one on the same address.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::server::Config;
+use crate::state::Table;
+
+/// What every connection of an instance watches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Control {
+    /// `pause()`: hold every answer and stop processing requests.
+    pub(crate) paused: bool,
+    /// `shutdown()` started: refuse new work with `error_draining`.
+    pub(crate) draining: bool,
+}
+
+/// State shared by an instance's tasks.
+pub(crate) struct Shared {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) table: Table,
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) control: watch::Sender<Control>,
+    pub(crate) open_conns: AtomicUsize,
+}
+
+impl Shared {
+    /// Connections currently open.
+    pub(crate) fn connections(&self) -> u64 {
+        self.open_conns.load(Ordering::Acquire) as u64
+    }
+}
+
+/// A request from the [`TestServer`](crate::TestServer) handle to its instance.
+pub(crate) enum Command {
+    /// Drop everything at once; the callback runs once every socket is closed.
+    Kill(Box<dyn FnOnce() + Send>),
+    /// Drain gracefully; the callback runs when the instance is gone.
+    Shutdown(Box<dyn FnOnce() + Send>),
+}
+
+/// Decrements the open-connection count when a connection task ends (also when aborted).
+pub(crate) struct ConnSlot(pub(crate) Arc<Shared>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.open_conns.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs the instance until it is killed or shut down.
+pub(crate) async fn run(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(err) => {
+            tracing::error!(%err, "cannot register the listener");
+            while let Some(cmd) = commands.recv().await {
+                match cmd {
+                    Command::Kill(done) | Command::Shutdown(done) => done(),
+                }
+            }
+            return;
+        }
+    };
+    let mut timers = JoinSet::new();
+    timers.spawn(sweep_loop(shared.clone()));
+    timers.spawn(gc_loop(shared.clone()));
+    let mut conns: JoinSet<()> = JoinSet::new();
+    let mut next_id: u64 = 0;
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => {
+                drop(timers);
+                match cmd {
+                    Some(Command::Shutdown(done)) => {
+                        drop(listener);
+                        let others = drain(&shared, conns, &mut commands).await;
+                        done();
+                        others.into_iter().for_each(|f| f());
+                    }
+                    Some(Command::Kill(done)) => {
+                        drop(listener);
+                        abort_all(conns).await;
+                        done();
+                    }
+                    None => {
+                        drop(listener);
+                        abort_all(conns).await;
+                    }
+                }
+                return;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let max = shared.cfg.max_connections;
+                    if max > 0 && shared.open_conns.load(Ordering::Acquire) >= max {
+                        tracing::debug!(%peer, "connection refused: max connections reached");
+                        drop(socket);
+                        continue;
+                    }
+                    shared.open_conns.fetch_add(1, Ordering::AcqRel);
+                    next_id += 1;
+                    tracing::debug!(%peer, conn = next_id, "connection accepted");
+                    conns.spawn(crate::conn::serve(socket, next_id, ConnSlot(shared.clone())));
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn abort_all(mut conns: JoinSet<()>) {
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}
+
+/// Graceful drain: refuse new work, wake blocked waits, wait for connections to end (up to the
+/// shutdown timeout, 0 = forever), then close the rest without an answer. Returns the callbacks
+/// of further `shutdown` calls that arrived meanwhile.
+async fn drain(
+    shared: &Shared,
+    mut conns: JoinSet<()>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Vec<Box<dyn FnOnce() + Send>> {
+    shared.control.send_modify(|c| c.draining = true);
+    let mut waiting = Vec::new();
+    let timeout = shared.cfg.shutdown_timeout;
+    let deadline = async {
+        if timeout.is_zero() {
+            std::future::pending::<()>().await;
+        } else {
+            tokio::time::sleep(timeout).await;
+        }
+    };
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            joined = conns.join_next() => if joined.is_none() { return waiting },
+            () = &mut deadline => break,
+            cmd = commands.recv() => match cmd {
+                Some(Command::Shutdown(done)) => waiting.push(done),
+                Some(Command::Kill(done)) => {
+                    waiting.push(done);
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+    abort_all(conns).await;
+    waiting
+}
+
+async fn sweep_loop(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(shared.cfg.lease_sweep_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        shared.table.sweep(Instant::now());
+    }
+}
+
+async fn gc_loop(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(shared.cfg.gc_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        shared.table.gc(Instant::now());
+    }
+}
