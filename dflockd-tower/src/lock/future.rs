@@ -1,0 +1,355 @@
+//! The response futures: a small state machine (acquiring → calling with the guard held →
+//! done), and its two faces, HTTP responses and typed errors.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use dflockd_core::{Guard, Lost};
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+use tracing::Span;
+
+use crate::Error;
+use crate::body::{GuardedBody, Hold};
+use crate::reject::RejectResponse;
+
+/// What the boxed acquisition yields: the guard, `Err(None)` when the layer's own wait ran
+/// out first, or the client's error.
+pub(crate) type AcquireFuture =
+    Pin<Box<dyn Future<Output = Result<Guard, Option<dflockd_core::Error>>> + Send>>;
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Req, F> {
+        Acquiring {
+            acquire: AcquireFuture,
+            service: S,
+            request: Option<Req>,
+            started: Instant,
+        },
+        Calling {
+            // Declared before the guard: on loss the inner future is dropped first.
+            #[pin]
+            future: F,
+            guard: Option<Guard>,
+            lost: Option<Lost>,
+        },
+        Rejected {
+            error: Option<Error>,
+        },
+        Done,
+    }
+}
+
+/// How a request ended, before the mode decides what the client sees.
+pub(crate) enum Step<R, E> {
+    /// The inner service answered; `Some` when the lock goes on with the body.
+    Response(R, Option<Hold>),
+    /// Not let through, or cut short.
+    Rejected(Error),
+    /// The inner service failed.
+    Failed(E),
+}
+
+/// Per-request options the machine needs after `call`.
+#[derive(Clone, Copy)]
+pub(crate) struct Options {
+    pub(crate) abort_on_loss: bool,
+    pub(crate) hold_for_body: bool,
+}
+
+pin_project! {
+    pub(crate) struct Machine<S, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S, Req, S::Future>,
+        key: String,
+        options: Options,
+        span: Span,
+        on_acquired: fn(&mut Req, &Guard),
+    }
+}
+
+impl<S: Service<Req>, Req> Machine<S, Req> {
+    /// Acquire first, then call `service` (which is ready) with `request`.
+    pub(crate) fn acquire(
+        acquire: AcquireFuture,
+        key: String,
+        service: S,
+        request: Req,
+        options: Options,
+        span: Span,
+        on_acquired: fn(&mut Req, &Guard),
+    ) -> Self {
+        Machine {
+            state: State::Acquiring {
+                acquire,
+                service,
+                request: Some(request),
+                started: Instant::now(),
+            },
+            key,
+            options,
+            span,
+            on_acquired,
+        }
+    }
+
+    /// No lock: the inner call runs as it is.
+    pub(crate) fn pass(future: S::Future) -> Self {
+        Machine {
+            state: State::Calling {
+                future,
+                guard: None,
+                lost: None,
+            },
+            ..Self::shell()
+        }
+    }
+
+    /// Rejected before anything was sent.
+    pub(crate) fn reject(error: Error) -> Self {
+        Machine {
+            state: State::Rejected { error: Some(error) },
+            ..Self::shell()
+        }
+    }
+
+    fn shell() -> Self {
+        Machine {
+            state: State::Done,
+            key: String::new(),
+            options: Options {
+                abort_on_loss: false,
+                hold_for_body: false,
+            },
+            span: Span::none(),
+            on_acquired: |_, _| {},
+        }
+    }
+
+    pub(crate) fn poll_step(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Step<S::Response, S::Error>> {
+        let mut this = self.project();
+        let _enter = this.span.enter();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Acquiring {
+                    acquire,
+                    service,
+                    request,
+                    started,
+                } => {
+                    let acquired = ready!(acquire.as_mut().poll(cx));
+                    let waited = started.elapsed();
+                    this.span.record("wait_ms", millis(waited));
+                    let guard = match acquired {
+                        Ok(guard) => guard,
+                        Err(failure) => {
+                            let key = std::mem::take(this.key);
+                            let error = match failure {
+                                None => Error::Busy { key, waited },
+                                Some(e) => Error::from_acquire(key, waited, e),
+                            };
+                            record_rejection(this.span, &error);
+                            this.state.set(State::Done);
+                            return Poll::Ready(Step::Rejected(error));
+                        }
+                    };
+                    let mut request = request.take().expect("request taken twice");
+                    (this.on_acquired)(&mut request, &guard);
+                    tracing::debug!(
+                        fence = guard.fence(),
+                        waited_ms = millis(waited),
+                        "acquired"
+                    );
+                    let future = service.call(request);
+                    let lost = this.options.abort_on_loss.then(|| guard.lost());
+                    this.state.set(State::Calling {
+                        future,
+                        guard: Some(guard),
+                        lost,
+                    });
+                }
+                StateProj::Calling {
+                    future,
+                    guard,
+                    lost,
+                } => {
+                    if let Some(lost) = lost {
+                        if let Poll::Ready(reason) = Pin::new(lost).poll(cx) {
+                            // Drops the inner future, then releases what is left of the lock.
+                            this.state.set(State::Done);
+                            tracing::warn!(key = %this.key, %reason, "lease lost during the request; request dropped");
+                            this.span.record("outcome", "lease_lost");
+                            return Poll::Ready(Step::Rejected(Error::LeaseLost {
+                                key: std::mem::take(this.key),
+                                reason,
+                            }));
+                        }
+                    }
+                    let output = ready!(future.poll(cx));
+                    let guard = guard.take();
+                    this.state.set(State::Done);
+                    return Poll::Ready(match output {
+                        Ok(response) => {
+                            let hold = guard
+                                .and_then(|guard| self::finish(guard, *this.options, this.span));
+                            Step::Response(response, hold)
+                        }
+                        Err(error) => {
+                            if guard.is_some() {
+                                this.span.record("outcome", "inner_error");
+                            }
+                            Step::Failed(error)
+                        }
+                    });
+                }
+                StateProj::Rejected { error } => {
+                    let error = error.take().expect("polled after completion");
+                    this.state.set(State::Done);
+                    return Poll::Ready(Step::Rejected(error));
+                }
+                StateProj::Done => panic!("response future polled after completion"),
+            }
+        }
+    }
+}
+
+/// The inner service answered while the lock was held: keep it for the body, or release it.
+fn finish(guard: Guard, options: Options, span: &Span) -> Option<Hold> {
+    if options.hold_for_body {
+        span.record("outcome", "response");
+        return Some(Hold::new(guard, options.abort_on_loss, span.clone()));
+    }
+    match guard.loss_reason() {
+        Some(reason) => {
+            tracing::warn!(key = guard.key(), %reason, "lease lost during the request; finished anyway");
+            span.record("outcome", "completed_lease_lost");
+        }
+        None => {
+            span.record("outcome", "completed");
+        }
+    }
+    // Dropping the guard releases the lock in the background.
+    None
+}
+
+fn record_rejection(span: &Span, error: &Error) {
+    let outcome = match error {
+        Error::Busy { .. } => "busy",
+        Error::Unavailable { .. } => "unavailable",
+        Error::InvalidKey { .. } | Error::MissingKey => "invalid_key",
+        _ => "config",
+    };
+    span.record("outcome", outcome);
+    match error {
+        Error::Busy { .. } => tracing::debug!(%error, "rejected"),
+        _ => {
+            tracing::warn!(error = %error, source = ?std::error::Error::source(error).map(ToString::to_string), "rejected")
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+pin_project! {
+    /// Response future of [`LockService`](crate::LockService) in the HTTP and gRPC modes.
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        machine: Machine<S, Request<ReqBody>>,
+        reject: Arc<RejectResponse>,
+    }
+}
+
+impl<S, ReqBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    pub(crate) fn new(machine: Machine<S, Request<ReqBody>>, reject: Arc<RejectResponse>) -> Self {
+        ResponseFuture { machine, reject }
+    }
+}
+
+impl<S, ReqBody> fmt::Debug for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("key", &self.machine.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<GuardedBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.machine.poll_step(cx)) {
+            Step::Response(response, hold) => Ok(response.map(|body| GuardedBody::new(body, hold))),
+            Step::Rejected(error) => Ok(this.reject.respond(&error).map(GuardedBody::fixed)),
+            Step::Failed(error) => Err(error),
+        })
+    }
+}
+
+pin_project! {
+    /// Response future of [`LockService`](crate::LockService) in the typed-error mode.
+    pub struct ErrorFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        machine: Machine<S, Req>,
+    }
+}
+
+impl<S: Service<Req>, Req> ErrorFuture<S, Req> {
+    pub(crate) fn new(machine: Machine<S, Req>) -> Self {
+        ErrorFuture { machine }
+    }
+}
+
+impl<S: Service<Req>, Req> fmt::Debug for ErrorFuture<S, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErrorFuture")
+            .field("key", &self.machine.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req> Future for ErrorFuture<S, Req>
+where
+    S: Service<Req>,
+    S::Error: From<Error>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match ready!(self.project().machine.poll_step(cx)) {
+            // No body to hold in this mode: the guard is gone already.
+            Step::Response(response, _) => Ok(response),
+            Step::Rejected(error) => Err(error.into()),
+            Step::Failed(error) => Err(error),
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! The service: the inner service plus the shared settings; acquisition starts in `call`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dflockd_core::Guard;
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::future::{AcquireFuture, ErrorFuture, Machine, Options, ResponseFuture};
+use super::layer::{OnLeaseLoss, Settings, Shared};
+use crate::body::{BoxError, GuardedBody};
+use crate::deadline::request_deadline;
+use crate::reject::{RejectError, RejectResponse};
+use crate::{Error, HeldLock, KeyExtractor};
+
+/// The service made by [`LockLayer`](crate::LockLayer) and
+/// [`SemaphoreLayer`](crate::SemaphoreLayer).
+///
+/// `poll_ready` only asks the inner service; the key depends on the request, so the lock is
+/// acquired in `call`, in the response future, before the (ready) inner service is called.
+pub struct LockService<S, K, R = RejectResponse> {
+    inner: S,
+    shared: Arc<Shared<K, R>>,
+}
+
+impl<S, K, R> LockService<S, K, R> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<K, R>>) -> Self {
+        LockService { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming this one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, K, R> Clone for LockService<S, K, R> {
+    fn clone(&self) -> Self {
+        LockService {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, R: fmt::Debug> fmt::Debug for LockService<S, K, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockService")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, K, R> LockService<S, K, R> {
+    /// Starts a keyed request: the span, the acquisition, and the ready inner service taken
+    /// out of `self` (a clone is left in its place, as tower's docs recommend).
+    fn start<Req>(
+        &mut self,
+        key: String,
+        request: Req,
+        deadline: Option<Duration>,
+        hold_for_body: bool,
+        on_acquired: fn(&mut Req, &Guard),
+    ) -> Machine<S, Req>
+    where
+        S: Service<Req> + Clone,
+    {
+        let settings = &self.shared.settings;
+        let wait = match deadline {
+            Some(deadline) if settings.use_request_deadline => settings.wait.min(deadline),
+            _ => settings.wait,
+        };
+        let span = tracing::info_span!(
+            "dflockd_guard",
+            key = %key,
+            limit = settings.limit.unwrap_or(1),
+            wait_ms = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let acquire = acquire(settings, key.clone(), wait);
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let options = Options {
+            abort_on_loss: settings.on_loss == OnLeaseLoss::Abort,
+            hold_for_body,
+        };
+        Machine::acquire(acquire, key, inner, request, options, span, on_acquired)
+    }
+}
+
+/// The acquisition, bounded by `wait` here as well as on the server (which counts whole
+/// seconds).
+fn acquire(settings: &Settings, key: String, wait: Duration) -> AcquireFuture {
+    let client = settings.client.clone();
+    let (limit, lease) = (settings.limit, settings.lease);
+    let acquire = async move {
+        match limit {
+            None => {
+                let mut lock = client.lock(key).acquire_timeout(wait);
+                if let Some(lease) = lease {
+                    lock = lock.lease_ttl(lease);
+                }
+                lock.acquire().await
+            }
+            Some(limit) => {
+                let mut semaphore = client.semaphore(key, limit).acquire_timeout(wait);
+                if let Some(lease) = lease {
+                    semaphore = semaphore.lease_ttl(lease);
+                }
+                semaphore.acquire().await
+            }
+        }
+    };
+    Box::pin(async move {
+        if wait.is_zero() {
+            acquire.await.map_err(Some)
+        } else {
+            // The acquisition is cancel safe: dropping it leaves the server's queue.
+            match tokio::time::timeout(wait, acquire).await {
+                Ok(acquired) => acquired.map_err(Some),
+                Err(_) => Err(None),
+            }
+        }
+    })
+}
+
+fn insert_held<B>(request: &mut Request<B>, guard: &Guard) {
+    request.extensions_mut().insert(HeldLock::new(guard));
+}
+
+impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for LockService<S, K, RejectResponse>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    K: KeyExtractor<Request<ReqBody>>,
+    ResBody: http_body::Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<GuardedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let reject = self.shared.reject.clone();
+        let machine = match self.shared.extractor.extract(&request) {
+            Some(key) => {
+                let deadline = request_deadline(request.headers());
+                let hold = self.shared.settings.hold_for_body;
+                self.start(key, request, deadline, hold, insert_held)
+            }
+            None => self.without_key(request),
+        };
+        ResponseFuture::new(machine, reject)
+    }
+}
+
+impl<S, K, Req> Service<Req> for LockService<S, K, RejectError>
+where
+    S: Service<Req> + Clone,
+    S::Error: From<Error>,
+    K: KeyExtractor<Req>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ErrorFuture<S, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let machine = match self.shared.extractor.extract(&request) {
+            Some(key) => self.start(key, request, None, false, |_, _| {}),
+            None => self.without_key(request),
+        };
+        ErrorFuture::new(machine)
+    }
+}
+
+impl<S, K, R> LockService<S, K, R> {
+    fn without_key<Req>(&mut self, request: Req) -> Machine<S, Req>
+    where
+        S: Service<Req>,
+    {
+        if self.shared.settings.reject_missing_key {
+            tracing::debug!("request without a lock key rejected");
+            Machine::reject(Error::MissingKey)
+        } else {
+            Machine::pass(self.inner.call(request))
+        }
+    }
+}
