@@ -23,6 +23,7 @@
 //! assert!(answer.starts_with("ok ")); // "ok <32 hex token> 10\n"
 //!
 //! assert_eq!(server.stats().locks.len(), 1);
+//! drop(stream); // a drain waits for open connections (up to the shutdown timeout)
 //! server.shutdown().await;
 //! # Ok(())
 //! # }

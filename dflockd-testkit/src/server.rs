@@ -462,7 +462,7 @@ impl TestServer {
         self.addr.to_string()
     }
 
-    /// Whether the server is up (not killed, not shut down).
+    /// Whether the server is up (not killed, not shut down; `true` while draining).
     #[must_use]
     pub fn is_running(&self) -> bool {
         self.lock().running.is_some()
@@ -528,6 +528,10 @@ impl TestServer {
     /// connections are answered `error_draining` (`auth` too) and blocked waits `error`;
     /// connections that have not closed by themselves after the shutdown timeout are closed
     /// without an answer. Returns when every connection is gone. No-op when stopped.
+    ///
+    /// Idle connections (a client's pool) keep the drain waiting: in tests, close clients
+    /// first or set a short [`shutdown_timeout`](TestServerBuilder::shutdown_timeout) — or
+    /// use [`kill`](Self::kill) or drop the server when graceful draining is not under test.
     ///
     /// # Cancel safety
     /// Dropping the future does not stop the drain, which goes on in the background.
