@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 use tracing::Span;
 
 use crate::Error;
+use crate::reject::{GrpcCode, add_grpc_status};
 
 /// The error type of [`GuardedBody`]: the inner body's error, boxed, or an [`Error`] when
 /// the lease was lost while the body was being sent.
@@ -24,17 +25,20 @@ pub(crate) struct Hold {
     /// Polled to cut the body short when the lease is lost; `None` to only record the loss.
     lost: Option<Lost>,
     span: Span,
+    /// End a cut-short body with `grpc-status` trailers rather than an error.
+    grpc: bool,
     /// The loss was acted upon already.
     reported: bool,
 }
 
 impl Hold {
-    pub(crate) fn new(guard: Guard, abort_on_loss: bool, span: Span) -> Self {
+    pub(crate) fn new(guard: Guard, abort_on_loss: bool, grpc: bool, span: Span) -> Self {
         let lost = abort_on_loss.then(|| guard.lost());
         Hold {
             guard,
             lost,
             span,
+            grpc,
             reported: false,
         }
     }
@@ -71,7 +75,8 @@ pin_project! {
     /// With [`hold_for_body`](crate::LockLayer::hold_for_body) it owns the lock until the body
     /// ends (its last frame was read, or it reports end of stream) or is dropped (the client
     /// went away). If the lease is lost meanwhile, the body ends with an [`Error::LeaseLost`]
-    /// error (the connection or stream is reset), unless the layer lets requests
+    /// error (the connection or stream is reset) or, in the gRPC mode, with `grpc-status:
+    /// 14` (`unavailable`) trailers, unless the layer lets requests
     /// [finish](crate::OnLeaseLoss::Finish).
     pub struct GuardedBody<B> {
         #[pin]
@@ -147,8 +152,15 @@ where
                         tracing::warn!(%key, %reason, "lease lost while the response was sent; body cut short");
                         hold.span.record("outcome", "lease_lost");
                     }
+                    let grpc = hold.grpc;
                     drop(hold);
-                    return Poll::Ready(Some(Err(Box::new(Error::LeaseLost { key, reason }))));
+                    let error = Error::LeaseLost { key, reason };
+                    if grpc {
+                        let mut trailers = http::HeaderMap::new();
+                        add_grpc_status(&mut trailers, GrpcCode::Unavailable, &error.to_string());
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    return Poll::Ready(Some(Err(Box::new(error))));
                 }
             }
         }

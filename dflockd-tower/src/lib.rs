@@ -66,8 +66,10 @@
 //! (queueing FIFO on the server up to the wait), inserts a [`HeldLock`] into the request,
 //! calls the inner service (the ready instance, a clone being left in its place) and keeps
 //! the guard while the inner future runs, watching the lease. When the inner future
-//! completes the lock is released in the background, or, with
-//! [`hold_for_body`](LockLayer::hold_for_body), when the response body ends or is dropped.
+//! completes the lock is released and the response passed on once the server has answered
+//! the release (one round trip, so that a client's next request finds the key free); with
+//! [`hold_for_body`](LockLayer::hold_for_body), the lock is released in the background when
+//! the response body ends or is dropped.
 //!
 //! | what went wrong | [`Error`] | HTTP (default) | gRPC |
 //! |---|---|---|---|

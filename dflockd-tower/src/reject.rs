@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use crate::Error;
 
@@ -172,11 +172,16 @@ pub(crate) fn grpc_response(code: GrpcCode, message: &str) -> Response<Bytes> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
+    add_grpc_status(headers, code, message);
+    response
+}
+
+/// Adds `grpc-status` and `grpc-message` (to response headers or trailers).
+pub(crate) fn add_grpc_status(headers: &mut HeaderMap, code: GrpcCode, message: &str) {
     headers.insert("grpc-status", HeaderValue::from(code.as_i32()));
     if let Ok(value) = HeaderValue::from_str(&percent_encode(message)) {
         headers.insert("grpc-message", value);
     }
-    response
 }
 
 /// Percent-encodes `grpc-message` as the gRPC spec asks: everything outside printable ASCII,

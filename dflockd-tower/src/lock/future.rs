@@ -23,9 +23,12 @@ use crate::reject::RejectResponse;
 pub(crate) type AcquireFuture =
     Pin<Box<dyn Future<Output = Result<Guard, Option<dflockd_core::Error>>> + Send>>;
 
+/// The release of a guard whose request is complete.
+type ReleaseFuture = Pin<Box<dyn Future<Output = dflockd_core::Result<()>> + Send>>;
+
 pin_project! {
     #[project = StateProj]
-    enum State<S, Req, F> {
+    enum State<S, Req, F, O> {
         Acquiring {
             acquire: AcquireFuture,
             service: S,
@@ -38,6 +41,12 @@ pin_project! {
             future: F,
             guard: Option<Guard>,
             lost: Option<Lost>,
+        },
+        // The inner service is done; the response waits for the release, so that a client
+        // that sends its next request on seeing this response finds the key free.
+        Releasing {
+            release: ReleaseFuture,
+            output: Option<O>,
         },
         Rejected {
             error: Option<Error>,
@@ -61,6 +70,7 @@ pub(crate) enum Step<R, E> {
 pub(crate) struct Options {
     pub(crate) abort_on_loss: bool,
     pub(crate) hold_for_body: bool,
+    pub(crate) grpc: bool,
 }
 
 pin_project! {
@@ -69,7 +79,7 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        state: State<S, Req, S::Future>,
+        state: State<S, Req, S::Future, Result<S::Response, S::Error>>,
         key: String,
         options: Options,
         span: Span,
@@ -129,6 +139,7 @@ impl<S: Service<Req>, Req> Machine<S, Req> {
             options: Options {
                 abort_on_loss: false,
                 hold_for_body: false,
+                grpc: false,
             },
             span: Span::none(),
             on_acquired: |_, _| {},
@@ -200,19 +211,61 @@ impl<S: Service<Req>, Req> Machine<S, Req> {
                     let output = ready!(future.poll(cx));
                     let guard = guard.take();
                     this.state.set(State::Done);
-                    return Poll::Ready(match output {
-                        Ok(response) => {
-                            let hold = guard
-                                .and_then(|guard| self::finish(guard, *this.options, this.span));
-                            Step::Response(response, hold)
+                    let Some(guard) = guard else {
+                        // Not locked: passed through.
+                        return Poll::Ready(match output {
+                            Ok(response) => Step::Response(response, None),
+                            Err(error) => Step::Failed(error),
+                        });
+                    };
+                    match output {
+                        Ok(response) if this.options.hold_for_body => {
+                            this.span.record("outcome", "response");
+                            let hold = Hold::new(
+                                guard,
+                                this.options.abort_on_loss,
+                                this.options.grpc,
+                                this.span.clone(),
+                            );
+                            return Poll::Ready(Step::Response(response, Some(hold)));
                         }
-                        Err(error) => {
-                            if guard.is_some() {
-                                this.span.record("outcome", "inner_error");
+                        output => {
+                            if let Some(reason) = guard.loss_reason() {
+                                // Only with `OnLeaseLoss::Finish`: nothing left to release.
+                                tracing::warn!(key = %this.key, %reason, "lease lost during the request; finished anyway");
+                                this.span.record("outcome", "completed_lease_lost");
+                                return Poll::Ready(self::output(output));
                             }
-                            Step::Failed(error)
+                            this.state.set(State::Releasing {
+                                release: Box::pin(guard.release()),
+                                output: Some(output),
+                            });
                         }
-                    });
+                    }
+                }
+                StateProj::Releasing { release, output } => {
+                    let released = ready!(release.as_mut().poll(cx));
+                    let output = output.take().expect("polled after completion");
+                    this.state.set(State::Done);
+                    let outcome = match (&output, released) {
+                        (_, Err(e)) if e.is_lease_lost() => {
+                            tracing::warn!(key = %this.key, error = %e, "lease lost during the request; finished anyway");
+                            "completed_lease_lost"
+                        }
+                        (output, Err(e)) => {
+                            // The lease ends with the guard anyway; nothing to undo.
+                            tracing::debug!(key = %this.key, error = %e, "release failed");
+                            if output.is_ok() {
+                                "completed"
+                            } else {
+                                "inner_error"
+                            }
+                        }
+                        (Ok(_), Ok(())) => "completed",
+                        (Err(_), Ok(())) => "inner_error",
+                    };
+                    this.span.record("outcome", outcome);
+                    return Poll::Ready(self::output(output));
                 }
                 StateProj::Rejected { error } => {
                     let error = error.take().expect("polled after completion");
@@ -225,23 +278,11 @@ impl<S: Service<Req>, Req> Machine<S, Req> {
     }
 }
 
-/// The inner service answered while the lock was held: keep it for the body, or release it.
-fn finish(guard: Guard, options: Options, span: &Span) -> Option<Hold> {
-    if options.hold_for_body {
-        span.record("outcome", "response");
-        return Some(Hold::new(guard, options.abort_on_loss, span.clone()));
+fn output<R, E>(output: Result<R, E>) -> Step<R, E> {
+    match output {
+        Ok(response) => Step::Response(response, None),
+        Err(error) => Step::Failed(error),
     }
-    match guard.loss_reason() {
-        Some(reason) => {
-            tracing::warn!(key = guard.key(), %reason, "lease lost during the request; finished anyway");
-            span.record("outcome", "completed_lease_lost");
-        }
-        None => {
-            span.record("outcome", "completed");
-        }
-    }
-    // Dropping the guard releases the lock in the background.
-    None
 }
 
 fn record_rejection(span: &Span, error: &Error) {

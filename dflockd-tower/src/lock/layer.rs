@@ -152,8 +152,8 @@ macro_rules! layer_api {
         impl<K> $layer<K, RejectResponse> {
             /// Keeps the lock until the response body has been sent (or dropped), for
             /// streaming responses; see [`GuardedBody`](crate::GuardedBody). Default is false:
-            /// the lock is released as soon as the inner service has produced the response
-            /// head.
+            /// the lock is released when the inner service has produced the response, which
+            /// is passed on once the server has answered the release.
             #[must_use]
             pub fn hold_for_body(mut self, hold: bool) -> Self {
                 self.shared.settings.hold_for_body = hold;
@@ -275,7 +275,7 @@ macro_rules! layer_api {
 ///
 /// Defaults: wait 10 s, the client's lease, the request's `grpc-timeout` bounds the wait,
 /// requests without a key pass through, the inner future is dropped on lease loss, the lock
-/// is released when the response head is ready, rejections are HTTP responses
+/// is released before the response is passed on, rejections are HTTP responses
 /// ([`RejectResponse`]).
 pub struct LockLayer<K, R = RejectResponse> {
     shared: Shared<K, R>,

@@ -75,6 +75,7 @@ impl<S, K, R> LockService<S, K, R> {
         request: Req,
         deadline: Option<Duration>,
         hold_for_body: bool,
+        grpc: bool,
         on_acquired: fn(&mut Req, &Guard),
     ) -> Machine<S, Req>
     where
@@ -98,6 +99,7 @@ impl<S, K, R> LockService<S, K, R> {
         let options = Options {
             abort_on_loss: settings.on_loss == OnLeaseLoss::Abort,
             hold_for_body,
+            grpc,
         };
         Machine::acquire(acquire, key, inner, request, options, span, on_acquired)
     }
@@ -164,7 +166,8 @@ where
             Some(key) => {
                 let deadline = request_deadline(request.headers());
                 let hold = self.shared.settings.hold_for_body;
-                self.start(key, request, deadline, hold, insert_held)
+                let grpc = self.shared.reject.grpc;
+                self.start(key, request, deadline, hold, grpc, insert_held)
             }
             None => self.without_key(request),
         };
@@ -188,7 +191,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let machine = match self.shared.extractor.extract(&request) {
-            Some(key) => self.start(key, request, None, false, |_, _| {}),
+            Some(key) => self.start(key, request, None, false, false, |_, _| {}),
             None => self.without_key(request),
         };
         ErrorFuture::new(machine)

@@ -1,0 +1,533 @@
+//! The tower layers in axum, end to end: a real lock server, an axum server on a real socket,
+//! requests over real HTTP.
+
+mod tower_util;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::Path;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use dflockd::tower::{HeldLock, LockLayer, OnLeaseLoss, PathKey, SemaphoreLayer, header};
+use dflockd_testkit::{TestServer, TestServers, unique_key};
+use http::{Request, StatusCode};
+use http_body_util::channel::{Channel, Sender};
+use http_body_util::{BodyExt, Empty};
+use tokio::sync::{Barrier, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tower_util::{InFlight, Probe, bounded, http, lock_client, send, serve};
+
+fn order_key() -> PathKey {
+    PathKey::new("/orders/{id}/pay", "order:{id}").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_key_is_serialized() {
+    bounded(async {
+        let servers = TestServers::default_config(1).await.unwrap();
+        let client = lock_client(&servers.addrs()[0]);
+        let probe = Probe::default();
+        let p = probe.clone();
+        let app = Router::new()
+            .route(
+                "/orders/{id}/pay",
+                post(
+                    move |Path(id): Path<String>, Extension(lock): Extension<HeldLock>| {
+                        let p = p.clone();
+                        async move {
+                            let _in = InFlight::new(&p, &id);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            format!("{} {}", lock.key(), lock.fence())
+                        }
+                    },
+                ),
+            )
+            .layer(LockLayer::new(client, order_key()).wait(Duration::from_secs(30)));
+        let addr = serve(app).await;
+        let http = http();
+        let id = unique_key("o");
+        let mut requests = JoinSet::new();
+        for _ in 0..8 {
+            let (http, path) = (http.clone(), format!("/orders/{id}/pay"));
+            requests.spawn(async move { send(&http, addr, "POST", &path, &[]).await });
+        }
+        let mut fences = Vec::new();
+        while let Some(reply) = requests.join_next().await {
+            let reply = reply.unwrap();
+            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+            let (key, fence) = reply.body.split_once(' ').unwrap();
+            assert_eq!(key, format!("order:{id}"));
+            fences.push(fence.parse::<u64>().unwrap());
+        }
+        assert_eq!(probe.max(&id), 1, "requests for one key overlapped");
+        fences.sort_unstable();
+        fences.dedup();
+        assert_eq!(fences.len(), 8, "every request ran under its own grant");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn different_keys_run_in_parallel() {
+    bounded(async {
+        let servers = TestServers::default_config(1).await.unwrap();
+        let client = lock_client(&servers.addrs()[0]);
+        // Both handlers must be inside at once to get past the barrier.
+        let barrier = Arc::new(Barrier::new(2));
+        let app = Router::new()
+            .route(
+                "/orders/{id}/pay",
+                post(move || {
+                    let barrier = barrier.clone();
+                    async move {
+                        barrier.wait().await;
+                        "paid"
+                    }
+                }),
+            )
+            .layer(LockLayer::new(client, order_key()));
+        let addr = serve(app).await;
+        let http = http();
+        let a = format!("/orders/{}/pay", unique_key("a"));
+        let b = format!("/orders/{}/pay", unique_key("b"));
+        let both = async {
+            tokio::join!(
+                send(&http, addr, "POST", &a, &[]),
+                send(&http, addr, "POST", &b, &[]),
+            )
+        };
+        let (ra, rb) = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .expect("requests for different keys were serialized");
+        assert_eq!((ra.status, rb.status), (StatusCode::OK, StatusCode::OK));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn semaphore_limits_each_tenant_and_not_the_others() {
+    bounded(async {
+        const LIMIT: usize = 3;
+        let servers = TestServers::default_config(1).await.unwrap();
+        let client = lock_client(&servers.addrs()[0]);
+        let probe = Probe::default();
+        let gate = Arc::new(Semaphore::new(0));
+        let (entered_tx, mut entered) = mpsc::unbounded_channel::<String>();
+        let (a, b) = (unique_key("tenant-a"), unique_key("tenant-b"));
+        let (p, g, gated) = (probe.clone(), gate.clone(), a.clone());
+        let app = Router::new()
+            .route(
+                "/work",
+                get(move |headers: http::HeaderMap| {
+                    let (p, g, tx, gated) =
+                        (p.clone(), g.clone(), entered_tx.clone(), gated.clone());
+                    async move {
+                        let tenant = headers["x-tenant"].to_str().unwrap().to_owned();
+                        let _in = InFlight::new(&p, &tenant);
+                        tx.send(tenant.clone()).unwrap();
+                        if tenant == gated {
+                            // Closed at the end of the test: then everyone goes on.
+                            let _ = g.acquire().await;
+                        }
+                        "done"
+                    }
+                }),
+            )
+            .layer(
+                SemaphoreLayer::new(client, LIMIT as u32, |req: &Request<Body>| {
+                    header(req, "x-tenant")
+                })
+                .wait(Duration::from_secs(30)),
+            );
+        let addr = serve(app).await;
+        let http = http();
+
+        let mut tenant_a = JoinSet::new();
+        for _ in 0..LIMIT + 2 {
+            let (http, a) = (http.clone(), a.clone());
+            tenant_a
+                .spawn(async move { send(&http, addr, "GET", "/work", &[("x-tenant", &a)]).await });
+        }
+        for _ in 0..LIMIT {
+            assert_eq!(entered.recv().await.unwrap(), a);
+        }
+        // The others queue: nobody else of tenant A gets in while the gate is shut.
+        let extra = tokio::time::timeout(Duration::from_millis(300), entered.recv()).await;
+        assert!(
+            extra.is_err(),
+            "more than {LIMIT} requests of one tenant ran: {extra:?}"
+        );
+        assert_eq!(probe.in_flight(&a), LIMIT);
+
+        // Another tenant is not held up by tenant A's full slots.
+        let reply = send(&http, addr, "GET", "/work", &[("x-tenant", &b)]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(entered.recv().await.unwrap(), b);
+
+        gate.close();
+        while let Some(reply) = tenant_a.join_next().await {
+            assert_eq!(reply.unwrap().status, StatusCode::OK);
+        }
+        assert_eq!(probe.max(&a), LIMIT);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn busy_is_rejected_at_once_with_the_configured_status() {
+    bounded(async {
+        let servers = TestServers::default_config(1).await.unwrap();
+        let client = lock_client(&servers.addrs()[0]);
+        let gate = Arc::new(Semaphore::new(0));
+        let (entered_tx, mut entered) = mpsc::unbounded_channel::<()>();
+        let g = gate.clone();
+        let app = Router::new()
+            .route(
+                "/orders/{id}/pay",
+                post(move || {
+                    let (g, tx) = (g.clone(), entered_tx.clone());
+                    async move {
+                        tx.send(()).unwrap();
+                        let _ = g.acquire().await;
+                        "paid"
+                    }
+                }),
+            )
+            .layer(
+                LockLayer::new(client, order_key())
+                    .wait(Duration::ZERO)
+                    .busy_status(StatusCode::TOO_MANY_REQUESTS)
+                    .retry_after(Some(Duration::from_secs(2))),
+            );
+        let addr = serve(app).await;
+        let http = http();
+        let path = format!("/orders/{}/pay", unique_key("o"));
+
+        let first = {
+            let (http, path) = (http.clone(), path.clone());
+            tokio::spawn(async move { send(&http, addr, "POST", &path, &[]).await })
+        };
+        entered.recv().await.unwrap();
+        let started = Instant::now();
+        let busy = send(&http, addr, "POST", &path, &[]).await;
+        assert_eq!(busy.status, StatusCode::TOO_MANY_REQUESTS, "{busy:?}");
+        assert_eq!(busy.headers["retry-after"], "2");
+        assert!(busy.body.contains("busy"), "{busy:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a zero wait waited"
+        );
+
+        gate.close();
+        assert_eq!(first.await.unwrap().status, StatusCode::OK);
+        // Free again.
+        let again = send(&http, addr, "POST", &path, &[]).await;
+        assert_eq!(again.status, StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_request_deadline_bounds_the_wait() {
+    bounded(async {
+        let servers = TestServers::default_config(1).await.unwrap();
+        let addr0 = &servers.addrs()[0];
+        let app = Router::new()
+            .route("/orders/{id}/pay", post(|| async { "paid" }))
+            .layer(LockLayer::new(lock_client(addr0), order_key()).wait(Duration::from_secs(30)));
+        let addr = serve(app).await;
+        let id = unique_key("o");
+        let holder = lock_client(addr0)
+            .lock(format!("order:{id}"))
+            .acquire()
+            .await
+            .unwrap();
+
+        let started = Instant::now();
+        let reply = send(
+            &http(),
+            addr,
+            "POST",
+            &format!("/orders/{id}/pay"),
+            &[("grpc-timeout", "300m")],
+        )
+        .await;
+        let took = started.elapsed();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert!(reply.body.contains("busy"), "{reply:?}");
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "waited past the deadline: {took:?}"
+        );
+        holder.release().await.unwrap();
+    })
+    .await;
+}
+
+/// Serves a handler that reports entering and then never completes by itself.
+async fn stuck_app(
+    layer: LockLayer<PathKey>,
+) -> (std::net::SocketAddr, mpsc::UnboundedReceiver<()>) {
+    let (entered_tx, entered) = mpsc::unbounded_channel::<()>();
+    let app = Router::new()
+        .route(
+            "/orders/{id}/pay",
+            post(move || {
+                let tx = entered_tx.clone();
+                async move {
+                    tx.send(()).unwrap();
+                    std::future::pending::<()>().await;
+                    "unreachable"
+                }
+            }),
+        )
+        .layer(layer);
+    (serve(app).await, entered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_loss_mid_request_gives_503() {
+    bounded(async {
+        let server = TestServer::start().await.unwrap();
+        let layer = LockLayer::new(lock_client(&server.addr_string()), order_key());
+        let (addr, mut entered) = stuck_app(layer).await;
+        let path = format!("/orders/{}/pay", unique_key("o"));
+        let request = tokio::spawn(async move { send(&http(), addr, "POST", &path, &[]).await });
+        entered.recv().await.unwrap();
+        let killed = Instant::now();
+        // The connection holding the lock dies with the server: the lease is lost.
+        server.kill();
+        let reply = request.await.unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert!(reply.body.contains("lost"), "{reply:?}");
+        assert!(reply.headers.contains_key("retry-after"));
+        assert!(killed.elapsed() < Duration::from_secs(5));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_loss_can_let_the_request_finish() {
+    bounded(async {
+        let server = TestServer::start().await.unwrap();
+        let gate = Arc::new(Semaphore::new(0));
+        let (entered_tx, mut entered) = mpsc::unbounded_channel::<HeldLock>();
+        let g = gate.clone();
+        let app = Router::new()
+            .route(
+                "/orders/{id}/pay",
+                post(move |Extension(lock): Extension<HeldLock>| {
+                    let (g, tx) = (g.clone(), entered_tx.clone());
+                    async move {
+                        tx.send(lock.clone()).unwrap();
+                        let _ = g.acquire().await;
+                        format!("held={}", lock.is_held())
+                    }
+                }),
+            )
+            .layer(
+                LockLayer::new(lock_client(&server.addr_string()), order_key())
+                    .on_lease_loss(OnLeaseLoss::Finish),
+            );
+        let addr = serve(app).await;
+        let path = format!("/orders/{}/pay", unique_key("o"));
+        let request = tokio::spawn(async move { send(&http(), addr, "POST", &path, &[]).await });
+        let lock = entered.recv().await.unwrap();
+        server.kill();
+        // The handler goes on only once the loss is known.
+        lock.lost().await;
+        gate.close();
+        let reply = request.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert_eq!(reply.body, "held=false");
+    })
+    .await;
+}
+
+fn streaming_app(
+    client: dflockd::Client,
+    hold_for_body: bool,
+) -> (Router, mpsc::UnboundedReceiver<Sender<Bytes, Infallible>>) {
+    let (senders_tx, senders) = mpsc::unbounded_channel();
+    let app = Router::new()
+        .route(
+            "/orders/{id}/pay",
+            post(move || {
+                let senders_tx = senders_tx.clone();
+                async move {
+                    let (mut sender, body) = Channel::<Bytes, Infallible>::new(4);
+                    sender
+                        .send_data(Bytes::from_static(b"first "))
+                        .await
+                        .unwrap();
+                    senders_tx.send(sender).unwrap();
+                    Body::new(body)
+                }
+            }),
+        )
+        .layer(
+            LockLayer::new(client, order_key())
+                .lease_ttl(Duration::from_secs(30))
+                .hold_for_body(hold_for_body),
+        );
+    (app, senders)
+}
+
+/// Acquires `key` through another client, waiting at most 5 s: well under the 30 s lease,
+/// so it succeeds only if the lock was released.
+async fn acquire_elsewhere(addr: &str, key: &str) -> dflockd::Guard {
+    lock_client(addr)
+        .lock(key)
+        .acquire_timeout(Duration::from_secs(5))
+        .acquire()
+        .await
+        .expect("the lock was not released")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lock_is_released_after_the_response_head_by_default() {
+    bounded(async {
+        let servers = TestServers::default_config(1).await.unwrap();
+        let lock_addr = servers.addrs()[0].clone();
+        let (app, mut senders) = streaming_app(lock_client(&lock_addr), false);
+        let addr = serve(app).await;
+        let id = unique_key("o");
+        let req = Request::post(format!("http://{addr}/orders/{id}/pay"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = http().request(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut sender = senders.recv().await.unwrap();
+
+        // The body is still open, the lock is free already.
+        let guard = acquire_elsewhere(&lock_addr, &format!("order:{id}")).await;
+        guard.release().await.unwrap();
+
+        sender.send_data(Bytes::from_static(b"last")).await.unwrap();
+        drop(sender);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"first last");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hold_for_body_releases_after_the_body() {
+    bounded(async {
+        let servers = TestServers::default_config(1).await.unwrap();
+        let lock_addr = servers.addrs()[0].clone();
+        let (app, mut senders) = streaming_app(lock_client(&lock_addr), true);
+        let addr = serve(app).await;
+        let id = unique_key("o");
+        let key = format!("order:{id}");
+        let req = Request::post(format!("http://{addr}/orders/{id}/pay"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = http().request(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut sender = senders.recv().await.unwrap();
+        let mut body = response.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"first ");
+
+        // Mid-body: still held.
+        let other = lock_client(&lock_addr);
+        assert!(other.lock(&key).try_acquire().await.unwrap().is_none());
+
+        sender.send_data(Bytes::from_static(b"last")).await.unwrap();
+        drop(sender);
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"last");
+        let guard = acquire_elsewhere(&lock_addr, &key).await;
+        guard.release().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_loss_while_holding_for_the_body_cuts_it_short() {
+    bounded(async {
+        let server = TestServer::start().await.unwrap();
+        let (app, mut senders) = streaming_app(lock_client(&server.addr_string()), true);
+        let addr = serve(app).await;
+        let req = Request::post(format!("http://{addr}/orders/{}/pay", unique_key("o")))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = http().request(req).await.unwrap();
+        let _sender = senders.recv().await.unwrap();
+        let mut body = response.into_body();
+        body.frame().await.unwrap().unwrap();
+        server.kill();
+        // The body never ends by itself (the sender is kept): only the loss ends it.
+        let rest = body.collect().await;
+        assert!(rest.is_err(), "the body was not cut short: {rest:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lock_server_down_gives_503_quickly() {
+    bounded(async {
+        let server = TestServer::start().await.unwrap();
+        let lock_addr = server.addr_string();
+        server.kill();
+        let app = Router::new()
+            .route("/orders/{id}/pay", post(|| async { "paid" }))
+            .layer(LockLayer::new(lock_client(&lock_addr), order_key()));
+        let addr = serve(app).await;
+        let started = Instant::now();
+        let reply = send(&http(), addr, "POST", "/orders/1/pay", &[]).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert!(reply.body.contains("unavailable"), "{reply:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        // Routes without a key are not affected.
+        let other = send(&http(), addr, "POST", "/orders/1/refund", &[]).await;
+        assert_eq!(other.status, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_without_a_key_pass_or_are_rejected() {
+    bounded(async {
+        let servers = TestServers::default_config(1).await.unwrap();
+        let lock_addr = servers.addrs()[0].clone();
+        let handler = |lock: Option<Extension<HeldLock>>| async move {
+            match lock {
+                Some(Extension(lock)) => format!("locked {}", lock.key()),
+                None => "unlocked".to_owned(),
+            }
+        };
+        let by_header = |req: &Request<Body>| header(req, "x-key");
+        let lenient = Router::new()
+            .route("/", get(handler))
+            .layer(LockLayer::new(lock_client(&lock_addr), by_header));
+        let strict = Router::new()
+            .route("/", get(handler))
+            .layer(LockLayer::new(lock_client(&lock_addr), by_header).reject_missing_key(true));
+        let (lenient, strict) = (serve(lenient).await, serve(strict).await);
+        let http = http();
+        let key = unique_key("k");
+
+        let reply = send(&http, lenient, "GET", "/", &[]).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "unlocked")
+        );
+        let reply = send(&http, lenient, "GET", "/", &[("x-key", &key)]).await;
+        assert_eq!(reply.body, format!("locked {key}"));
+        let reply = send(&http, strict, "GET", "/", &[]).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+        let reply = send(&http, strict, "GET", "/", &[("x-key", &key)]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    })
+    .await;
+}
