@@ -17,7 +17,10 @@ pub use dflockd_core::*;
 #[cfg(feature = "macros")]
 mod macros_support;
 #[cfg(feature = "macros")]
-pub use macros_support::*;
+pub use macros_support::{CurrentLock, current_lock, default_client, set_default_client};
+
+#[cfg(feature = "macros")]
+pub use dflockd_macros::{exclusive, exclusive_semaphore};
 
 /// Keyed distributed lock and semaphore layers for tower services (axum, tonic).
 #[cfg(feature = "tower")]

@@ -1,4 +1,453 @@
-//! Runtime support for the attribute macros (filled in with the macros).
+//! Runtime support for [`#[dflockd::exclusive]`](crate::exclusive) and
+//! [`#[dflockd::exclusive_semaphore]`](crate::exclusive_semaphore): the process-wide default
+//! client, the task-local [`current_lock`], and (hidden) what the expansion calls.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use dflockd_core::{Client, Error, Guard, LeaseWatch, LossReason, Lost, Token};
+
+static DEFAULT_CLIENT: RwLock<Option<Client>> = RwLock::new(None);
+
+/// Installs the client that `#[dflockd::exclusive]` functions without a `client = ...`
+/// argument use, replacing the previous default (which is returned).
+///
+/// Without an installed client, the first such call builds one from the environment
+/// ([`Client::from_env`]: `DFLOCKD_SERVERS`, default `127.0.0.1:6388`) and keeps it.
+///
+/// ```
+/// # fn main() -> Result<(), dflockd::Error> {
+/// let client = dflockd::Client::builder().servers(["10.0.0.5:6388"]).build()?;
+/// dflockd::set_default_client(client);
+/// assert_eq!(dflockd::default_client()?.servers(), ["10.0.0.5:6388"]);
+/// # Ok(()) }
+/// ```
+pub fn set_default_client(client: Client) -> Option<Client> {
+    DEFAULT_CLIENT
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .replace(client)
+}
+
+/// The process-wide default client: the one installed with [`set_default_client`], or else
+/// one built from the environment with [`Client::from_env`] on first use and kept.
+///
+/// # Errors
+/// [`Error::Config`] when the environment holds a malformed setting (nothing is kept then;
+/// the next call tries again).
+pub fn default_client() -> Result<Client, Error> {
+    if let Some(client) = &*DEFAULT_CLIENT
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
+        return Ok(client.clone());
+    }
+    let mut slot = DEFAULT_CLIENT
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(client) = &*slot {
+        return Ok(client.clone());
+    }
+    let client = Client::from_env()?;
+    *slot = Some(client.clone());
+    Ok(client)
+}
+
+tokio::task_local! {
+    static CURRENT: CurrentLock;
+}
+
+/// The lock held by the enclosing `#[dflockd::exclusive]` (or `exclusive_semaphore`)
+/// function, as seen from its body: key, token and fencing token, and the lease state.
+///
+/// Obtained with [`current_lock`]. Pass [`fence`](Self::fence) along with writes to a shared
+/// resource so that it can reject writes from a holder whose lease was lost meanwhile.
+#[derive(Clone)]
+pub struct CurrentLock {
+    key: Arc<str>,
+    token: Token,
+    fence: u64,
+    limit: u64,
+    watch: LeaseWatch,
+}
+
+impl fmt::Debug for CurrentLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CurrentLock")
+            .field("key", &self.key)
+            .field("token", &self.token)
+            .field("fence", &self.fence)
+            .field("limit", &self.limit)
+            .field("held", &self.watch.is_held())
+            .finish()
+    }
+}
+
+impl CurrentLock {
+    fn of(guard: &Guard) -> CurrentLock {
+        CurrentLock {
+            key: guard.key().into(),
+            token: *guard.token(),
+            fence: guard.fence(),
+            limit: guard.limit(),
+            watch: guard.watch(),
+        }
+    }
+
+    /// The key, as formatted from the template.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The lock token. Its `Display` shows a prefix only; [`Token::as_str`] is the whole
+    /// value.
+    #[must_use]
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// The fencing token of this grant (see [`Guard::fence`]).
+    #[must_use]
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// Holders allowed at once: 1 for `#[exclusive]`, the `limit` for
+    /// `#[exclusive_semaphore]`.
+    #[must_use]
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Whether the lease is still held. With `on_lease_loss = "continue"` the body keeps
+    /// running after a loss; this is how it can tell.
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        self.watch.is_held()
+    }
+
+    /// Why the lease was lost, if it was.
+    #[must_use]
+    pub fn loss_reason(&self) -> Option<LossReason> {
+        self.watch.loss_reason()
+    }
+
+    /// Completes when the lease is lost.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost(&self) -> Lost {
+        self.watch.lost()
+    }
+
+    /// A `'static` handle on the lease state, e.g. for a task spawned by the body (task
+    /// locals are not inherited by spawned tasks).
+    #[must_use]
+    pub fn watch(&self) -> LeaseWatch {
+        self.watch.clone()
+    }
+}
+
+/// The lock held by the `#[dflockd::exclusive]` / `#[dflockd::exclusive_semaphore]` function
+/// whose body is running, or `None` outside one.
+///
+/// It is a tokio task-local, set while the body is polled: tasks the body spawns do not see
+/// it (pass them [`CurrentLock::watch`] or the values they need). In nested guarded
+/// functions it is the innermost lock.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), dflockd::Error> {
+/// # let server = dflockd_testkit::TestServer::start().await.unwrap();
+/// # let client = dflockd::Client::builder().servers([server.addr_string()]).build()?;
+/// #[dflockd::exclusive(key = "ledger:{account}", client = client)]
+/// async fn post(client: &dflockd::Client, account: u64) -> Result<u64, dflockd::Error> {
+///     let lock = dflockd::current_lock().expect("inside an exclusive fn");
+///     // e.g. UPDATE ledger SET ... WHERE account = $1 AND fence < $2
+///     Ok(lock.fence())
+/// }
+/// assert!(post(&client, 7).await? > 0);
+/// assert!(dflockd::current_lock().is_none());
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub fn current_lock() -> Option<CurrentLock> {
+    CURRENT.try_with(CurrentLock::clone).ok()
+}
 
 #[doc(hidden)]
-pub mod __private {}
+pub(crate) mod __private {
+    //! What the attribute macros expand to. Not a public API: it changes with the macros.
+
+    pub use core::option::Option::{self, None, Some};
+    pub use core::time::Duration;
+    pub use std::string::String;
+    pub use std::{concat, format, module_path};
+
+    use super::{CURRENT, CurrentLock, finish, report};
+    use dflockd_core::{Client, Error, Guard};
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    /// What to do when the lease is lost while the body runs.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum OnLeaseLoss {
+        /// Drop the body future and report [`Error::LeaseLost`].
+        Cancel,
+        /// Let the body finish; log the loss.
+        Continue,
+    }
+
+    /// One call of a guarded function: what to acquire and how.
+    #[derive(Debug)]
+    pub struct Spec {
+        /// `module::path::function`, for logs.
+        pub function: &'static str,
+        /// The formatted key.
+        pub key: String,
+        /// `Some` for a semaphore.
+        pub limit: Option<u32>,
+        /// How long to queue; `None` is the client's default.
+        pub wait: Option<Duration>,
+        /// The lease; `None` is the client's default.
+        pub lease: Option<Duration>,
+        /// Minimum hold time, counted from the acquisition.
+        pub hold_at_least: Option<Duration>,
+        /// Lease-loss policy.
+        pub on_lease_loss: OnLeaseLoss,
+    }
+
+    /// The types `client = ...` accepts.
+    #[diagnostic::on_unimplemented(
+        message = "`client = ...` must give a `dflockd::Client`, `&Client` or `Arc<Client>`, not `{Self}`",
+        label = "not a dflockd client"
+    )]
+    pub trait AsClient {
+        /// The client.
+        fn as_client(&self) -> &Client;
+    }
+
+    impl AsClient for Client {
+        fn as_client(&self) -> &Client {
+            self
+        }
+    }
+
+    impl AsClient for Arc<Client> {
+        fn as_client(&self) -> &Client {
+            self
+        }
+    }
+
+    impl<T: AsClient + ?Sized> AsClient for &T {
+        fn as_client(&self) -> &Client {
+            (**self).as_client()
+        }
+    }
+
+    impl<T: AsClient + ?Sized> AsClient for &mut T {
+        fn as_client(&self) -> &Client {
+            (**self).as_client()
+        }
+    }
+
+    /// `client = expr`.
+    pub fn client_from<C: AsClient + ?Sized>(client: &C) -> Result<Client, Error> {
+        Ok(client.as_client().clone())
+    }
+
+    /// No `client = ...`: the process-wide default.
+    pub fn default_client() -> Result<Client, Error> {
+        super::default_client()
+    }
+
+    /// The return types a guarded function may have: how each one says "not run".
+    #[diagnostic::on_unimplemented(
+        message = "a `#[dflockd::exclusive]` function cannot return `{Self}`: it has no way to report a busy lock or a failure",
+        label = "unsupported return type",
+        note = "return `Result<T, E>` with `E: From<dflockd::Error>` (busy is `dflockd::Error::Timeout`), `Option<T>` (`None` when not run), or `()` (skips and failures are logged)"
+    )]
+    pub trait Outcome: Sized {
+        /// Whether the caller learns about failures from the value (so they are not logged
+        /// above debug level).
+        const REPORTS: bool;
+
+        /// The value returned when the body did not run or was cancelled.
+        fn not_run(error: Error) -> Self;
+    }
+
+    impl Outcome for () {
+        const REPORTS: bool = false;
+        fn not_run(_: Error) -> Self {}
+    }
+
+    impl<T> Outcome for Option<T> {
+        const REPORTS: bool = false;
+        fn not_run(_: Error) -> Self {
+            None
+        }
+    }
+
+    impl<T, E: From<Error>> Outcome for Result<T, E> {
+        const REPORTS: bool = true;
+        fn not_run(error: Error) -> Self {
+            Err(E::from(error))
+        }
+    }
+
+    /// How a guarded function with return type `T` reports "not run": taken from
+    /// [`Outcome`] by [`fallback`], in a statement of its own so that an unsupported return
+    /// type is reported once, at the type.
+    pub struct Fallback<T> {
+        not_run: fn(Error) -> T,
+        reports: bool,
+    }
+
+    /// The [`Fallback`] of `T`.
+    pub fn fallback<T: Outcome>() -> Fallback<T> {
+        Fallback {
+            not_run: T::not_run,
+            reports: T::REPORTS,
+        }
+    }
+
+    async fn acquire(spec: &Spec, client: Result<Client, Error>) -> Result<Guard, Error> {
+        let client = client?;
+        macro_rules! configure_and_acquire {
+            ($what:expr) => {{
+                let mut what = $what;
+                if let Some(wait) = spec.wait {
+                    what = what.acquire_timeout(wait);
+                }
+                if let Some(lease) = spec.lease {
+                    what = what.lease_ttl(lease);
+                }
+                what.acquire().await
+            }};
+        }
+        match spec.limit {
+            None => configure_and_acquire!(client.lock(spec.key.as_str())),
+            Some(limit) => configure_and_acquire!(client.semaphore(spec.key.as_str(), limit)),
+        }
+    }
+
+    /// Acquires, runs `body` with the lock held (and the task-local [`CurrentLock`] set),
+    /// then releases (or keeps the lock for the rest of `hold_at_least`, in the background).
+    pub async fn run<T, F>(
+        spec: Spec,
+        client: Result<Client, Error>,
+        fallback: Fallback<T>,
+        body: F,
+    ) -> T
+    where
+        F: Future<Output = T>,
+    {
+        let guard = match acquire(&spec, client).await {
+            Ok(guard) => guard,
+            Err(error) => {
+                report(&spec, &error, fallback.reports, false);
+                return (fallback.not_run)(error);
+            }
+        };
+        let acquired = Instant::now();
+        let body = CURRENT.scope(CurrentLock::of(&guard), body);
+        let output = match spec.on_lease_loss {
+            OnLeaseLoss::Cancel => {
+                let lost = guard.lost();
+                tokio::select! {
+                    biased;
+                    reason = lost => {
+                        let error = Error::LeaseLost { key: spec.key.clone(), reason };
+                        report(&spec, &error, fallback.reports, true);
+                        return (fallback.not_run)(error);
+                    }
+                    output = body => output,
+                }
+            }
+            OnLeaseLoss::Continue => {
+                let output = body.await;
+                if let Some(reason) = guard.loss_reason() {
+                    tracing::warn!(
+                        function = spec.function,
+                        key = %spec.key,
+                        %reason,
+                        "lease lost while the body ran; it ran to completion (on_lease_loss = \"continue\")"
+                    );
+                }
+                output
+            }
+        };
+        finish(&spec, guard, acquired).await;
+        output
+    }
+}
+
+/// Logs why a guarded function did not run (or was cancelled), at a level that depends on
+/// whether its return value tells the caller.
+fn report(spec: &__private::Spec, error: &Error, returned: bool, cancelled: bool) {
+    let (function, key) = (spec.function, spec.key.as_str());
+    if returned {
+        tracing::debug!(function, key, %error, cancelled, "not run; the error is returned");
+    } else if error.is_timeout() {
+        match spec.wait {
+            Some(wait) if !wait.is_zero() => {
+                tracing::warn!(function, key, ?wait, "skipped: the lock stayed busy");
+            }
+            _ => tracing::debug!(function, key, "skipped: the lock is busy"),
+        }
+    } else if cancelled {
+        tracing::error!(function, key, %error, "cancelled: the lease was lost while the body ran");
+    } else {
+        tracing::error!(function, key, %error, "skipped: the lock could not be acquired");
+    }
+}
+
+/// Releases after the body, or hands the guard to a background task for the rest of the
+/// minimum hold time.
+async fn finish(spec: &__private::Spec, guard: Guard, acquired: Instant) {
+    if !guard.is_held() {
+        // Lost with `on_lease_loss = "continue"`: already logged.
+        return;
+    }
+    let remaining = spec.hold_at_least.map_or(Duration::ZERO, |hold| {
+        hold.saturating_sub(acquired.elapsed())
+    });
+    if !remaining.is_zero() {
+        guard.release_after(remaining);
+        return;
+    }
+    if let Err(error) = guard.release().await {
+        tracing::warn!(
+            function = spec.function,
+            key = %spec.key,
+            %error,
+            "the body finished but the release failed (the server frees the lock when its lease expires)"
+        );
+    }
+}
+
+// A guarded function's future is `Send` whenever its body's is (checked at compile time).
+const _: fn() = || {
+    fn assert_send<T: Send>(_: T) {}
+    fn check<F: Future<Output = ()> + Send + 'static>(body: F) {
+        assert_send(__private::run(
+            __private::Spec {
+                function: "",
+                key: String::new(),
+                limit: None,
+                wait: None,
+                lease: None,
+                hold_at_least: None,
+                on_lease_loss: __private::OnLeaseLoss::Cancel,
+            },
+            Err(Error::Config(String::new())),
+            __private::fallback(),
+            body,
+        ));
+    }
+    let _ = check::<std::future::Ready<()>>;
+};

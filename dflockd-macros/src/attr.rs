@@ -1,0 +1,587 @@
+//! Parsing of the attribute arguments: `key = "..."`, durations, `limit`, `client`, `crate`.
+//!
+//! Everything that can be checked without the function is checked here (duration syntax,
+//! template syntax, the limit's range); the template's placeholders are checked against the
+//! function's parameters in `expand`.
+
+use proc_macro2::Span;
+use syn::ext::IdentExt;
+use syn::parse::{ParseStream, Parser};
+use syn::{Error, Expr, Ident, LitInt, LitStr, Result, Token};
+
+mod kw {
+    syn::custom_keyword!(key);
+    syn::custom_keyword!(limit);
+    syn::custom_keyword!(wait);
+    syn::custom_keyword!(lease);
+    syn::custom_keyword!(hold_at_least);
+    syn::custom_keyword!(on_lease_loss);
+    syn::custom_keyword!(client);
+}
+
+/// Which attribute is being expanded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `#[exclusive]`: a lock.
+    Lock,
+    /// `#[exclusive_semaphore]`: a counting semaphore with `limit` holders.
+    Semaphore,
+}
+
+impl Kind {
+    pub(crate) fn attribute(self) -> &'static str {
+        match self {
+            Kind::Lock => "#[dflockd::exclusive]",
+            Kind::Semaphore => "#[dflockd::exclusive_semaphore]",
+        }
+    }
+
+    fn valid_arguments(self) -> &'static str {
+        match self {
+            Kind::Lock => {
+                "`key`, `wait`, `lease`, `hold_at_least`, `on_lease_loss`, `client`, `crate`"
+            }
+            Kind::Semaphore => {
+                "`key`, `limit`, `wait`, `lease`, `hold_at_least`, `on_lease_loss`, `client`, \
+                 `crate`"
+            }
+        }
+    }
+}
+
+/// What to do when the lease is lost while the body runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnLeaseLoss {
+    /// Drop the body future and report the loss (the default).
+    Cancel,
+    /// Let the body finish; only report.
+    Continue,
+}
+
+/// A duration argument, in whole milliseconds, with the literal it came from.
+#[derive(Clone, Debug)]
+pub(crate) struct Millis {
+    pub(crate) millis: u64,
+    pub(crate) span: Span,
+}
+
+/// The semaphore limit: a literal checked here, or an expression of type `u32`.
+#[derive(Clone)]
+pub(crate) enum Limit {
+    Literal(u32, Span),
+    Expr(Expr),
+}
+
+/// One piece of a key template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Segment {
+    /// Literal text (braces unescaped).
+    Text(String),
+    /// `{name}` or `{name.field.0}`: the root and the member chain.
+    Placeholder { root: String, members: Vec<String> },
+}
+
+/// The `key` argument: the literal and its parsed template.
+#[derive(Clone)]
+pub(crate) struct KeyTemplate {
+    pub(crate) lit: LitStr,
+    pub(crate) segments: Vec<Segment>,
+}
+
+/// The parsed arguments of one attribute.
+#[derive(Clone)]
+pub(crate) struct Args {
+    pub(crate) key: KeyTemplate,
+    pub(crate) limit: Option<Limit>,
+    pub(crate) wait: Option<Millis>,
+    pub(crate) lease: Option<Millis>,
+    pub(crate) hold_at_least: Option<Millis>,
+    pub(crate) on_lease_loss: OnLeaseLoss,
+    pub(crate) client: Option<Expr>,
+    pub(crate) krate: Option<syn::Path>,
+}
+
+impl Args {
+    /// Parses the attribute's arguments for `kind`.
+    pub(crate) fn parse(kind: Kind, tokens: proc_macro2::TokenStream) -> Result<Args> {
+        (|input: ParseStream<'_>| parse_args(kind, input)).parse2(tokens)
+    }
+}
+
+/// Values as they are collected; every slot may be set once.
+#[derive(Default)]
+struct Slots {
+    key: Option<KeyTemplate>,
+    limit: Option<Limit>,
+    wait: Option<Millis>,
+    lease: Option<Millis>,
+    hold_at_least: Option<Millis>,
+    on_lease_loss: Option<OnLeaseLoss>,
+    client: Option<Expr>,
+    krate: Option<syn::Path>,
+}
+
+/// The one duplicate-argument check.
+fn set_once<T>(slot: &mut Option<T>, value: T, name: &str, span: Span) -> Result<()> {
+    if slot.is_some() {
+        return Err(Error::new(
+            span,
+            format!("duplicate `{name}` argument: each argument may be given once"),
+        ));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn parse_args(kind: Kind, input: ParseStream<'_>) -> Result<Args> {
+    let mut slots = Slots::default();
+    // Errors in values (a bad duration, a bad template) do not stop the parse, so that one
+    // compilation reports all of them.
+    let mut errors: Vec<Error> = Vec::new();
+    let (mut seen_key, mut seen_limit) = (false, false);
+    let mut keep = |result: Result<()>| {
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    };
+
+    while !input.is_empty() {
+        let lookahead = input.lookahead1();
+        if lookahead.peek(kw::key) {
+            let name = input.parse::<kw::key>()?;
+            seen_key = true;
+            input.parse::<Token![=]>()?;
+            let lit = string_value(input, "key", "\"report:{tenant_id}\"")?;
+            keep(parse_template(&lit).and_then(|segments| {
+                set_once(
+                    &mut slots.key,
+                    KeyTemplate { lit, segments },
+                    "key",
+                    name.span,
+                )
+            }));
+        } else if lookahead.peek(kw::limit) && kind == Kind::Semaphore {
+            let name = input.parse::<kw::limit>()?;
+            seen_limit = true;
+            input.parse::<Token![=]>()?;
+            let value = parse_limit(input)?;
+            keep(value.and_then(|limit| set_once(&mut slots.limit, limit, "limit", name.span)));
+        } else if lookahead.peek(kw::wait) {
+            let name = input.parse::<kw::wait>()?;
+            input.parse::<Token![=]>()?;
+            let lit = string_value(input, "wait", "\"10s\"")?;
+            keep(duration(&lit).and_then(|d| set_once(&mut slots.wait, d, "wait", name.span)));
+        } else if lookahead.peek(kw::lease) {
+            let name = input.parse::<kw::lease>()?;
+            input.parse::<Token![=]>()?;
+            let lit = string_value(input, "lease", "\"30s\"")?;
+            keep(duration(&lit).and_then(|d| {
+                if d.millis == 0 {
+                    return Err(Error::new(
+                        lit.span(),
+                        "`lease` must be longer than zero (the server rounds it up to whole seconds)",
+                    ));
+                }
+                set_once(&mut slots.lease, d, "lease", name.span)
+            }));
+        } else if lookahead.peek(kw::hold_at_least) {
+            let name = input.parse::<kw::hold_at_least>()?;
+            input.parse::<Token![=]>()?;
+            let lit = string_value(input, "hold_at_least", "\"30s\"")?;
+            keep(
+                duration(&lit).and_then(|d| {
+                    set_once(&mut slots.hold_at_least, d, "hold_at_least", name.span)
+                }),
+            );
+        } else if lookahead.peek(kw::on_lease_loss) {
+            let name = input.parse::<kw::on_lease_loss>()?;
+            input.parse::<Token![=]>()?;
+            let lit = string_value(input, "on_lease_loss", "\"continue\"")?;
+            let value = match lit.value().as_str() {
+                "cancel" => Ok(OnLeaseLoss::Cancel),
+                "continue" => Ok(OnLeaseLoss::Continue),
+                other => Err(Error::new(
+                    lit.span(),
+                    format!(
+                        "unknown `on_lease_loss` value {other:?}: expected \"cancel\" (drop the \
+                         body and report the loss, the default) or \"continue\" (let the body \
+                         finish and only report)"
+                    ),
+                )),
+            };
+            keep(
+                value.and_then(|v| {
+                    set_once(&mut slots.on_lease_loss, v, "on_lease_loss", name.span)
+                }),
+            );
+        } else if lookahead.peek(kw::client) {
+            let name = input.parse::<kw::client>()?;
+            input.parse::<Token![=]>()?;
+            let expr: Expr = input.parse()?;
+            keep(set_once(&mut slots.client, expr, "client", name.span));
+        } else if lookahead.peek(Token![crate]) {
+            let name = input.parse::<Token![crate]>()?;
+            input.parse::<Token![=]>()?;
+            let lit = string_value(input, "crate", "\"::dflockd\"")?;
+            keep(
+                lit.parse::<syn::Path>()
+                    .map_err(|_| {
+                        Error::new(lit.span(), "`crate` must be a path, e.g. \"::dflockd\"")
+                    })
+                    .and_then(|path| set_once(&mut slots.krate, path, "crate", name.span)),
+            );
+        } else {
+            return Err(unknown_argument(kind, input, lookahead.error()));
+        }
+
+        if input.is_empty() {
+            break;
+        }
+        input.parse::<Token![,]>()?;
+    }
+
+    if !seen_key {
+        errors.push(Error::new(
+            Span::call_site(),
+            format!(
+                "missing `key` argument: {} needs the key to lock, e.g. \
+                 `key = \"report:{{tenant_id}}\"`",
+                kind.attribute(),
+            ),
+        ));
+    }
+    if kind == Kind::Semaphore && !seen_limit {
+        errors.push(Error::new(
+            Span::call_site(),
+            "missing `limit` argument: #[dflockd::exclusive_semaphore] needs the number of \
+             holders allowed at once, e.g. `limit = 4`",
+        ));
+    }
+    let mut errors = errors.into_iter();
+    if let Some(mut first) = errors.next() {
+        for e in errors {
+            first.combine(e);
+        }
+        return Err(first);
+    }
+
+    Ok(Args {
+        key: slots.key.expect("checked above"),
+        limit: slots.limit,
+        wait: slots.wait,
+        lease: slots.lease,
+        hold_at_least: slots.hold_at_least,
+        on_lease_loss: slots.on_lease_loss.unwrap_or(OnLeaseLoss::Cancel),
+        client: slots.client,
+        krate: slots.krate,
+    })
+}
+
+/// A string-valued argument's value, with an error that shows an example.
+fn string_value(input: ParseStream<'_>, name: &str, example: &str) -> Result<LitStr> {
+    if input.peek(LitStr) {
+        input.parse()
+    } else {
+        Err(input.error(format!(
+            "`{name}` takes a string literal, e.g. `{name} = {example}`"
+        )))
+    }
+}
+
+/// An argument name that is not one of ours: say which ones exist.
+fn unknown_argument(kind: Kind, input: ParseStream<'_>, fallback: Error) -> Error {
+    let Ok(ident) = input.fork().call(Ident::parse_any) else {
+        return fallback;
+    };
+    let mut message = format!(
+        "unknown argument `{ident}` for {}; valid arguments are {}",
+        kind.attribute(),
+        kind.valid_arguments()
+    );
+    if ident == "limit" && kind == Kind::Lock {
+        message.push_str(
+            "\n(for a semaphore, use #[dflockd::exclusive_semaphore(key = \"...\", limit = N)])",
+        );
+    }
+    Error::new(ident.span(), message)
+}
+
+/// `limit = 4` (checked) or `limit = EXPR` (a `u32` at run time). The outer `Result` is a
+/// syntax error, the inner one a bad value.
+fn parse_limit(input: ParseStream<'_>) -> Result<Result<Limit>> {
+    if input.peek(LitInt) {
+        let lit: LitInt = input.parse()?;
+        let value = match lit.base10_parse::<u64>() {
+            Ok(0) => Err(Error::new(
+                lit.span(),
+                "`limit` must be at least 1: it is how many holders may run at once",
+            )),
+            Ok(n) => u32::try_from(n)
+                .map(|n| Limit::Literal(n, lit.span()))
+                .map_err(|_| {
+                    Error::new(
+                        lit.span(),
+                        format!("`limit` must fit in a u32 (at most {})", u32::MAX),
+                    )
+                }),
+            Err(_) => Err(Error::new(
+                lit.span(),
+                "`limit` must be a positive integer, e.g. `limit = 4`",
+            )),
+        };
+        Ok(value)
+    } else {
+        let expr: Expr = input.parse()?;
+        if let Expr::Lit(lit) = &expr {
+            return Ok(Err(Error::new_spanned(
+                lit,
+                "`limit` must be a positive integer, e.g. `limit = 4`, or an expression of type u32",
+            )));
+        }
+        Ok(Ok(Limit::Expr(expr)))
+    }
+}
+
+fn duration(lit: &LitStr) -> Result<Millis> {
+    parse_duration(&lit.value())
+        .map(|millis| Millis {
+            millis,
+            span: lit.span(),
+        })
+        .map_err(|reason| Error::new(lit.span(), reason))
+}
+
+/// Parses `"500ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, and sums like `"1m30s"`, into whole
+/// milliseconds.
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<u64, String> {
+    const UNITS: &str = "use a number and a unit: ms, s, m or h (e.g. \"500ms\", \"10s\", \"2m\")";
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(format!("empty duration: {UNITS}"));
+    }
+    let mut total: u128 = 0;
+    let mut rest = trimmed;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits);
+        let unit_len = after
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        if number.is_empty() {
+            return Err(format!("invalid duration {text:?}: {UNITS}"));
+        }
+        let unit_ms: u128 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "" => return Err(format!("duration {text:?} has no unit: {UNITS}")),
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in duration {text:?}: {UNITS}"
+                ));
+            }
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
+            return Err(format!("invalid number in duration {text:?}: {UNITS}"));
+        }
+        let scale = 10u128
+            .checked_pow(u32::try_from(fraction.len()).unwrap_or(u32::MAX))
+            .ok_or_else(|| format!("too many decimals in duration {text:?}"))?;
+        let parse = |s: &str| -> std::result::Result<u128, String> {
+            if s.is_empty() {
+                Ok(0)
+            } else {
+                s.parse::<u128>()
+                    .map_err(|_| format!("duration {text:?} is too long"))
+            }
+        };
+        let scaled = parse(whole)?
+            .checked_mul(scale)
+            .and_then(|w| w.checked_add(parse(fraction).ok()?))
+            .and_then(|n| n.checked_mul(unit_ms))
+            .ok_or_else(|| format!("duration {text:?} is too long"))?;
+        if scaled % scale != 0 {
+            return Err(format!(
+                "duration {text:?} is not a whole number of milliseconds"
+            ));
+        }
+        total = total
+            .checked_add(scaled / scale)
+            .ok_or_else(|| format!("duration {text:?} is too long"))?;
+        rest = after;
+    }
+    u64::try_from(total).map_err(|_| format!("duration {text:?} is too long"))
+}
+
+/// Parses a key template: text with `{param}` / `{param.field}` placeholders and `{{`, `}}`
+/// escapes. Errors point at the literal.
+fn parse_template(lit: &LitStr) -> Result<Vec<Segment>> {
+    split_template(&lit.value()).map_err(|reason| Error::new(lit.span(), reason))
+}
+
+pub(crate) fn split_template(text: &str) -> std::result::Result<Vec<Segment>, String> {
+    if text.is_empty() {
+        return Err("the key must not be empty".into());
+    }
+    let mut segments = Vec::new();
+    let mut literal = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                literal.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                literal.push('}');
+            }
+            '}' => {
+                return Err("unmatched `}` in the key: write `}}` for a literal brace".into());
+            }
+            '{' => {
+                let mut inner = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some('{') | None => {
+                            return Err(format!(
+                                "unclosed placeholder `{{{inner}` in the key: close it with `}}`, \
+                                 or write `{{{{` for a literal brace"
+                            ));
+                        }
+                        Some(c) => inner.push(c),
+                    }
+                }
+                if !literal.is_empty() {
+                    segments.push(Segment::Text(std::mem::take(&mut literal)));
+                }
+                segments.push(placeholder(&inner)?);
+            }
+            c if c.is_whitespace() || c.is_control() => {
+                return Err(format!(
+                    "the key contains {c:?}: keys cannot contain whitespace or control characters"
+                ));
+            }
+            c => literal.push(c),
+        }
+    }
+    if !literal.is_empty() {
+        segments.push(Segment::Text(literal));
+    }
+    Ok(segments)
+}
+
+fn placeholder(inner: &str) -> std::result::Result<Segment, String> {
+    if inner.trim().is_empty() {
+        return Err(
+            "empty placeholder `{}` in the key: name a parameter, e.g. `{tenant_id}`".into(),
+        );
+    }
+    if inner.contains(':') {
+        return Err(format!(
+            "format specs are not supported in key placeholders (`{{{inner}}}`): placeholders \
+             are formatted with `Display`"
+        ));
+    }
+    let mut parts = inner.split('.');
+    let root = parts.next().unwrap_or_default();
+    let ident = |s: &str| {
+        Ident::parse_any
+            .parse_str(s)
+            .map(|i| i.to_string())
+            .map_err(|_| {
+                format!(
+                    "invalid placeholder `{{{inner}}}` in the key: expected a parameter name, \
+                     optionally followed by fields (`{{param}}`, `{{param.field}}`)"
+                )
+            })
+    };
+    let root = ident(root)?;
+    let members = parts
+        .map(|m| {
+            if !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(m.to_owned())
+            } else {
+                ident(m)
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Segment::Placeholder { root, members })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("0s", 0),
+            ("500ms", 500),
+            ("10s", 10_000),
+            ("1.5s", 1_500),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+            ("1m30s", 90_000),
+            (" 3s ", 3_000),
+            (".5s", 500),
+        ];
+        for (text, ms) in ok {
+            assert_eq!(parse_duration(text), Ok(ms), "{text}");
+        }
+        for bad in [
+            "",
+            "10",
+            "10x",
+            "s",
+            "1.5ms",
+            "1..5s",
+            "-1s",
+            "1 s",
+            "99999999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn text(s: &str) -> Segment {
+        Segment::Text(s.into())
+    }
+
+    fn ph(root: &str, members: &[&str]) -> Segment {
+        Segment::Placeholder {
+            root: root.into(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn templates() {
+        assert_eq!(split_template("job"), Ok(vec![text("job")]));
+        assert_eq!(
+            split_template("report:{tenant_id}:{day.year}"),
+            Ok(vec![
+                text("report:"),
+                ph("tenant_id", &[]),
+                text(":"),
+                ph("day", &["year"])
+            ])
+        );
+        assert_eq!(
+            split_template("{{x}}-{self.pair.0}"),
+            Ok(vec![text("{x}-"), ph("self", &["pair", "0"])])
+        );
+        assert_eq!(split_template("{r#type}"), Ok(vec![ph("r#type", &[])]));
+        for bad in [
+            "", "a}", "{a", "{}", "{a:?}", "{a b}", "{a.}", "{1}", "a b", "a\tb", "{a{b}",
+        ] {
+            assert!(split_template(bad).is_err(), "{bad}");
+        }
+    }
+}

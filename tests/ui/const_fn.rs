@@ -1,0 +1,4 @@
+#[dflockd::exclusive(key = "a")]
+const fn job() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[dflockd::exclusive(key = "a")]
+struct Job;
+
+fn main() {}

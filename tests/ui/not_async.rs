@@ -1,0 +1,6 @@
+#[dflockd::exclusive(key = "a")]
+fn job() {}
+
+fn main() {
+    job();
+}
