@@ -69,17 +69,19 @@ async fn fifo_order_of_nine_waiters() {
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for i in 0..9u64 {
-        let (client, key, order) = (client.clone(), key.clone(), order.clone());
-        tasks.push(tokio::spawn(async move {
-            let guard = client
-                .lock(&key)
-                .acquire_timeout(Duration::from_secs(20))
-                .acquire()
-                .await
-                .unwrap();
-            order.lock().unwrap().push(i);
-            guard.release().await.unwrap();
-        }));
+        tasks.push({
+            let (client, key, order) = (client.clone(), key.clone(), order.clone());
+            tokio::spawn(async move {
+                let guard = client
+                    .lock(&key)
+                    .acquire_timeout(Duration::from_secs(20))
+                    .acquire()
+                    .await
+                    .unwrap();
+                order.lock().unwrap().push(i);
+                guard.release().await.unwrap();
+            })
+        });
         // Each waiter is queued before the next one starts: the queue order is 0..9.
         wait_stats(&client, &key, |s| s.usage(&key).1 == i + 1).await;
     }
@@ -367,23 +369,19 @@ async fn draining_server_answers_draining() {
         .unwrap();
     let client = builder(&[server.addr().to_string()]).build().unwrap();
     let guard = client.lock("held").acquire().await.unwrap();
-    let shutdown = tokio::spawn(async move {
-        server.shutdown().await;
-    });
     // The shared connection is still open while the server drains.
-    let err = bounded(LIMIT, async {
-        loop {
+    let probe = async {
+        let err = loop {
             match client.lock("new").try_acquire().await {
-                Err(e @ Error::Draining { .. }) => return e,
+                Err(e @ Error::Draining { .. }) => break e,
                 Ok(Some(g)) => drop(g),
                 _ => tokio::time::sleep(Duration::from_millis(5)).await,
             }
-        }
-    })
-    .await;
-    assert!(err.is_retryable());
-    drop(guard);
-    bounded(LIMIT, shutdown).await.unwrap();
+        };
+        assert!(err.is_retryable());
+        drop(guard);
+    };
+    bounded(LIMIT, async { tokio::join!(server.shutdown(), probe) }).await;
 }
 
 #[tokio::test]
