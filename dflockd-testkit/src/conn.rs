@@ -45,12 +45,12 @@ pub(crate) async fn serve(socket: TcpStream, id: ConnId, slot: ConnSlot) {
     drop(slot);
 }
 
-/// Why a connection ends.
-enum Exit {
-    /// EOF, reset or a failed write: close without a word.
-    Silent,
-    /// Close after flushing what was answered.
-    Flush,
+/// A request handler's verdict: `Close` ends the connection (after flushing what was
+/// answered, if the socket still takes it).
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
 }
 
 /// What happened while waiting for something with the socket watched.
@@ -116,57 +116,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     async fn run(mut self) {
-        let exit = self.serve_requests().await;
-        if matches!(exit, Exit::Flush) {
-            let _ = self.flush().await;
-        }
+        self.serve_requests().await;
+        // Best effort (a failed write already emptied the buffer): the peer may only have
+        // closed its sending half.
+        let _ = self.flush().await;
         self.shared.table.disconnect(self.id, StdInstant::now());
         tracing::debug!(conn = self.id, "connection closed");
         let _ = tokio::time::timeout(Duration::from_millis(100), self.stream.shutdown()).await;
     }
 
-    async fn serve_requests(&mut self) -> Exit {
+    async fn serve_requests(&mut self) {
         loop {
             let lines = match self.read_request().await {
                 ReadRequest::Lines(lines) => lines,
-                ReadRequest::Closed => return Exit::Silent,
+                ReadRequest::Closed => return,
                 ReadRequest::TooLong => {
                     self.discard_line().await;
                     return self.fail_and_close().await;
                 }
                 ReadRequest::TimedOut => return self.fail_and_close().await,
             };
-            match self.gate().await {
-                Ok(()) => {}
-                Err(exit) => return exit,
+            if self.gate().await.is_err() {
+                return;
             }
             let flow = self.handle(&lines).await;
             self.spare = lines.buf;
-            if let Some(exit) = flow {
-                return exit;
+            if flow == Flow::Close {
+                return;
             }
             if !self.request_buffered() && self.flush().await.is_err() {
-                return Exit::Silent;
+                return;
             }
         }
     }
 
     /// The answer to a request that cannot be read (line too long, read timeout): `error` (or
     /// `error_auth` before authentication), then close.
-    async fn fail_and_close(&mut self) -> Exit {
+    async fn fail_and_close(&mut self) {
         if self.authed || self.control.borrow().draining {
             self.out.extend_from_slice(b"error\n");
-            Exit::Flush
         } else {
-            self.auth_failed().await
+            self.auth_failed().await;
         }
     }
 
-    async fn auth_failed(&mut self) -> Exit {
+    /// `error_auth`, then a pause; the caller closes.
+    async fn auth_failed(&mut self) -> Flow {
         self.out.extend_from_slice(b"error_auth\n");
         let _ = self.flush().await;
         tokio::time::sleep(AUTH_FAILURE_PAUSE).await;
-        Exit::Silent
+        Flow::Close
     }
 
     /// Whether the buffer already holds another whole request (so answers can be batched).
@@ -306,7 +305,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Waits while the server is paused (not while it drains).
-    async fn gate(&mut self) -> Result<(), Exit> {
+    async fn gate(&mut self) -> Result<(), ()> {
         if !self.control.borrow().paused {
             return Ok(());
         }
@@ -314,7 +313,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .watch(std::future::pending::<()>(), |c| !c.paused || c.draining)
             .await
         {
-            Watched::PeerClosed => Err(Exit::Silent),
+            Watched::PeerClosed => Err(()),
             Watched::Done(()) | Watched::Stopped => Ok(()),
         }
     }
@@ -325,7 +324,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if self.out.is_empty() {
             return Ok(());
         }
-        self.gate().await.map_err(|_| ())?;
+        self.gate().await?;
         let timeout = self.shared.cfg.write_timeout;
         let write = async {
             self.stream.write_all(&self.out).await?;
@@ -377,8 +376,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Handles one request; `Some` ends the connection.
-    async fn handle(&mut self, lines: &Lines) -> Option<Exit> {
+    /// Handles one request.
+    async fn handle(&mut self, lines: &Lines) -> Flow {
         let cmd = String::from_utf8_lossy(&lines.buf[lines.cmd.clone()]);
         let key_text = String::from_utf8_lossy(&lines.buf[lines.key.clone()]);
         let arg = String::from_utf8_lossy(&lines.buf[lines.arg.clone()]);
@@ -386,7 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let parsed = Request::parse(&cmd, &key_text, &arg);
         if self.control.borrow().draining {
             self.word("error_draining");
-            return None;
+            return Flow::Continue;
         }
         if !self.authed {
             let expected = self.shared.cfg.auth_token.as_deref().unwrap_or_default();
@@ -394,9 +393,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Ok(Request::Auth { secret }) if constant_time_eq(secret, expected) => {
                     self.authed = true;
                     self.word("ok");
-                    None
+                    Flow::Continue
                 }
-                _ => Some(self.auth_failed().await),
+                _ => self.auth_failed().await,
             };
         }
         let shared = self.shared.clone();
@@ -407,7 +406,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Err(err) => {
                 tracing::debug!(conn = self.id, %err, "bad request");
                 self.word("error");
-                return None;
+                return Flow::Continue;
             }
         };
         tracing::debug!(conn = self.id, ?request, "request");
@@ -453,7 +452,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Request::Wait { timeout_s, .. } => return self.wait(key, timeout_s, now).await,
             _ => self.word("error"),
         }
-        None
+        Flow::Continue
     }
 
     async fn acquire(
@@ -463,7 +462,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         limit: u64,
         lease_s: Option<u64>,
         now: StdInstant,
-    ) -> Option<Exit> {
+    ) -> Flow {
         let lease = self.lease(lease_s);
         let outcome = self
             .shared
@@ -472,30 +471,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let (waiter, mut rx) = match outcome {
             Acquire::Granted(grant) => {
                 self.grant("ok", grant);
-                return None;
+                return Flow::Continue;
             }
             Acquire::Queued(waiter, rx) => (waiter, rx),
             Acquire::Timeout => {
                 self.word("timeout");
-                return None;
+                return Flow::Continue;
             }
             Acquire::MaxLocks => {
                 self.word("error_max_locks");
-                return None;
+                return Flow::Continue;
             }
             Acquire::MaxWaiters => {
                 self.word("error_max_waiters");
-                return None;
+                return Flow::Continue;
             }
             Acquire::LimitMismatch => {
                 self.word("error_limit_mismatch");
-                return None;
+                return Flow::Continue;
             }
         };
         let shared = self.shared.clone();
         if self.flush().await.is_err() {
             shared.table.cancel_wait(key, waiter, StdInstant::now());
-            return Some(Exit::Silent);
+            return Flow::Close;
         }
         let timer = tokio::time::sleep(Duration::from_secs(timeout_s));
         let waited = self
@@ -512,13 +511,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let fallback = match waited {
             Watched::Done(Some(grant)) => {
                 self.grant("ok", grant);
-                return None;
+                return Flow::Continue;
             }
             Watched::Done(None) => "timeout",
             Watched::Stopped => "error",
             Watched::PeerClosed => {
                 shared.table.cancel_wait(key, waiter, StdInstant::now());
-                return Some(Exit::Silent);
+                return Flow::Close;
             }
         };
         if shared.table.cancel_wait(key, waiter, StdInstant::now()) {
@@ -530,21 +529,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Err(_) => self.word(fallback),
             }
         }
-        None
+        Flow::Continue
     }
 
-    async fn wait(&mut self, key: &[u8], timeout_s: u64, now: StdInstant) -> Option<Exit> {
+    async fn wait(&mut self, key: &[u8], timeout_s: u64, now: StdInstant) -> Flow {
         let shared = self.shared.clone();
         let table = &shared.table;
         let mut rx = match table.wait_poll(key, self.id, timeout_s == 0, now) {
             WaitPoll::Pending(rx) => rx,
             done => {
                 self.wait_answer(done);
-                return None;
+                return Flow::Continue;
             }
         };
         if self.flush().await.is_err() {
-            return Some(Exit::Silent);
+            return Flow::Close;
         }
         let deadline = Instant::now() + Duration::from_secs(timeout_s.min(u64::from(u32::MAX)));
         loop {
@@ -565,15 +564,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 Watched::Stopped => {
                     self.word("error");
-                    return None;
+                    return Flow::Continue;
                 }
-                Watched::PeerClosed => return Some(Exit::Silent),
+                Watched::PeerClosed => return Flow::Close,
             };
             match poll {
                 WaitPoll::Pending(next) => rx = next,
                 done => {
                     self.wait_answer(done);
-                    return None;
+                    return Flow::Continue;
                 }
             }
         }

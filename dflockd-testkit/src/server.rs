@@ -313,7 +313,7 @@ struct Running {
 struct RuntimeThread {
     handle: tokio::runtime::Handle,
     stop: Option<oneshot::Sender<()>>,
-    stopped: std::sync::mpsc::Receiver<()>,
+    stopped: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 impl RuntimeThread {
@@ -340,7 +340,7 @@ impl RuntimeThread {
         Ok(RuntimeThread {
             handle,
             stop: Some(stop),
-            stopped,
+            stopped: Mutex::new(stopped),
         })
     }
 }
@@ -349,7 +349,9 @@ impl Drop for RuntimeThread {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
-            let _ = self.stopped.recv_timeout(CONTROL_WAIT);
+            if let Ok(stopped) = self.stopped.lock() {
+                let _ = stopped.recv_timeout(CONTROL_WAIT);
+            }
         }
     }
 }
@@ -612,4 +614,21 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
         .set_nonblocking(true)
         .map_err(|source| Error::Bind { addr, source })?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        send_sync::<TestServer>();
+        send_sync::<TestServerBuilder>();
+        send_sync::<crate::TestServers>();
+        send_sync::<Stats>();
+        send_sync::<Error>();
+        send_sync::<crate::tls::TestCa>();
+    }
 }
