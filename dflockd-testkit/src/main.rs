@@ -60,6 +60,8 @@ fn run(cfg: &cli::CliConfig) -> Result<(), dflockd_testkit::Error> {
         .build()
         .map_err(dflockd_testkit::Error::Runtime)?;
     runtime.block_on(async {
+        // Handlers first: a signal that arrives once we say "listening" must not kill us.
+        let signal = shutdown_signal();
         let server = cfg.to_builder()?.start().await?;
         tracing::info!(
             addr = %server.addr(),
@@ -67,7 +69,7 @@ fn run(cfg: &cli::CliConfig) -> Result<(), dflockd_testkit::Error> {
             auth = cfg.auth_token.is_some(),
             "dflockd-testkit listening"
         );
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("shutting down");
         server.shutdown().await;
         tracing::info!("stopped");
@@ -75,28 +77,33 @@ fn run(cfg: &cli::CliConfig) -> Result<(), dflockd_testkit::Error> {
     })
 }
 
+/// Registers SIGINT and SIGTERM handlers now; the returned future ends at the first signal.
 #[cfg(unix)]
-async fn wait_for_signal() {
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        match (int, term) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
 
+/// Ctrl-C elsewhere.
 #[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// A minimal `tracing` subscriber: one `level=… msg=… key=value` line per event on stderr,

@@ -821,4 +821,141 @@ mod tests {
         t.gc(now + Duration::from_secs(61));
         assert_eq!(t.entry_count.load(Ordering::Relaxed), 2);
     }
+
+    impl Table {
+        /// Every shard's bookkeeping is empty (nothing leaks after a workload ends).
+        fn assert_clean(&self) {
+            for shard in self.shards.iter() {
+                let g = lock(shard);
+                assert!(g.aux.waiters.is_empty(), "waiters left");
+                assert!(g.aux.held.is_empty(), "held keys left");
+                assert!(g.aux.conn_keys.is_empty(), "connection index left");
+                for e in g.entries.values() {
+                    assert!(e.holders.is_empty() && e.live_waiters == 0 && e.queue.is_empty());
+                    assert!(e.estates.is_empty());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gc_is_strictly_greater_than_max_idle() {
+        let t = table(10, 0);
+        let now = Instant::now();
+        let Acquire::Granted(g) = t.acquire(b"k", 1, lease(1), 1, false, now) else {
+            panic!()
+        };
+        assert!(t.release(b"k", g.token.as_str(), now));
+        t.gc(now + Duration::from_secs(60));
+        assert_eq!(
+            t.snapshot(0, now).idle_locks.len(),
+            1,
+            "idle == max is kept"
+        );
+        t.gc(now + Duration::from_secs(60) + Duration::from_nanos(1));
+        assert_eq!(t.snapshot(0, now).idle_locks.len(), 0);
+        assert_eq!(t.entry_count.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn bookkeeping_is_released() {
+        let t = table(100, 0);
+        let now = Instant::now();
+        // Plain acquire and release.
+        let Acquire::Granted(g) = t.acquire(b"a", 1, lease(5), 1, true, now) else {
+            panic!()
+        };
+        assert!(t.release(b"a", g.token.as_str(), now));
+        // A queued blocking waiter that gives up, and one that is granted.
+        let Acquire::Granted(g) = t.acquire(b"b", 2, lease(5), 1, true, now) else {
+            panic!()
+        };
+        let Acquire::Granted(g2) = t.acquire(b"b", 2, lease(5), 2, true, now) else {
+            panic!()
+        };
+        let Acquire::Queued(id, _rx) = t.acquire(b"b", 2, lease(5), 3, true, now) else {
+            panic!()
+        };
+        let Acquire::Queued(_, mut rx4) = t.acquire(b"b", 2, lease(5), 4, true, now) else {
+            panic!()
+        };
+        assert!(t.cancel_wait(b"b", id, now));
+        assert!(t.release(b"b", g.token.as_str(), now));
+        let g4 = rx4.try_recv().unwrap();
+        assert!(t.release(b"b", g2.token.as_str(), now));
+        assert!(t.release(b"b", g4.token.as_str(), now));
+        // Two-phase: acquired then waited, queued then timed out, queued then granted.
+        let Enqueue::Acquired(g) = t.enqueue(b"c", 1, lease(5), 1, now) else {
+            panic!()
+        };
+        assert_eq!(t.enqueue(b"c", 1, lease(5), 2, now), Enqueue::Queued);
+        assert_eq!(t.enqueue(b"c", 1, lease(5), 3, now), Enqueue::Queued);
+        assert!(
+            matches!(t.wait_poll(b"c", 1, false, now), WaitPoll::Granted(w) if w.token == g.token)
+        );
+        assert!(matches!(t.wait_poll(b"c", 2, true, now), WaitPoll::Timeout));
+        assert!(matches!(
+            t.wait_poll(b"c", 2, true, now),
+            WaitPoll::NotEnqueued
+        ));
+        let WaitPoll::Pending(mut notified) = t.wait_poll(b"c", 3, false, now) else {
+            panic!()
+        };
+        assert!(t.release(b"c", g.token.as_str(), now));
+        notified.try_recv().unwrap();
+        let WaitPoll::Granted(g3) = t.wait_poll(b"c", 3, false, now) else {
+            panic!()
+        };
+        assert!(t.release(b"c", g3.token.as_str(), now));
+        // Expiry through the sweep, with a two-phase grant pending.
+        assert!(matches!(
+            t.enqueue(b"d", 1, lease(1), 7, now),
+            Enqueue::Acquired(_)
+        ));
+        t.sweep(now + Duration::from_secs(2));
+        assert!(matches!(
+            t.wait_poll(b"d", 7, false, now),
+            WaitPoll::NotEnqueued
+        ));
+        // Disconnect with holders, a queued `e` and a granted `e`.
+        let Acquire::Granted(_) = t.acquire(b"e", 1, lease(5), 8, true, now) else {
+            panic!()
+        };
+        assert_eq!(t.enqueue(b"e", 1, lease(5), 9, now), Enqueue::Queued);
+        assert!(matches!(
+            t.enqueue(b"f", 1, lease(5), 9, now),
+            Enqueue::Acquired(_)
+        ));
+        t.disconnect(9, now);
+        t.disconnect(8, now);
+        t.assert_clean();
+    }
+
+    #[test]
+    fn auto_release_off_keeps_holders_only() {
+        let t = Table::new(
+            TableConfig {
+                default_lease: Duration::from_secs(33),
+                max_locks: 10,
+                max_waiters: 0,
+                gc_max_idle: Duration::from_secs(60),
+                auto_release: false,
+                shards: 1,
+            },
+            0,
+        );
+        let now = Instant::now();
+        let Acquire::Granted(g) = t.acquire(b"k", 1, lease(5), 1, true, now) else {
+            panic!()
+        };
+        assert_eq!(t.enqueue(b"k", 1, lease(5), 2, now), Enqueue::Queued);
+        t.disconnect(1, now);
+        t.disconnect(2, now);
+        let snap = t.snapshot(0, now);
+        assert_eq!((snap.locks.len(), snap.locks[0].waiters), (1, 0));
+        // The lease still ends.
+        t.sweep(now + Duration::from_secs(5));
+        assert!(!t.release(b"k", g.token.as_str(), now));
+        t.assert_clean();
+    }
 }

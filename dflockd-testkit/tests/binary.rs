@@ -78,17 +78,27 @@ fn serves_until_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let stream = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => {
-                let _ = child.kill();
-                panic!("binary not listening: {e}");
+    // Wait for the "listening" log line (no connect-and-retry: connecting to a port nobody
+    // listens on yet can end up connected to itself).
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log_reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut line = String::new();
+        while log.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.contains("dflockd-testkit listening") {
+                let _ = tx.send(());
             }
+            all.push_str(&line);
+            line.clear();
         }
-    };
+        all
+    });
+    if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        let _ = child.kill();
+        panic!("binary not listening: {}", log_reader.join().unwrap());
+    }
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -126,7 +136,6 @@ fn serves_until_sigterm() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(exit.code(), Some(0));
-    let mut log = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
-    assert!(log.contains("dflockd-testkit listening"), "{log}");
+    let log = log_reader.join().unwrap();
+    assert!(log.contains("shutting down"), "{log}");
 }

@@ -36,8 +36,10 @@ async fn lock_release_renew() {
         assert_eq!(a.req("r", &unique_key("unknown"), &token).await, "error\n");
         assert_eq!(a.req("n", &unique_key("unknown"), &token).await, "error\n");
 
-        let (_, lease) = grant(&b.req("l", &key, "0 7").await, "ok");
+        let (t, lease) = grant(&b.req("l", &key, "0 7").await, "ok");
         assert_eq!(lease, 7);
+        // A renew without a lease applies the server default, not the acquired lease.
+        assert_eq!(b.req("n", &key, &t).await, "ok 33\n");
     })
     .await;
 }
