@@ -1,6 +1,7 @@
 //! `#[dflockd::exclusive]` and `#[dflockd::exclusive_semaphore]` end to end, against the test
 //! server over real sockets (external servers from `DFLOCKD_TEST_SERVERS` where the test does
 //! not need to kill its server).
+#![cfg(feature = "macros")]
 
 use std::fmt::Display;
 use std::future::Future;
