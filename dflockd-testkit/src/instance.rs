@@ -84,6 +84,9 @@ pub(crate) async fn run(
                 drop(timers);
                 match cmd {
                     Some(Command::Shutdown(done)) => {
+                        // Draining before the listener closes: a refused connect means
+                        // every open connection already refuses new work.
+                        shared.control.send_modify(|c| c.draining = true);
                         drop(listener);
                         let others = drain(&shared, conns, &mut commands).await;
                         done();
@@ -137,7 +140,6 @@ async fn drain(
     mut conns: JoinSet<()>,
     commands: &mut mpsc::UnboundedReceiver<Command>,
 ) -> Vec<Box<dyn FnOnce() + Send>> {
-    shared.control.send_modify(|c| c.draining = true);
     let mut waiting = Vec::new();
     let timeout = shared.cfg.shutdown_timeout;
     let deadline = async {

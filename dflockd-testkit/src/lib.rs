@@ -72,6 +72,8 @@
 //! servers or external ones from `DFLOCKD_TEST_SERVERS`; [`tls::TestCa`] issues certificates.
 #![forbid(unsafe_code)]
 
+pub mod chaos;
+pub mod checker;
 pub mod cli;
 mod conn;
 mod error;
@@ -83,6 +85,8 @@ mod state;
 mod stats;
 pub mod tls;
 
+pub use chaos::{ChaosProxy, Faults};
+pub use checker::{FencedRegister, History, Report, Section};
 pub use error::Error;
 pub use helpers::{TEST_SERVERS_ENV, TestServers, unique_key};
 pub use server::{TestServer, TestServerBuilder};

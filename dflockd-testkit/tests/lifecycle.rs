@@ -76,7 +76,10 @@ async fn shutdown_drains() {
             assert_eq!(idle.req("auth", "_", "x").await, "error_draining\n");
             assert_eq!(idle.req("stats", "_", "").await, "error_draining\n");
             assert_eq!(holder.req("bogus", "_", "").await, "error_draining\n");
-            assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+            wait_until("the listener to close", || async {
+                tokio::net::TcpStream::connect(&addr).await.is_err()
+            })
+            .await;
             // After the shutdown timeout, open connections are closed without an answer.
             idle.expect_eof().await;
             holder.expect_eof().await;
@@ -100,7 +103,13 @@ async fn shutdown_ends_early_when_clients_leave() {
         let mut a = connect(server.addr()).await;
         grant(&a.req("l", "k", "0").await, "ok");
         let started = std::time::Instant::now();
+        let addr = server.addr();
         tokio::join!(server.shutdown(), async move {
+            // Once the listener refuses connections, open ones refuse new work.
+            wait_until("the listener to close", || async {
+                tokio::net::TcpStream::connect(addr).await.is_err()
+            })
+            .await;
             assert_eq!(a.req("l", "k2", "0").await, "error_draining\n");
             drop(a);
         });
