@@ -14,8 +14,10 @@
 //!         wait: Some(Duration::from_millis(10000)),
 //!         ..
 //!     };
+//!     let __dflockd_fallback = ::dflockd::__private::fallback::<Result<Report, AppError>>();
 //!     let __dflockd_body = async move { BODY };
-//!     ::dflockd::__private::run(__dflockd_spec, __dflockd_client, __dflockd_body).await
+//!     ::dflockd::__private::run(__dflockd_spec, __dflockd_client, __dflockd_fallback, __dflockd_body)
+//!         .await
 //! }
 //! ```
 //! The body keeps its own tokens and spans, so errors in it land on the user's code.

@@ -18,7 +18,11 @@ struct Day {
     pair: (u8, u8),
 }
 
-#[dflockd::exclusive(key = "report:{tenant_id}:{day.year}:{day.pair.1}", wait = "10s", lease = "30s")]
+#[dflockd::exclusive(
+    key = "report:{tenant_id}:{day.year}:{day.pair.1}",
+    wait = "10s",
+    lease = "30s"
+)]
 async fn free_fn(tenant_id: u64, day: Day) -> Result<u32, AppError> {
     let n: u32 = "5".parse().map_err(|_| AppError)?;
     if n > 3 {
@@ -36,7 +40,10 @@ async fn option(x: &str) -> Option<String> {
 }
 
 #[dflockd::exclusive(key = "generic:{value}", on_lease_loss = "continue")]
-async fn generic<T: Display + Send + Sync>(value: T, other: impl Display + Send) -> Result<String, Error> {
+async fn generic<T: Display + Send + Sync>(
+    value: T,
+    other: impl Display + Send,
+) -> Result<String, Error> {
     Ok(format!("{value}{other}"))
 }
 
@@ -69,6 +76,27 @@ impl Service {
     pub async fn semaphore(&self) -> Option<u32> {
         Some(self.count)
     }
+}
+
+impl Service {
+    #[dflockd::exclusive(key = "svc:{self.name}", client = self.client.clone())]
+    async fn by_value(self) -> std::io::Result<u32> {
+        Ok(self.count)
+    }
+}
+
+#[dflockd::exclusive(key = "mut:{n}")]
+async fn mutable_param(mut n: u32) -> Option<impl Display> {
+    n += 1;
+    Some(n)
+}
+
+#[dflockd::exclusive(key = "pattern")]
+async fn destructured(
+    (a, b): (u8, u8),
+    _: u8,
+) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(a + b)
 }
 
 const WORKERS: u32 = 2;
@@ -111,7 +139,13 @@ fn main() {
         count: 0,
     };
     let mut buf = Vec::new();
-    assert_send(&free_fn(1, Day { year: 2024, pair: (1, 2) }));
+    assert_send(&free_fn(
+        1,
+        Day {
+            year: 2024,
+            pair: (1, 2),
+        },
+    ));
     assert_send(&unit());
     assert_send(&option("x"));
     assert_send(&generic(1, "x"));
@@ -122,4 +156,7 @@ fn main() {
     assert_send(&semaphore_expr(1));
     assert_send(&renamed());
     assert_send(&service.by_mut(1));
+    assert_send(&mutable_param(1));
+    assert_send(&destructured((1, 2), 3));
+    assert_send(&service.by_value());
 }
