@@ -55,16 +55,29 @@
 //! | — | `--debug` | `DFLOCKD_DEBUG` | off |
 //! | [`worker_threads`](TestServerBuilder::worker_threads), [`shards`](TestServerBuilder::shards) | — | — | 2, 16 |
 //!
-//! # Where it differs from the real v1.10 server (on purpose)
+//! # Where it differs from the real v1.10 server
+//!
+//! On purpose (newer servers' behaviour, or test conveniences):
 //!
 //! * Tokens are fence-prefixed: 16 hex digits of a counter that starts at the Unix time in
 //!   nanoseconds when the server (re)starts and grows by one with every grant, then 16 random
 //!   hex digits.
-//! * [`TestServer::shutdown`] drains like newer servers (`error_draining`).
-//! * A client that disconnects while blocked in `l`/`sl`/`w`/`sw` is noticed at once.
+//! * [`TestServer::shutdown`] drains like newer servers: requests are answered
+//!   `error_draining` (`auth` too), blocked waits `error`; leases stop expiring meanwhile.
+//! * A client that closes its socket while blocked in `l`/`sl`/`w`/`sw` is noticed at once
+//!   (also one that only shuts down its sending half).
 //! * With auto-release off, a closed connection's queued waits and two-phase state are dropped
 //!   (granted locks stay until their lease ends).
-//! * `stats` lists are sorted by key.
+//! * `--no-auto-release-on-disconnect` is accepted; `--auth-token` beats
+//!   `DFLOCKD_AUTH_TOKEN` like every other flag (v1.10 lets the variable win).
+//! * `stats` lists are sorted by key; a backspace or form feed in a key is written `\b` /
+//!   `\f`, as Go 1.22+ `encoding/json` does.
+//! * `--version` prints this crate's version; logs are `level=… msg=…` lines, not slog's.
+//! * [`pause`](TestServer::pause), [`kill`](TestServer::kill), mutual TLS and sub-second
+//!   durations are extensions (leases below one second are reported as `0`).
+//!
+//! Known gaps: an `e` whose lease overflows when converted to nanoseconds is answered `error`
+//! (v1.10 accepts it as an already expired lease); an empty `--host` listens on IPv4 only.
 //!
 //! # Test helpers
 //!
