@@ -301,3 +301,72 @@ fn generate(args: &Args, func: ItemFn) -> TokenStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn expand_str(args: TokenStream, item: TokenStream) -> String {
+        expand(Kind::Lock, args, item).to_string()
+    }
+
+    #[test]
+    fn names_parameters_and_self() {
+        let func: ItemFn = syn::parse_quote! {
+            async fn f(&self, id: u64, mut day: Day, (a, b): (u8, u8), _: u8) {}
+        };
+        assert_eq!(parameter_names(&func.sig), ["self", "id", "day"]);
+    }
+
+    #[test]
+    fn finds_impl_trait_anywhere_in_a_type() {
+        assert!(mentions_impl(quote!(Option<impl Display>)));
+        assert!(mentions_impl(quote!(Result<(u8, Box<impl Fn()>), E>)));
+        assert!(!mentions_impl(quote!(Result<Implementation, E>)));
+    }
+
+    #[test]
+    fn wraps_the_body_and_names_the_return_type() {
+        let out = expand_str(
+            quote!(key = "k:{id}", wait = "1s", crate = "::renamed"),
+            quote!(
+                pub async fn f(id: u64) -> Result<u8, E> {
+                    Ok(1)
+                }
+            ),
+        );
+        assert!(
+            out.contains("pub async fn f (id : u64) -> Result < u8 , E >"),
+            "{out}"
+        );
+        assert!(out.contains(":: renamed :: __private :: fallback :: < Result < u8 , E > >"));
+        assert!(out.contains("async move { Ok (1) }"), "{out}");
+        assert!(out.contains("from_millis (1000u64)"), "{out}");
+        assert!(
+            !out.contains(":: dflockd ::"),
+            "the crate override is used everywhere"
+        );
+
+        let out = expand_str(
+            quote!(key = "k"),
+            quote!(
+                async fn f() -> Option<impl Display> {
+                    None
+                }
+            ),
+        );
+        assert!(out.contains("__private :: fallback ()"), "{out}");
+    }
+
+    #[test]
+    fn errors_keep_the_original_item() {
+        let item = quote!(
+            async fn f(id: u64) {}
+        );
+        let out = expand_str(quote!(key = "k:{nope}"), item.clone());
+        assert!(out.starts_with(&item.to_string()), "{out}");
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(!out.contains("__dflockd_"), "{out}");
+    }
+}
