@@ -1,0 +1,104 @@
+//! What every example shares and no user needs to copy: where the lock servers come from, and
+//! the `--quick` flag.
+//!
+//! * `DFLOCKD_SERVERS=host:port,...` set: the examples use those servers (and, through
+//!   `ClientBuilder::from_env`, `DFLOCKD_AUTH_TOKEN`, `DFLOCKD_TLS_CA_FILE`, ...).
+//! * Unset: they start in-process test servers (`dflockd_testkit::TestServer`) and say so on
+//!   stderr, so that they run on a machine with nothing but Rust installed.
+//! * `--quick` or `DFLOCKD_QUICK=1`: shorter holds and sleeps, to finish in a few seconds.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use dflockd_testkit::{TestServer, TestServerBuilder};
+
+/// The error type of the examples' `main`.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether `--quick` was passed or `DFLOCKD_QUICK` is `1` / `true`.
+pub(crate) fn quick() -> bool {
+    std::env::args().skip(1).any(|a| a == "--quick")
+        || std::env::var("DFLOCKD_QUICK")
+            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
+
+/// `quick` in quick mode, `full` otherwise.
+pub(crate) fn pick(full: Duration, quick: Duration) -> Duration {
+    if self::quick() { quick } else { full }
+}
+
+/// The servers an example talks to. Embedded servers stop when this is dropped.
+pub(crate) struct Servers {
+    addrs: Vec<String>,
+    embedded: Vec<TestServer>,
+}
+
+impl Servers {
+    /// The addresses, `host:port`, for `ClientBuilder::servers`.
+    pub(crate) fn addrs(&self) -> Vec<String> {
+        self.addrs.clone()
+    }
+
+    /// Whether the servers come from `DFLOCKD_SERVERS`.
+    pub(crate) fn is_external(&self) -> bool {
+        self.embedded.is_empty()
+    }
+
+    /// The in-process servers (empty when external).
+    pub(crate) fn embedded(&self) -> &[TestServer] {
+        &self.embedded
+    }
+}
+
+/// The servers listed in `DFLOCKD_SERVERS`, if it is set and not empty.
+pub(crate) fn external() -> Option<Vec<String>> {
+    let list = std::env::var("DFLOCKD_SERVERS").ok()?;
+    let addrs: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    (!addrs.is_empty()).then_some(addrs)
+}
+
+/// `DFLOCKD_SERVERS` when set, otherwise `n` embedded test servers with default settings.
+pub(crate) fn servers(n: usize) -> Result<Servers, BoxError> {
+    servers_with(n, |server| server)
+}
+
+/// `DFLOCKD_SERVERS` when set, otherwise `n` embedded test servers configured by `configure`
+/// (an auth token, TLS, a low key cap, ...).
+pub(crate) fn servers_with(
+    n: usize,
+    configure: impl Fn(TestServerBuilder) -> TestServerBuilder,
+) -> Result<Servers, BoxError> {
+    match external() {
+        Some(addrs) => Ok(Servers {
+            addrs,
+            embedded: Vec::new(),
+        }),
+        None => {
+            eprint!("DFLOCKD_SERVERS is not set: ");
+            embedded(n, configure)
+        }
+    }
+}
+
+/// `n` embedded test servers configured by `configure`, whatever the environment says.
+pub(crate) fn embedded(
+    n: usize,
+    configure: impl Fn(TestServerBuilder) -> TestServerBuilder,
+) -> Result<Servers, BoxError> {
+    let embedded = (0..n)
+        .map(|_| configure(TestServer::builder()).start_blocking())
+        .collect::<Result<Vec<_>, _>>()?;
+    let addrs: Vec<String> = embedded.iter().map(TestServer::addr_string).collect();
+    eprintln!(
+        "started {} embedded test server{} at {}",
+        n,
+        if n == 1 { "" } else { "s" },
+        addrs.join(", ")
+    );
+    Ok(Servers { addrs, embedded })
+}

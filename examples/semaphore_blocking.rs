@@ -1,0 +1,55 @@
+//! Bounded concurrency with threads: nine workers through a semaphore of limit 3. At most
+//! three run at once; the others queue in FIFO order.
+//!
+//! ```text
+//! cargo run --example semaphore_blocking              # each worker holds its slot 1 s
+//! cargo run --example semaphore_blocking -- --quick   # 200 ms
+//! ```
+//!
+//! Uses `DFLOCKD_SERVERS` when set, an embedded test server otherwise. The async version is
+//! `semaphore`.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+const LIMIT: u32 = 3;
+
+fn main() -> Result<(), common::BoxError> {
+    let servers = common::servers(1)?;
+    let client = dflockd::blocking::ClientBuilder::from_env()?
+        .servers(servers.addrs())
+        .build()?;
+    let work = common::pick(Duration::from_secs(1), Duration::from_millis(200));
+
+    let pool = client
+        .semaphore("pool", LIMIT)
+        .acquire_timeout(Duration::from_secs(30));
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+
+    let mut workers = Vec::new();
+    for n in 0..9 {
+        let (pool, running, most) = (pool.clone(), running.clone(), most.clone());
+        workers.push(thread::spawn(move || {
+            let slot = pool.acquire()?;
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            println!("acquired ({n}): fence {}, {now} running", slot.fence());
+            thread::sleep(work);
+            running.fetch_sub(1, Ordering::SeqCst);
+            slot.release()
+        }));
+    }
+    for worker in workers {
+        worker.join().expect("worker panicked")?;
+    }
+    println!(
+        "9 workers done, at most {} at once (limit {LIMIT})",
+        most.load(Ordering::SeqCst)
+    );
+    Ok(())
+}
