@@ -1,0 +1,41 @@
+//! Sharding over several servers, from a plain thread: each key belongs to one server, chosen
+//! by CRC-32 of the key, as in every dflockd client (so a mixed fleet of Go, Python,
+//! TypeScript and Rust clients agrees on where each key lives).
+//!
+//! ```text
+//! cargo run --example sharding_blocking   # three embedded servers (-- --quick is accepted)
+//! DFLOCKD_SERVERS=a:6388,b:6388,c:6388 cargo run --example sharding_blocking
+//! ```
+//!
+//! The async version is `sharding`.
+
+mod common;
+
+fn main() -> Result<(), common::BoxError> {
+    let servers = common::servers(3)?;
+    let client = dflockd::blocking::ClientBuilder::from_env()?
+        .servers(servers.addrs())
+        .build()?;
+    let n = client.servers().len();
+
+    let key = "user:42:profile";
+    let index = client.server_for(key)?;
+    println!(
+        "{key} -> server {index} of {n} ({})",
+        client.servers()[index]
+    );
+
+    // Locks on the key always go to that server.
+    let guard = client.lock(key).acquire()?;
+    println!("acquired {key} on {}", guard.server());
+    for (i, stats) in client.stats()?.iter().enumerate() {
+        let held = stats.lock(key).is_some();
+        println!("  server {i}: {}", if held { "holds it" } else { "-" });
+    }
+    guard.release()?;
+
+    for key in ["foo", "my-key", "pool", "tenant-7"] {
+        println!("{key} -> server {} of {n}", client.server_for(key)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! TLS with a private certificate authority: trust exactly the CA that signed the server's
+//! certificate.
+//!
+//! ```text
+//! cargo run --example tls               # (-- --quick is accepted; it is quick anyway)
+//! DFLOCKD_SERVERS=host:6388 DFLOCKD_TLS_CA_FILE=/etc/dflockd/ca.pem cargo run --example tls
+//! ```
+//!
+//! Without `DFLOCKD_SERVERS`, a throwaway CA is made and an embedded server serves TLS with a
+//! certificate it issued for 127.0.0.1. With `DFLOCKD_SERVERS`, the client comes from the
+//! environment (`DFLOCKD_TLS_CA_FILE`, `DFLOCKD_TLS_SERVER_NAME`, `DFLOCKD_TLS=1` for the
+//! system's roots, ...). The thread version is `tls_blocking`.
+
+mod common;
+
+use dflockd::{Client, TlsOptions};
+use dflockd_testkit::tls::TestCa;
+
+#[tokio::main]
+async fn main() -> Result<(), common::BoxError> {
+    let ca = TestCa::try_new()?;
+    let certificate = ca.issue_server(&["127.0.0.1", "localhost"])?;
+    let servers = common::servers_with(1, |server| server.tls(certificate.clone()))?;
+
+    let client = if servers.is_external() {
+        Client::from_env()?
+    } else {
+        // From a file: TlsOptions::ca_file("/etc/dflockd/ca.pem")?
+        Client::builder()
+            .servers(servers.addrs())
+            .tls(TlsOptions::ca_pem(ca.cert_pem())?)
+            .build()?
+    };
+    let guard = client.lock("my-key").acquire().await?;
+    println!(
+        "over TLS: acquired {} on {} (fence {})",
+        guard.key(),
+        guard.server(),
+        guard.fence()
+    );
+    guard.release().await?;
+
+    if !servers.is_external() {
+        // Verification is always on: a client that trusts another CA cannot connect.
+        let stranger = Client::builder()
+            .servers(servers.addrs())
+            .tls(TlsOptions::ca_pem(TestCa::try_new()?.cert_pem())?)
+            .build()?;
+        match stranger.lock("my-key").acquire().await {
+            Err(dflockd::Error::Connect { source, .. }) => {
+                println!("trusting another CA: cannot connect ({source})")
+            }
+            other => return Err(format!("expected a TLS failure, got {other:?}").into()),
+        }
+    }
+    Ok(())
+}
