@@ -304,7 +304,7 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     let secs = value * scale;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e12).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e12).contains(&secs).then(|| Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]

@@ -693,14 +693,15 @@ impl Guard {
     /// the background if the future is dropped before sending it.
     pub async fn release(mut self) -> Result<()> {
         self.done = true;
-        if let Err(reason) = self.conn.take_for_release(self.lock_id) {
+        if let Err(reason) = self.conn.begin_release(self.lock_id) {
             return Err(self.lost_error(reason));
         }
         let conn = self.conn.clone();
         // If this future is dropped before the answer, release in the background (a duplicate
-        // release is answered `error` and ignored).
+        // release is answered `error` and ignored). Either way the lock is forgotten at the end.
         let fallback = BackgroundRelease {
             conn: &conn,
+            lock_id: self.lock_id,
             family: self.family,
             key: &self.key,
             token: self.token,
@@ -752,6 +753,7 @@ impl Drop for Guard {
 /// Sends a release in the background unless disarmed.
 struct BackgroundRelease<'a> {
     conn: &'a Conn,
+    lock_id: u64,
     family: Family,
     key: &'a Arc<str>,
     token: Token,
@@ -767,8 +769,11 @@ impl BackgroundRelease<'_> {
 impl Drop for BackgroundRelease<'_> {
     fn drop(&mut self) {
         if self.armed {
+            // Queued before the lock is forgotten, so the connection is never idle (and
+            // parkable) in between.
             self.conn
                 .queue_release(self.family, self.key.clone(), self.token);
         }
+        self.conn.end_release(self.lock_id);
     }
 }

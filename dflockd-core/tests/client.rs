@@ -488,3 +488,31 @@ async fn bad_input_is_rejected_before_anything_is_sent() {
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
     assert_eq!(client.open_connections(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_key_hand_over_never_queues_a_release_behind_a_wait() {
+    // Sixteen tasks cycling on one key: each release must reach the server while the other
+    // fifteen wait, or the hand-over stalls until timeouts fire.
+    let (_servers, client) = default_client().await;
+    let key = unique_key("hot");
+    let stop = Instant::now() + Duration::from_millis(1500);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let lock = client.lock(&key).acquire_timeout(Duration::from_secs(5));
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u32;
+            while Instant::now() < stop {
+                let guard = lock.acquire().await.expect("acquire");
+                guard.release().await.expect("release");
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += bounded(LIMIT, task).await.unwrap();
+    }
+    assert!(total >= 16, "{total}");
+    wait_stats(&client, &key, |s| s.usage(&key) == (0, 0)).await;
+}

@@ -154,6 +154,10 @@ struct Held {
     next_renew: Instant,
     renew_in_flight: bool,
     seq: u64,
+    /// Its owner is releasing it: no more renewals, but it still counts as held here until
+    /// the release is answered, so the connection cannot be parked with the release queued
+    /// behind a blocking request.
+    releasing: bool,
     shared: Arc<LeaseShared>,
 }
 
@@ -268,7 +272,11 @@ impl Conn {
     /// one. The id ends the reservation with [`Conn::unpark`].
     pub(crate) fn try_park(&self) -> Option<u64> {
         let mut st = self.lock_state();
-        if st.dead.is_none() && st.parked.is_none() && st.held.is_empty() && st.pending.is_empty()
+        if st.dead.is_none()
+            && st.parked.is_none()
+            && st.held.is_empty()
+            && st.pending.is_empty()
+            && st.releases.is_empty()
         {
             let id = NEXT_PARK_ID.fetch_add(1, Ordering::Relaxed);
             st.parked = Some(id);
@@ -704,6 +712,7 @@ impl Conn {
             next_renew: times.next_renew,
             renew_in_flight: false,
             seq: 0,
+            releasing: false,
             shared: shared.clone(),
         };
         st.schedule.push(Reverse((held.next_event(), lock_id, 0)));
@@ -746,18 +755,31 @@ impl Conn {
         }
     }
 
-    /// Stops renewing a lock about to be released by its owner. `Err` when it was lost.
-    pub(crate) fn take_for_release(&self, lock_id: u64) -> std::result::Result<(), LossReason> {
+    /// Stops renewing a lock its owner is releasing; `Err` when it was lost. The lock stays
+    /// registered until [`Conn::end_release`].
+    pub(crate) fn begin_release(&self, lock_id: u64) -> std::result::Result<(), LossReason> {
         let mut st = self.lock_state();
-        match st.held.remove(&lock_id) {
+        match st.held.get_mut(&lock_id) {
             Some(h) => {
+                h.releasing = true;
                 if h.shared.mark_released() {
                     Ok(())
                 } else {
-                    Err(h.shared.loss().unwrap_or(LossReason::ConnectionLost))
+                    let reason = h.shared.loss().unwrap_or(LossReason::ConnectionLost);
+                    st.held.remove(&lock_id);
+                    Err(reason)
                 }
             }
             None => Err(LossReason::ConnectionLost),
+        }
+    }
+
+    /// Forgets a lock whose release is answered (or abandoned).
+    pub(crate) fn end_release(&self, lock_id: u64) {
+        let mut st = self.lock_state();
+        if st.held.remove(&lock_id).is_some() && st.held.is_empty() {
+            drop(st);
+            self.wake_maint.notify_one();
         }
     }
 
@@ -870,7 +892,7 @@ impl Conn {
                 let Some(h) = st.held.get(&lock_id) else {
                     continue;
                 };
-                if h.seq != seq {
+                if h.seq != seq || h.releasing {
                     continue;
                 }
                 if h.deadline <= now {
