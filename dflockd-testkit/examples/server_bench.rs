@@ -2,7 +2,7 @@
 //! persistent connections, with 1 and with 16 concurrent connections.
 //!
 //! ```text
-//! cargo run -p dflockd-testkit --release --example bench [-- --shards N --secs S]
+//! cargo run -p dflockd-testkit --release --example server_bench [-- --shards N --secs S]
 //! ```
 //!
 //! One op is one `l KEY 0` answered `ok TOKEN LEASE` plus one `r KEY TOKEN` answered `ok` (two
