@@ -1,4 +1,4 @@
-//! What dflockd is for, in four short scenes (about 10 s; `--quick`: about 3 s).
+//! What dflockd is for, in four short scenes (under 10 s; `--quick`: about 2 s).
 //!
 //! ```text
 //! cargo run --example demo
