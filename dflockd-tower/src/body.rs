@@ -198,3 +198,32 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    #[tokio::test]
+    async fn rejection_bodies() {
+        let empty = GuardedBody::<Full<Bytes>>::fixed(Bytes::new());
+        assert!(
+            empty.is_end_stream(),
+            "a trailers-only gRPC answer has no body"
+        );
+        assert_eq!(empty.size_hint().exact(), Some(0));
+
+        let text = GuardedBody::<Full<Bytes>>::fixed(Bytes::from_static(b"busy\n"));
+        assert!(!text.is_end_stream());
+        assert_eq!(text.size_hint().exact(), Some(5));
+        assert_eq!(&text.collect().await.unwrap().to_bytes()[..], b"busy\n");
+    }
+
+    #[tokio::test]
+    async fn inner_bodies_pass_through() {
+        let body = GuardedBody::new(Full::new(Bytes::from_static(b"hello")), None);
+        assert!(!body.holds_lock());
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");
+    }
+}
