@@ -213,10 +213,7 @@ impl<S: Service<Req>, Req> Machine<S, Req> {
                     this.state.set(State::Done);
                     let Some(guard) = guard else {
                         // Not locked: passed through.
-                        return Poll::Ready(match output {
-                            Ok(response) => Step::Response(response, None),
-                            Err(error) => Step::Failed(error),
-                        });
+                        return Poll::Ready(self::output(output));
                     };
                     match output {
                         Ok(response) if this.options.hold_for_body => {
