@@ -316,6 +316,7 @@ impl Conn {
         let mut bytes = Vec::with_capacity(96);
         call.request.encode(&mut bytes)?;
         let (tx, rx) = oneshot::channel();
+        let mut slot = AnswerSlot { conn: self, rx };
         let blocking = call.server_wait.is_some();
         let cancel_closes = call.cancel_closes || blocking;
         let limit = call.server_wait.unwrap_or_default() + self.settings.request_timeout;
@@ -336,7 +337,7 @@ impl Conn {
             conn: self,
             armed: cancel_closes,
         };
-        let result = match tokio::time::timeout(limit, rx).await {
+        let result = match tokio::time::timeout(limit, &mut slot.rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.dead_error(&self.death_reason())),
             Err(_) => {
@@ -1054,6 +1055,25 @@ impl Drop for PoisonGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
             self.conn.kill("a write was cancelled half-way");
+        }
+    }
+}
+
+/// The receiving end of a call's answer. If the caller goes away before taking the answer,
+/// dropping it stops the reader from delivering one, and releases a grant that was delivered
+/// already: without this, a grant that reached the channel just before the caller was
+/// cancelled stayed registered and renewed forever, with nobody left to release it.
+struct AnswerSlot<'a> {
+    conn: &'a Conn,
+    rx: oneshot::Receiver<Result<Answer>>,
+}
+
+impl Drop for AnswerSlot<'_> {
+    fn drop(&mut self) {
+        self.rx.close();
+        if let Ok(Ok(Answer::Granted(orphan))) = self.rx.try_recv() {
+            tracing::debug!(token = %orphan.grant.token, "releasing a grant whose caller went away");
+            self.conn.drop_lock(orphan.lock_id, true);
         }
     }
 }
