@@ -128,11 +128,7 @@ impl Client {
     /// Open connections to every server, for diagnostics.
     #[must_use]
     pub fn open_connections(&self) -> usize {
-        self.inner
-            .pools
-            .iter()
-            .map(|p| p.open_connections())
-            .sum()
+        self.inner.pools.iter().map(|p| p.open_connections()).sum()
     }
 
     /// The statistics of server `index`.
@@ -159,6 +155,7 @@ impl Client {
                 grant: None,
                 server_wait: None,
                 cancel_closes: false,
+                key: None,
             })
             .await?;
         match answer {
@@ -233,8 +230,10 @@ pub struct ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("ClientBuilder");
-        d.field("servers", &self.servers)
-            .field("auth_token", &self.auth_token.as_ref().map(|_| "<redacted>"));
+        d.field("servers", &self.servers).field(
+            "auth_token",
+            &self.auth_token.as_ref().map(|_| "<redacted>"),
+        );
         #[cfg(feature = "tls")]
         d.field("tls", &self.tls);
         d.field("connect_timeout", &self.connect_timeout)
@@ -469,9 +468,15 @@ impl ClientBuilder {
                 None => None,
             };
             if let Some(name) = get("DFLOCKD_TLS_SERVER_NAME") {
-                tls = Some(tls.unwrap_or_else(TlsOptions::system_roots).server_name(name));
+                tls = Some(
+                    tls.unwrap_or_else(TlsOptions::system_roots)
+                        .server_name(name),
+                );
             }
-            match (get("DFLOCKD_TLS_CLIENT_CERT_FILE"), get("DFLOCKD_TLS_CLIENT_KEY_FILE")) {
+            match (
+                get("DFLOCKD_TLS_CLIENT_CERT_FILE"),
+                get("DFLOCKD_TLS_CLIENT_KEY_FILE"),
+            ) {
                 (Some(cert), Some(key)) => {
                     tls = Some(
                         tls.unwrap_or_else(TlsOptions::system_roots)
@@ -519,9 +524,10 @@ impl ClientBuilder {
             b = b.lease_ttl(d);
         }
         if let Some(v) = get("DFLOCKD_RENEW_RATIO") {
-            let ratio = v.trim().parse().map_err(|_| {
-                Error::Config(format!("DFLOCKD_RENEW_RATIO={v:?} is not a number"))
-            })?;
+            let ratio = v
+                .trim()
+                .parse()
+                .map_err(|_| Error::Config(format!("DFLOCKD_RENEW_RATIO={v:?} is not a number")))?;
             b = b.renew_ratio(ratio);
         }
         if let Some(n) = number("DFLOCKD_MAX_SHARED_CONNECTIONS")? {

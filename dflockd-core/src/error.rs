@@ -58,7 +58,9 @@ pub enum Error {
         key: String,
     },
     /// `error_lease_expired`: the lease of the enqueued grant ran out before the wait.
-    #[error("the lease granted to the enqueue of {key:?} expired before the wait (error_lease_expired)")]
+    #[error(
+        "the lease granted to the enqueue of {key:?} expired before the wait (error_lease_expired)"
+    )]
     LeaseExpired {
         /// The key.
         key: String,
@@ -304,7 +306,9 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     let secs = value * scale;
-    (0.0..1e12).contains(&secs).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e12)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -316,11 +320,17 @@ mod tests {
         let e = |s| Error::from_status(s, "h:1", "l", "k");
         assert!(e(ServerStatus::MaxWaiters).is_busy());
         assert!(e(ServerStatus::Auth).is_permission_denied());
-        assert_eq!(e(ServerStatus::Auth).io_kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            e(ServerStatus::Auth).io_kind(),
+            io::ErrorKind::PermissionDenied
+        );
         assert!(e(ServerStatus::LeaseExpired).is_lease_lost());
         assert!(e(ServerStatus::Draining).is_retryable());
         assert!(!e(ServerStatus::LimitMismatch).is_retryable());
-        assert!(matches!(e(ServerStatus::Error), Error::Refused { command: "l", .. }));
+        assert!(matches!(
+            e(ServerStatus::Error),
+            Error::Refused { command: "l", .. }
+        ));
         let other = e(ServerStatus::Other("error_quota".into()));
         assert!(matches!(&other, Error::Server { status, .. } if status == "error_quota"));
         let leader = e(ServerStatus::NotLeader(Some("10.0.0.1:6388".into())));

@@ -179,7 +179,9 @@ pub struct Lost {
 
 impl fmt::Debug for Lost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lost").field("held", &self.shared.is_held()).finish()
+        f.debug_struct("Lost")
+            .field("held", &self.shared.is_held())
+            .finish()
     }
 }
 
@@ -260,7 +262,8 @@ impl LeasePolicy {
     /// When to retry after a transient refusal (draining, unknown status): soon, but not in a
     /// tight loop, and before the deadline.
     pub(crate) fn retry_at(&self, now: Instant, lease: Duration, deadline: Instant) -> Instant {
-        let pause = (self.interval(lease) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let pause =
+            (self.interval(lease) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         (now + pause).min(deadline).max(now)
     }
 }
@@ -293,7 +296,10 @@ mod tests {
         for lease in [60, 120, 3600] {
             let times = policy().after_success(t0, t0, Duration::from_secs(lease), 1.0);
             // Half of the 23 s read timeout plus 10 % jitter stays well below 23 s.
-            assert!(times.next_renew - t0 <= Duration::from_millis(12_650), "{lease}");
+            assert!(
+                times.next_renew - t0 <= Duration::from_millis(12_650),
+                "{lease}"
+            );
         }
     }
 
@@ -314,8 +320,14 @@ mod tests {
         let t = policy().after_success(t0, t0, Duration::from_secs(1), 0.0);
         assert_eq!(t.deadline, t0 + Duration::from_millis(900));
         assert!(t.next_renew < t.deadline);
-        assert_eq!(LeasePolicy::margin(Duration::from_millis(100)), Duration::from_millis(20));
-        assert_eq!(LeasePolicy::margin(Duration::from_secs(600)), Duration::from_secs(2));
+        assert_eq!(
+            LeasePolicy::margin(Duration::from_millis(100)),
+            Duration::from_millis(20)
+        );
+        assert_eq!(
+            LeasePolicy::margin(Duration::from_secs(600)),
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

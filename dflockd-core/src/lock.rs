@@ -269,6 +269,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
             grant: spec.meta(),
             server_wait: None,
             cancel_closes: false,
+            key: Some(spec.key.clone()),
         })
         .await?;
     match answer {
@@ -296,6 +297,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
             grant: spec.meta(),
             server_wait: Some(Duration::from_secs(wait_s)),
             cancel_closes: true,
+            key: Some(spec.key.clone()),
         })
         .await?;
     match answer {
@@ -331,6 +333,7 @@ async fn enqueue(spec: &Spec) -> Result<Enqueued> {
             grant: spec.meta(),
             server_wait: None,
             cancel_closes: true,
+            key: Some(spec.key.clone()),
         })
         .await?;
     match answer {
@@ -454,6 +457,7 @@ impl Queued {
                 grant: self.spec.meta(),
                 server_wait: Some(Duration::from_secs(wait_s)),
                 cancel_closes: true,
+                key: Some(self.spec.key.clone()),
             })
             .await?;
         match answer {
@@ -467,7 +471,8 @@ impl Queued {
 impl Drop for Queued {
     fn drop(&mut self) {
         if !self.waited {
-            self.conn.kill("an enqueued acquisition was dropped without waiting");
+            self.conn
+                .kill("an enqueued acquisition was dropped without waiting");
         }
     }
 }
@@ -628,7 +633,9 @@ impl Guard {
     }
 
     /// The renew as a `'static` future (for the blocking client).
-    pub(crate) fn renew_owned(&self) -> impl std::future::Future<Output = Result<Duration>> + Send + 'static {
+    pub(crate) fn renew_owned(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Duration>> + Send + 'static {
         let conn = self.conn.clone();
         let shared = self.shared.clone();
         let (lock_id, key) = (self.lock_id, self.key.clone());
@@ -719,6 +726,7 @@ impl Guard {
             grant: None,
             server_wait: None,
             cancel_closes: false,
+            key: Some(self.key.clone()),
         });
         let outcome = tokio::time::timeout(self.release_timeout, call).await;
         fallback.disarm();

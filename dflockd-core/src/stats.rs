@@ -93,7 +93,10 @@ impl Stats {
     #[must_use]
     pub fn usage(&self, key: &str) -> (u64, u64) {
         if let Some(l) = self.lock(key) {
-            (u64::from(l.owner_conn_id != 0 || l.lease_expires_in_s > 0.0), l.waiters)
+            (
+                u64::from(l.owner_conn_id != 0 || l.lease_expires_in_s > 0.0),
+                l.waiters,
+            )
         } else if let Some(s) = self.semaphore(key) {
             (s.holders, s.waiters)
         } else {
@@ -117,6 +120,9 @@ mod tests {
         assert_eq!(stats.usage("nope"), (0, 0));
         assert_eq!(stats.idle_locks[0].idle_s, 4.0);
         assert!(Stats::from_json(r#"{"connections":"x"}"#).is_err());
-        assert_eq!(Stats::from_json(r#"{"connections":0}"#).unwrap(), Stats::default());
+        assert_eq!(
+            Stats::from_json(r#"{"connections":0}"#).unwrap(),
+            Stats::default()
+        );
     }
 }

@@ -50,7 +50,10 @@ struct Rt(Option<tokio::runtime::Runtime>);
 
 impl Rt {
     fn handle(&self) -> &tokio::runtime::Handle {
-        self.0.as_ref().expect("runtime present until drop").handle()
+        self.0
+            .as_ref()
+            .expect("runtime present until drop")
+            .handle()
     }
 }
 

@@ -32,7 +32,10 @@ pub(crate) fn split_host_port(addr: &str) -> Result<(String, u16)> {
         let (host, after) = rest.split_once(']').ok_or_else(bad)?;
         let port = match after {
             "" => crate::proto::DEFAULT_PORT,
-            p => p.strip_prefix(':').and_then(|p| p.parse().ok()).ok_or_else(bad)?,
+            p => p
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(bad)?,
         };
         return Ok((host.to_owned(), port));
     }
@@ -72,7 +75,9 @@ async fn open_inner(settings: &Settings, server: &str) -> Result<Opened> {
         source,
     };
     let (host, port) = split_host_port(server)?;
-    let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(fail)?;
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(fail)?;
     tcp.set_nodelay(true).map_err(fail)?;
     #[cfg(feature = "tls")]
     if let Some(tls) = &settings.tls {
@@ -183,7 +188,15 @@ mod tests {
         ok("[::1]:7000", "::1", 7000);
         ok("[::1]", "::1", 6388);
         ok("::1", "::1", 6388);
-        for bad in ["", ":6388", "host:port", "host:99999", "a b:1", "[::1", "[::1]x"] {
+        for bad in [
+            "",
+            ":6388",
+            "host:port",
+            "host:99999",
+            "a b:1",
+            "[::1",
+            "[::1]x",
+        ] {
             assert!(split_host_port(bad).is_err(), "{bad}");
         }
     }

@@ -101,6 +101,8 @@ pub(crate) struct Call<'a> {
     /// Close the connection if the caller stops waiting for the answer (requests that leave
     /// server-side state behind on this connection: blocking ones and enqueues).
     pub(crate) cancel_closes: bool,
+    /// The request's key, shared (for errors and logs), `None` for keyless requests.
+    pub(crate) key: Option<Arc<str>>,
 }
 
 enum Pending {
@@ -112,7 +114,7 @@ enum Pending {
         grant: Option<GrantMeta>,
         blocking: bool,
         command: &'static str,
-        key: Arc<str>,
+        key: Option<Arc<str>>,
     },
     Renew {
         lock_id: u64,
@@ -194,6 +196,8 @@ pub(crate) struct Conn {
     writer: tokio::sync::Mutex<Option<BoxWrite>>,
     wake_maint: Notify,
     closed: watch::Sender<bool>,
+    /// Smoothed round-trip time of requests answered at once, in microseconds.
+    rtt_us: AtomicU64,
 }
 
 impl std::fmt::Debug for Conn {
@@ -222,7 +226,10 @@ impl Conn {
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(Arc<Conn>, Option<u64>)> {
         let parked = parked.then(|| NEXT_PARK_ID.fetch_add(1, Ordering::Relaxed));
+        let started = Instant::now();
         let opened = connect::open(&settings, &server).await?;
+        // Connecting took at least one round trip: a conservative first estimate.
+        let rtt_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (closed, _) = watch::channel(false);
         let conn = Arc::new(Conn {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
@@ -243,11 +250,24 @@ impl Conn {
             writer: tokio::sync::Mutex::new(Some(opened.write)),
             wake_maint: Notify::new(),
             closed,
+            rtt_us: AtomicU64::new(rtt_us),
         });
         tracing::debug!(server = %conn.server, conn = conn.id, "connected");
         tokio::spawn(conn.clone().read_loop(opened.read, opened.leftover));
         tokio::spawn(conn.clone().maint_loop());
         Ok((conn, parked))
+    }
+
+    /// The current round-trip time estimate.
+    fn rtt(&self) -> Duration {
+        Duration::from_micros(self.rtt_us.load(Ordering::Relaxed))
+    }
+
+    fn sample_rtt(&self, sample: Duration) {
+        let sample = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX);
+        let old = self.rtt_us.load(Ordering::Relaxed);
+        self.rtt_us
+            .store(old - old / 8 + sample / 8, Ordering::Relaxed);
     }
 
     fn lock_state(&self) -> MutexGuard<'_, State> {
@@ -329,7 +349,7 @@ impl Conn {
             grant: call.grant,
             blocking,
             command: call.request.command().as_str(),
-            key: Arc::from(call.request.key().unwrap_or("")),
+            key: call.key,
         };
         self.send(&bytes, std::iter::once(pending)).await?;
         // From here on, dropping this future must not leave a blocking wait behind.
@@ -337,16 +357,11 @@ impl Conn {
             conn: self,
             armed: cancel_closes,
         };
-        let result = match tokio::time::timeout(limit, &mut slot.rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.dead_error(&self.death_reason())),
-            Err(_) => {
-                self.kill("request timed out");
-                Err(Error::RequestTimeout {
-                    server: self.server.to_string(),
-                    after: limit,
-                })
-            }
+        // No timer here: the maintenance task answers a request that outlives its deadline
+        // with a timeout (and closes the connection, whose answers can no longer be trusted).
+        let result = match (&mut slot.rx).await {
+            Ok(result) => result,
+            Err(_) => Err(self.dead_error(&self.death_reason())),
         };
         cancel.disarm();
         result
@@ -373,9 +388,13 @@ impl Conn {
         let Some(w) = writer.as_mut() else {
             return Err(self.dead_error("closed"));
         };
+        let sent = Instant::now();
         // If this future is dropped mid-write, part of a request may be on the wire: the
         // connection can no longer be trusted.
-        let poison = PoisonGuard { conn: self, armed: true };
+        let poison = PoisonGuard {
+            conn: self,
+            armed: true,
+        };
         let result = async {
             w.write_all(bytes).await?;
             w.flush().await
@@ -390,16 +409,17 @@ impl Conn {
             self.kill(&err.to_string());
             return Err(err);
         }
-        self.wake_maint_if_needed();
+        // The maintenance task watches the oldest pending request's deadline.
+        let mut st = self.lock_state();
+        self.maint_by(&mut st, sent + self.settings.request_timeout);
         Ok(())
     }
 
-    fn wake_maint_if_needed(&self) {
-        // The maintenance task watches the oldest pending request's deadline; it only needs a
-        // nudge when it is asleep with nothing scheduled.
-        let st = self.lock_state();
-        if st.maint_at.is_none() {
-            drop(st);
+    /// Makes sure the maintenance task runs no later than `at`: it is woken only when it
+    /// sleeps past that (so the hot paths rarely wake it).
+    fn maint_by(&self, st: &mut State, at: Instant) {
+        if st.maint_at.is_none_or(|m| at < m) {
+            st.maint_at = Some(at);
             self.wake_maint.notify_one();
         }
     }
@@ -449,6 +469,9 @@ impl Conn {
 
     async fn read_loop(self: Arc<Self>, mut read: BoxRead, mut buf: Vec<u8>) {
         let mut closed = self.closed.subscribe();
+        // One future for the whole loop: building a new one per read costs more than the read.
+        let closed = closed.wait_for(|c| *c);
+        tokio::pin!(closed);
         'outer: loop {
             let mut start = 0;
             loop {
@@ -483,7 +506,7 @@ impl Conn {
             buf.reserve(4096);
             tokio::select! {
                 biased;
-                _ = closed.wait_for(|c| *c) => break,
+                _ = &mut closed => break,
                 read = read.read_buf(&mut buf) => match read {
                     Ok(0) => {
                         self.kill("server closed the connection");
@@ -538,6 +561,8 @@ impl Conn {
             } => {
                 if blocking {
                     st.parked = None;
+                } else {
+                    self.sample_rtt(now.saturating_duration_since(sent));
                 }
                 let parsed = Reply::parse(expect, line);
                 let (result, poison) = match parsed {
@@ -569,7 +594,12 @@ impl Conn {
                         let poison = matches!(status, ServerStatus::Auth)
                             .then_some("server rejected the auth token");
                         (
-                            Err(Error::from_status(status, &self.server, command, &key)),
+                            Err(Error::from_status(
+                                status,
+                                &self.server,
+                                command,
+                                key.as_deref().unwrap_or(""),
+                            )),
                             poison,
                         )
                     }
@@ -577,7 +607,7 @@ impl Conn {
                 drop(st);
                 if let Err(Ok(Answer::Granted(orphan))) = tx.send(result) {
                     // The caller gave up (cancelled): nobody will release this grant.
-                    tracing::debug!(key = %key, token = %orphan.grant.token, "releasing a grant whose caller went away");
+                    tracing::debug!(key = key.as_deref().unwrap_or(""), token = %orphan.grant.token, "releasing a grant whose caller went away");
                     self.drop_lock(orphan.lock_id, true);
                 }
                 match poison {
@@ -632,17 +662,23 @@ impl Conn {
                             let entry = Reverse((h.next_event(), lock_id, h.seq));
                             st.schedule.push(entry);
                         }
-                        let key = st.held.get(&lock_id).map(|h| h.key.to_string()).unwrap_or_default();
+                        let retry = st
+                            .held
+                            .get(&lock_id)
+                            .map(|h| (h.key.to_string(), h.next_event()));
+                        if let Some((_, at)) = &retry {
+                            self.maint_by(&mut st, *at);
+                        }
                         drop(st);
                         if let Some(tx) = tx {
-                            let _ = tx.send(Err(Error::from_status(status, &self.server, "n", &key)));
+                            let key = retry.map(|(k, _)| k).unwrap_or_default();
+                            let _ =
+                                tx.send(Err(Error::from_status(status, &self.server, "n", &key)));
                         }
-                        self.wake_maint.notify_one();
                         return Ok(());
                     }
                 };
                 drop(st);
-                self.wake_maint_if_needed();
                 match result {
                     Ok(lease) => {
                         if let Some(tx) = tx {
@@ -693,17 +729,19 @@ impl Conn {
         let lease = Duration::from_secs(grant.lease_s);
         let lock_id = NEXT_LOCK_ID.fetch_add(1, Ordering::Relaxed);
         let shared = LeaseShared::new(lease);
-        // A grant that came after a server-side wait started its lease at some unknown moment
-        // between the request and the answer: count from the answer and renew at once, so the
-        // send-time rule applies from the first renew on.
-        let start = if blocking { now } else { sent };
-        let mut times = self
+        // The lease starts when the server grants. For a request answered at once that is
+        // after it was sent, so the send time is a safe start. A grant that came after a
+        // server-side wait was issued at some moment before the answer arrived: at the latest
+        // one network trip earlier, so count from the answer minus a round-trip time.
+        let start = if blocking {
+            now.checked_sub(self.rtt()).unwrap_or(sent).max(sent)
+        } else {
+            sent
+        };
+        let times = self
             .settings
             .policy
             .after_success(start, now, lease, jitter());
-        if blocking {
-            times.next_renew = now;
-        }
         let held = Held {
             key: meta.key.clone(),
             family: meta.family,
@@ -716,11 +754,10 @@ impl Conn {
             releasing: false,
             shared: shared.clone(),
         };
-        st.schedule.push(Reverse((held.next_event(), lock_id, 0)));
+        let at = held.next_event();
+        st.schedule.push(Reverse((at, lock_id, 0)));
         st.held.insert(lock_id, held);
-        if st.maint_at.is_none_or(|at| times.next_renew < at) {
-            self.wake_maint.notify_one();
-        }
+        self.maint_by(st, at);
         Granted {
             lock_id,
             grant,
@@ -777,11 +814,7 @@ impl Conn {
 
     /// Forgets a lock whose release is answered (or abandoned).
     pub(crate) fn end_release(&self, lock_id: u64) {
-        let mut st = self.lock_state();
-        if st.held.remove(&lock_id).is_some() && st.held.is_empty() {
-            drop(st);
-            self.wake_maint.notify_one();
-        }
+        self.lock_state().held.remove(&lock_id);
     }
 
     /// Renews one lock now and waits for the answer.
@@ -842,6 +875,8 @@ impl Conn {
 
     async fn maint_loop(self: Arc<Self>) {
         let mut closed = self.closed.subscribe();
+        let closed = closed.wait_for(|c| *c);
+        tokio::pin!(closed);
         loop {
             let next = self.maintain().await;
             {
@@ -858,7 +893,7 @@ impl Conn {
                 }
             };
             tokio::select! {
-                _ = closed.wait_for(|c| *c) => break,
+                _ = &mut closed => break,
                 () = self.wake_maint.notified() => {}
                 () = sleep => {}
             }
@@ -882,6 +917,16 @@ impl Conn {
             }
             if st.pending.front().is_some_and(|p| p.deadline() <= now) {
                 kill = Some("no answer within the request timeout");
+                // The request that waited in vain learns of it as a timeout.
+                if let Some(Pending::Call {
+                    tx, sent, deadline, ..
+                }) = st.pending.pop_front()
+                {
+                    let _ = tx.send(Err(Error::RequestTimeout {
+                        server: self.server.to_string(),
+                        after: deadline.saturating_duration_since(sent),
+                    }));
+                }
             }
             let mut later = Vec::new();
             while let Some(&Reverse(entry)) = st.schedule.peek() {
@@ -908,6 +953,13 @@ impl Conn {
                 }
             }
             st.schedule.extend(later.into_iter().map(Reverse));
+            // Released locks leave stale entries behind; drop them when they dominate.
+            if st.schedule.len() > 64 && st.schedule.len() > 4 * st.held.len() {
+                let State { schedule, held, .. } = &mut *st;
+                schedule.retain(|Reverse((_, id, seq))| {
+                    held.get(id).is_some_and(|h| h.seq == *seq && !h.releasing)
+                });
+            }
             for h in &lost {
                 if st.dead.is_none() {
                     st.releases.push((h.family, h.key.clone(), h.token));
@@ -950,6 +1002,10 @@ impl Conn {
             let retire = st.last_used + self.settings.idle_timeout;
             next = Some(next.map_or(retire, |n| n.min(retire)));
         }
+        // Wake at least every half request timeout: requests then never need to wake this
+        // task to have their deadline watched (a stuck one is noticed within 1.5 timeouts).
+        let cap = now + self.settings.request_timeout / 2;
+        next = Some(next.map_or(cap, |n| n.min(cap)));
         let floor = now + Duration::from_millis(if retry_soon { 2 } else { 1 });
         if retry_soon {
             return Some(floor);
@@ -1019,7 +1075,10 @@ impl Conn {
             return;
         }
         let Some(w) = writer.as_mut() else { return };
-        let poison = PoisonGuard { conn: self, armed: true };
+        let poison = PoisonGuard {
+            conn: self,
+            armed: true,
+        };
         let write = async {
             w.write_all(&bytes).await?;
             w.flush().await

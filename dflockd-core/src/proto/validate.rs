@@ -83,6 +83,10 @@ pub fn validate_client_key(key: &str) -> Result<(), InvalidInput> {
             max: MAX_KEY_LEN,
         });
     }
+    // Printable ASCII other than space is always fine: the common case, checked bytewise.
+    if key.bytes().all(|b| b > b' ' && b < 0x7f) {
+        return Ok(());
+    }
     match key
         .char_indices()
         .find(|(_, c)| c.is_whitespace() || c.is_control())

@@ -1,0 +1,587 @@
+//! Benchmarks: what the client costs compared with the raw protocol, and what holding many
+//! locks costs.
+//!
+//! ```text
+//! cargo run --release -p dflockd --example bench            # full run (about 2 minutes)
+//! cargo run --release -p dflockd --example bench -- --quick # a few seconds per figure
+//! ```
+//!
+//! The server runs in a child process (the `dflockd-testkit` binary, built on demand) so that
+//! the figures for CPU and memory are the client's alone; with `DFLOCKD_SERVERS` set, that
+//! server is used instead (it needs `--max-locks` of at least 20000 for the many-locks part).
+//!
+//! Output: `figure NAME VALUE UNIT` and, for comparisons measured in this run,
+//! `ratio NAME VALUE`.
+
+use std::io::{BufRead, BufReader as StdBufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dflockd::Client;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+const KEYS_PER_WORKER: usize = 32;
+
+struct Settings {
+    run_for: Duration,
+    hold_for: Duration,
+    many: usize,
+    /// Run only the parts whose names are listed (`single`, `parallel`, `hot`, `tls`, `many`).
+    only: Vec<String>,
+}
+
+impl Settings {
+    fn wants(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
+}
+
+/// Latencies of one measured loop, in microseconds.
+struct Sample {
+    ops: u64,
+    elapsed: Duration,
+    latencies: Vec<u32>,
+}
+
+impl Sample {
+    fn merge(samples: Vec<Sample>, elapsed: Duration) -> Sample {
+        let mut all = Sample {
+            ops: 0,
+            elapsed,
+            latencies: Vec::new(),
+        };
+        for s in samples {
+            all.ops += s.ops;
+            all.latencies.extend(s.latencies);
+        }
+        all.latencies.sort_unstable();
+        all
+    }
+
+    fn ops_per_s(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
+        f64::from(self.latencies[i])
+    }
+
+    fn print(&self, name: &str) {
+        println!("figure {name}_ops {:.0} ops/s", self.ops_per_s());
+        println!("figure {name}_p50 {:.0} us", self.pct(0.50));
+        println!("figure {name}_p99 {:.0} us", self.pct(0.99));
+    }
+}
+
+fn ratio(name: &str, a: &Sample, b: &Sample) {
+    println!("ratio {name} {:.3}", a.ops_per_s() / b.ops_per_s());
+}
+
+// ---- raw protocol ---------------------------------------------------------------------------
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A connection speaking the protocol by hand: no client library.
+struct Raw {
+    io: BufReader<Box<dyn Stream>>,
+    line: String,
+    out: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(addr: &str, tls: Option<&Tls>) -> Raw {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).unwrap();
+        let io: Box<dyn Stream> = match tls {
+            Some(tls) => Box::new(
+                tls.connector
+                    .connect(tls.name.clone(), tcp)
+                    .await
+                    .expect("tls"),
+            ),
+            None => Box::new(tcp),
+        };
+        Raw {
+            io: BufReader::new(io),
+            line: String::new(),
+            out: Vec::with_capacity(128),
+        }
+    }
+
+    async fn ask(&mut self, cmd: &str, key: &str, arg: &str) -> &str {
+        self.out.clear();
+        for part in [cmd, key, arg] {
+            self.out.extend_from_slice(part.as_bytes());
+            self.out.push(b'\n');
+        }
+        self.io.get_mut().write_all(&self.out).await.unwrap();
+        self.io.get_mut().flush().await.unwrap();
+        self.line.clear();
+        self.io.read_line(&mut self.line).await.unwrap();
+        self.line.trim_end()
+    }
+
+    /// Acquire + release of `key`.
+    async fn cycle(&mut self, key: &str) {
+        let answer = self.ask("l", key, "10").await;
+        let token = answer
+            .split(' ')
+            .nth(1)
+            .unwrap_or_else(|| panic!("bad grant {answer:?}"))
+            .to_owned();
+        let answer = self.ask("r", key, &token).await;
+        assert_eq!(answer, "ok");
+    }
+}
+
+async fn raw_loop(
+    addr: &str,
+    tls: Option<&Tls>,
+    workers: usize,
+    hot: bool,
+    run_for: Duration,
+) -> Sample {
+    let prefix = format!(
+        "raw{}{}",
+        if tls.is_some() { "tls" } else { "" },
+        fastrand::u32(..)
+    );
+    let started = Instant::now();
+    let stop = started + run_for;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let addr = addr.to_owned();
+        let tls = tls.cloned();
+        let prefix = prefix.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut raw = Raw::connect(&addr, tls.as_ref()).await;
+            let keys = worker_keys(&prefix, w, hot);
+            let mut sample = Sample {
+                ops: 0,
+                elapsed: Duration::ZERO,
+                latencies: Vec::new(),
+            };
+            let mut i = 0;
+            while Instant::now() < stop {
+                let t = Instant::now();
+                raw.cycle(&keys[i % keys.len()]).await;
+                sample.latencies.push(t.elapsed().as_micros() as u32);
+                sample.ops += 1;
+                i += 1;
+            }
+            sample
+        }));
+    }
+    let mut samples = Vec::new();
+    for t in tasks {
+        samples.push(t.await.unwrap());
+    }
+    Sample::merge(samples, started.elapsed())
+}
+
+fn worker_keys(prefix: &str, worker: usize, hot: bool) -> Vec<String> {
+    if hot {
+        vec![format!("{prefix}-hot")]
+    } else {
+        (0..KEYS_PER_WORKER)
+            .map(|i| format!("{prefix}-{worker}-{i}"))
+            .collect()
+    }
+}
+
+// ---- the client -----------------------------------------------------------------------------
+
+async fn client_loop(client: &Client, workers: usize, hot: bool, run_for: Duration) -> Sample {
+    let prefix = format!("hl{}", fastrand::u32(..));
+    let started = Instant::now();
+    let stop = started + run_for;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let client = client.clone();
+        let prefix = prefix.clone();
+        tasks.push(tokio::spawn(async move {
+            let locks: Vec<_> = worker_keys(&prefix, w, hot)
+                .into_iter()
+                .map(|k| client.lock(k).acquire_timeout(Duration::from_secs(10)))
+                .collect();
+            let mut sample = Sample {
+                ops: 0,
+                elapsed: Duration::ZERO,
+                latencies: Vec::new(),
+            };
+            let mut i = 0;
+            while Instant::now() < stop {
+                let t = Instant::now();
+                let guard = locks[i % locks.len()].acquire().await.expect("acquire");
+                guard.release().await.expect("release");
+                sample.latencies.push(t.elapsed().as_micros() as u32);
+                sample.ops += 1;
+                i += 1;
+            }
+            sample
+        }));
+    }
+    let mut samples = Vec::new();
+    for t in tasks {
+        samples.push(t.await.unwrap());
+    }
+    Sample::merge(samples, started.elapsed())
+}
+
+// ---- many locks -----------------------------------------------------------------------------
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) of this process.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+async fn many_locks(client: &Client, n: usize, hold_for: Duration) {
+    let prefix = format!("many{}", fastrand::u32(..));
+    let lease = Duration::from_secs(10);
+    let rss_before = rss_kib();
+    let started = Instant::now();
+    let guards: Vec<_> = {
+        let mut tasks = Vec::new();
+        let per = n.div_ceil(16);
+        for w in 0..16 {
+            let client = client.clone();
+            let prefix = prefix.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut guards = Vec::with_capacity(per);
+                for i in (w * per)..((w + 1) * per).min(n) {
+                    let guard = client
+                        .lock(format!("{prefix}-{i}"))
+                        .lease_ttl(lease)
+                        .acquire()
+                        .await
+                        .expect("acquire");
+                    guards.push(guard);
+                }
+                guards
+            }));
+        }
+        let mut all = Vec::with_capacity(n);
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    };
+    println!(
+        "figure many_acquire_time {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let cpu_before = cpu_time();
+    let hold_started = Instant::now();
+    tokio::time::sleep(hold_for).await;
+    let held_for = hold_started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    let lost = guards.iter().filter(|g| !g.is_held()).count();
+    let rss_after = rss_kib();
+    println!("figure many_locks_held {} locks", guards.len());
+    println!("figure many_hold_time {:.0} s", held_for.as_secs_f64());
+    println!(
+        "figure many_renewals_per_lock {:.1} renewals",
+        held_for.as_secs_f64() / (lease.as_secs_f64() / 3.0)
+    );
+    println!("figure many_locks_lost {lost} locks");
+    println!(
+        "figure many_client_connections {} connections",
+        client.open_connections()
+    );
+    let server_connections = client.stats().await.map(|s| s[0].connections).unwrap_or(0);
+    println!("figure many_server_connections {server_connections} connections (all clients)");
+    println!(
+        "figure many_rss_growth {:.1} MiB",
+        rss_after.saturating_sub(rss_before) as f64 / 1024.0
+    );
+    println!(
+        "figure many_client_cpu {:.1} %core",
+        100.0 * cpu.as_secs_f64() / held_for.as_secs_f64()
+    );
+    let release_started = Instant::now();
+    let mut tasks = Vec::new();
+    let mut guards = guards;
+    while !guards.is_empty() {
+        let batch: Vec<_> = guards.drain(..guards.len().min(n.div_ceil(16))).collect();
+        tasks.push(tokio::spawn(async move {
+            for g in batch {
+                g.release().await.expect("release");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    println!(
+        "figure many_release_time {:.2} s",
+        release_started.elapsed().as_secs_f64()
+    );
+}
+
+// ---- TLS ------------------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+// ---- the server -----------------------------------------------------------------------------
+
+struct ChildServer {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn testkit_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/examples/bench -> target/<profile>/dflockd-testkit
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf();
+    let bin = dir.join("dflockd-testkit");
+    if !bin.exists() {
+        eprintln!("building the dflockd-testkit binary for the benchmark server...");
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "dflockd-testkit", "--bin", "dflockd-testkit"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo");
+        assert!(status.success(), "building dflockd-testkit failed");
+    }
+    bin
+}
+
+fn spawn_server(extra: &[&str]) -> ChildServer {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(testkit_binary())
+        .args(["--port", &port.to_string(), "--max-locks", "100000"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dflockd-testkit");
+    let addr = format!("127.0.0.1:{port}");
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < until, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            for line in StdBufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[server] {line}");
+            }
+        });
+    }
+    ChildServer { child, addr }
+}
+
+fn parse_args() -> Settings {
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var("DFLOCKD_QUICK").is_ok_and(|v| v == "1");
+    let mut settings = if quick {
+        Settings {
+            run_for: Duration::from_secs(2),
+            hold_for: Duration::from_secs(8),
+            many: 10_000,
+            only: Vec::new(),
+        }
+    } else {
+        Settings {
+            run_for: Duration::from_secs(5),
+            hold_for: Duration::from_secs(60),
+            many: 10_000,
+            only: Vec::new(),
+        }
+    };
+    let args: Vec<String> = std::env::args().collect();
+    for pair in args.windows(2) {
+        match pair[0].as_str() {
+            "--seconds" => {
+                settings.run_for = Duration::from_secs_f64(pair[1].parse().expect("--seconds N"))
+            }
+            "--hold-seconds" => {
+                settings.hold_for =
+                    Duration::from_secs_f64(pair[1].parse().expect("--hold-seconds N"))
+            }
+            "--many" => settings.many = pair[1].parse().expect("--many N"),
+            "--only" => settings.only = pair[1].split(',').map(str::to_owned).collect(),
+            _ => {}
+        }
+    }
+    settings
+}
+
+#[tokio::main]
+async fn main() {
+    let settings = parse_args();
+    let external = std::env::var("DFLOCKD_SERVERS")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let ca = dflockd_testkit::tls::TestCa::new();
+    let (plain, tls_server, _guard_dir) = match &external {
+        Some(_) => (None, None, None),
+        None => {
+            let dir = std::env::temp_dir().join(format!("dflockd-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let identity = ca.issue_server(&["localhost"]).unwrap();
+            let cert = dir.join("cert.pem");
+            let key = dir.join("key.pem");
+            std::fs::write(&cert, &identity.cert_pem).unwrap();
+            std::fs::write(&key, &identity.key_pem).unwrap();
+            let plain = spawn_server(&[]);
+            let tls = spawn_server(&[
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ]);
+            (Some(plain), Some(tls), Some(dir))
+        }
+    };
+    let addr = match (&external, &plain) {
+        (Some(servers), _) => servers.split(',').next().unwrap().trim().to_owned(),
+        (None, Some(p)) => p.addr.clone(),
+        _ => unreachable!(),
+    };
+    if external.is_some() {
+        eprintln!("benchmarking against {addr} (DFLOCKD_SERVERS); the TLS part is skipped");
+    } else {
+        eprintln!("benchmarking against dflockd-testkit child processes on {addr}");
+    }
+    println!(
+        "figure machine_cpus {} cpus",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    let client = Client::builder().servers([addr.clone()]).build().unwrap();
+    let run = settings.run_for;
+
+    // Warm up both paths (connections, allocator, server state).
+    let _ = raw_loop(&addr, None, 1, false, Duration::from_millis(300)).await;
+    let _ = client_loop(&client, 1, false, Duration::from_millis(300)).await;
+
+    if settings.wants("single") {
+        let raw1 = raw_loop(&addr, None, 1, false, run).await;
+        raw1.print("raw_1conn");
+        let hl1 = client_loop(&client, 1, false, run).await;
+        hl1.print("highlevel_1task");
+        ratio("highlevel_1task_vs_raw", &hl1, &raw1);
+    }
+    // Halves of `single`, for profiling one side at a time.
+    if settings.only.iter().any(|p| p == "single-raw") {
+        let cpu = cpu_time();
+        let s = raw_loop(&addr, None, 1, false, run).await;
+        s.print("raw_1conn");
+        println!(
+            "figure raw_1conn_cpu_per_op {:.1} us",
+            (cpu_time() - cpu).as_secs_f64() * 1e6 / s.ops as f64
+        );
+    }
+    if settings.only.iter().any(|p| p == "single-client") {
+        let cpu = cpu_time();
+        let s = client_loop(&client, 1, false, run).await;
+        s.print("highlevel_1task");
+        println!(
+            "figure highlevel_1task_cpu_per_op {:.1} us",
+            (cpu_time() - cpu).as_secs_f64() * 1e6 / s.ops as f64
+        );
+    }
+    if settings.wants("parallel") {
+        let raw16 = raw_loop(&addr, None, 16, false, run).await;
+        raw16.print("raw_16conn");
+        let hl16 = client_loop(&client, 16, false, run).await;
+        hl16.print("highlevel_16tasks");
+        ratio("highlevel_16tasks_vs_raw", &hl16, &raw16);
+    }
+    if settings.wants("hot") {
+        let raw_hot = raw_loop(&addr, None, 16, true, run).await;
+        raw_hot.print("raw_hotkey_16conn");
+        let hl_hot = client_loop(&client, 16, true, run).await;
+        hl_hot.print("highlevel_hotkey_16tasks");
+        ratio("highlevel_hotkey_vs_raw", &hl_hot, &raw_hot);
+    }
+
+    if let Some(tls_server) = tls_server.as_ref().filter(|_| settings.wants("tls")) {
+        let tls_addr = format!("localhost:{}", tls_server.addr.rsplit(':').next().unwrap());
+        let options = dflockd::TlsOptions::ca_pem(ca.cert_pem()).unwrap();
+        let tls_client = Client::builder()
+            .servers([tls_addr.clone()])
+            .tls(options)
+            .build()
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tls = Tls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+        };
+        let _ = client_loop(&tls_client, 1, false, Duration::from_millis(300)).await;
+        let raw_tls1 = raw_loop(&tls_addr, Some(&tls), 1, false, run).await;
+        raw_tls1.print("raw_tls_1conn");
+        let hl_tls1 = client_loop(&tls_client, 1, false, run).await;
+        hl_tls1.print("highlevel_tls_1task");
+        ratio("highlevel_tls_1task_vs_raw", &hl_tls1, &raw_tls1);
+        let raw_tls16 = raw_loop(&tls_addr, Some(&tls), 16, false, run).await;
+        raw_tls16.print("raw_tls_16conn");
+        let hl_tls16 = client_loop(&tls_client, 16, false, run).await;
+        hl_tls16.print("highlevel_tls_16tasks");
+        ratio("highlevel_tls_16tasks_vs_raw", &hl_tls16, &raw_tls16);
+        println!(
+            "figure highlevel_tls_connections {} connections",
+            tls_client.open_connections()
+        );
+    }
+
+    if settings.wants("many") {
+        many_locks(&client, settings.many, settings.hold_for).await;
+    }
+}
