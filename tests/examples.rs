@@ -59,6 +59,30 @@ fn build() -> HashMap<String, PathBuf> {
     if !cfg!(debug_assertions) {
         cargo.arg("--release");
     }
+    // Cargo gives this test the variables it sets for crates (`CARGO_MANIFEST_DIR`, ...).
+    // Passed on, build scripts that watch them (ring's does) would see a change and rebuild,
+    // here and again in the next ordinary build.
+    for (var, _) in std::env::vars_os() {
+        let var = var.to_string_lossy();
+        let set_by_cargo = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ]
+        .contains(&&*var)
+            || var.starts_with("CARGO_PKG_")
+            || var.starts_with("CARGO_BIN_EXE_")
+            || var.starts_with("CARGO_CFG_");
+        if set_by_cargo {
+            cargo.env_remove(&*var);
+        }
+    }
     let output = cargo.output().expect("cannot run cargo");
     assert!(
         output.status.success(),
