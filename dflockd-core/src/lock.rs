@@ -104,7 +104,9 @@ macro_rules! common_api {
             /// [`Error::InvalidArgument`] for a bad key or a zero lease (nothing is sent);
             /// [`Error::LimitMismatch`], [`Error::MaxLocks`], [`Error::MaxWaiters`],
             /// [`Error::Draining`], [`Error::AuthRejected`] from the server; connection and
-            /// protocol errors.
+            /// protocol errors; [`Error::LeaseLost`] when a grant that came after a wait
+            /// arrived too late to be used (its lease had run out at the server: a grant
+            /// after a wait is confirmed with a renew before it is handed out).
             ///
             /// # Cancel safety
             /// Cancel safe: dropping the future never leaves the lock held or a wait queued.
@@ -301,7 +303,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
         })
         .await?;
     match answer {
-        Answer::Granted(granted) => Ok(Guard::new(spec, conn, granted, started)),
+        Answer::Granted(granted) => Guard::new(spec, conn, granted, started).confirmed().await,
         Answer::Timeout => {
             tracing::debug!(key = %spec.key, waited_ms = started.elapsed().as_millis() as u64, outcome = "timeout", "acquire");
             Err(spec.timeout_error())
@@ -461,7 +463,11 @@ impl Queued {
             })
             .await?;
         match answer {
-            Answer::Granted(granted) => Ok(Guard::new(&self.spec, conn, granted, self.started)),
+            Answer::Granted(granted) => {
+                Guard::new(&self.spec, conn, granted, self.started)
+                    .confirmed()
+                    .await
+            }
             Answer::Timeout => Err(self.spec.timeout_error()),
             _ => Err(self.spec.unexpected(&conn)),
         }
@@ -537,6 +543,21 @@ impl Guard {
             shared: granted.shared,
             release_timeout: spec.client.inner.release_timeout,
             done: false,
+        }
+    }
+
+    /// Confirms a grant that came after a server-side wait before handing it out.
+    ///
+    /// The server may have granted it long before the answer arrived (the answer can be held
+    /// up in the network): by then its lease may have run out at the server, which may have
+    /// handed the lock on. A renew tells (`error` when the lease is gone) and dates the lease
+    /// from a moment the client knows. On any error the guard is dropped, which stops its
+    /// renewals and releases it in the background.
+    async fn confirmed(self) -> Result<Guard> {
+        self.renew().await?;
+        match self.shared.loss() {
+            Some(reason) => Err(self.lost_error(reason)),
+            None => Ok(self),
         }
     }
 
