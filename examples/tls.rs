@@ -23,6 +23,11 @@ async fn main() -> Result<(), common::BoxError> {
     let servers = common::servers_with(1, |server| server.tls(certificate.clone()))?;
 
     let client = if servers.is_external() {
+        if std::env::var_os("DFLOCKD_TLS_CA_FILE").is_none()
+            && std::env::var_os("DFLOCKD_TLS").is_none()
+        {
+            return Err("set DFLOCKD_TLS_CA_FILE (or DFLOCKD_TLS=1) for DFLOCKD_SERVERS".into());
+        }
         Client::from_env()?
     } else {
         // From a file: TlsOptions::ca_file("/etc/dflockd/ca.pem")?

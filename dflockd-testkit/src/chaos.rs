@@ -532,7 +532,10 @@ mod tests {
         let f = Faults::none().latency(Duration::from_millis(50), Duration::from_millis(10));
         for _ in 0..1000 {
             let d = f.sample_delay();
-            assert!(d >= Duration::from_millis(40) && d <= Duration::from_millis(60), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(40) && d <= Duration::from_millis(60),
+                "{d:?}"
+            );
         }
         let f = Faults::none().latency(Duration::from_millis(1), Duration::from_millis(10));
         for _ in 0..1000 {

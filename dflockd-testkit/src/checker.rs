@@ -576,7 +576,10 @@ mod tests {
         let report = h.check();
         assert_eq!(report.grants, 5);
         assert!(report.violations.is_empty(), "{report}");
-        assert_eq!(report.summary(3), "violations=0 stale_writes=0 grants=5 faults=3 lost_notices=0");
+        assert_eq!(
+            report.summary(3),
+            "violations=0 stale_writes=0 grants=5 faults=3 lost_notices=0"
+        );
     }
 
     #[test]
@@ -593,8 +596,18 @@ mod tests {
         let report = h.check();
         assert_eq!(report.stale_writes, 1);
         assert_eq!(report.rejected_writes, 1);
-        assert!(report.violations.iter().any(|v| matches!(v, Violation::Overlap { holders: 2, .. })));
-        assert!(report.violations.iter().any(|v| matches!(v, Violation::StaleWrite { fence: 1, .. })));
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::Overlap { holders: 2, .. }))
+        );
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::StaleWrite { fence: 1, .. }))
+        );
     }
 
     #[test]
@@ -619,7 +632,12 @@ mod tests {
         a.end();
         b.end();
         let report = h.check();
-        assert!(report.violations.iter().any(|v| matches!(v, Violation::LateLossNotice { .. })));
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::LateLossNotice { .. }))
+        );
     }
 
     #[test]
@@ -629,9 +647,24 @@ mod tests {
         h.begin("k", 1, token(4), 4).end();
         h.begin("k", 1, token(5), 5).end();
         let report = h.check();
-        assert!(report.violations.iter().any(|v| matches!(v, Violation::FenceOrder { .. })));
-        assert!(report.violations.iter().any(|v| matches!(v, Violation::TokenReused { .. })));
-        assert!(report.violations.iter().any(|v| matches!(v, Violation::FenceReused { fence: 5, .. })));
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::FenceOrder { .. }))
+        );
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::TokenReused { .. }))
+        );
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::FenceReused { fence: 5, .. }))
+        );
     }
 
     #[test]
@@ -642,7 +675,11 @@ mod tests {
         let fourth = h.begin("s", 3, token(4), 4);
         assert!(matches!(
             h.check().violations.as_slice(),
-            [Violation::Overlap { holders: 4, limit: 3, .. }]
+            [Violation::Overlap {
+                holders: 4,
+                limit: 3,
+                ..
+            }]
         ));
         fourth.end();
         held.iter().for_each(Section::end);

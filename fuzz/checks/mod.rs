@@ -63,7 +63,11 @@ pub fn reply_parse(data: &[u8]) {
     if line.last() != Some(&b'\r') {
         let mut with_cr = line.to_vec();
         with_cr.push(b'\r');
-        assert_eq!(Reply::parse(expect, &with_cr), parsed, "a trailing CR changes the answer");
+        assert_eq!(
+            Reply::parse(expect, &with_cr),
+            parsed,
+            "a trailing CR changes the answer"
+        );
     }
 }
 
@@ -104,8 +108,10 @@ pub fn token(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let expected =
-        text.len() == 32 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let expected = text.len() == 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let parsed = Token::parse(text);
     assert_eq!(parsed.is_ok(), expected, "{text:?}");
     assert_eq!(validate_token_text(text).is_ok(), expected, "{text:?}");
