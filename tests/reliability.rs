@@ -164,8 +164,11 @@ impl Watched {
         let watch = guard.watch();
         let on_loss = section.clone();
         let watcher = tokio::spawn(async move {
-            watch.lost().await;
-            on_loss.lost();
+            if watch.lost().await == LossReason::ConnectionLost {
+                on_loss.lost_by_disconnect();
+            } else {
+                on_loss.lost();
+            }
         });
         Watched { section, watcher }
     }

@@ -129,8 +129,8 @@ async fn critical_section(work: &Work, spec: &KeySpec, guard: Guard) {
         let section = section.clone();
         let watch = guard.watch();
         tokio::spawn(async move {
-            watch.lost().await;
-            section.lost();
+            let reason = watch.lost().await;
+            record_loss(&section, Some(reason));
         })
     };
     let steps = fastrand::u32(1..=5);
@@ -149,10 +149,20 @@ async fn critical_section(work: &Work, spec: &KeySpec, guard: Guard) {
     watcher.abort();
 }
 
+/// Records a loss notice; a closed connection is told apart (see
+/// `dflockd_testkit::checker::DISCONNECT_TOLERANCE`).
+fn record_loss(section: &Section, reason: Option<LossReason>) {
+    if reason == Some(LossReason::ConnectionLost) {
+        section.lost_by_disconnect();
+    } else {
+        section.lost();
+    }
+}
+
 async fn finish(work: &Work, section: Section, guard: Guard) {
     if !guard.is_held() {
         // The watcher may not have run yet: the loss is known now at the latest.
-        section.lost();
+        record_loss(&section, guard.loss_reason());
     }
     section.end();
     if fastrand::u8(0..10) == 0 {
