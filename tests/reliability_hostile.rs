@@ -199,7 +199,8 @@ async fn hostile_answers_to_release_and_stats() {
 
 #[tokio::test]
 async fn hostile_auth_answers() {
-    let cases: Vec<(Option<Vec<u8>>, fn(&Error) -> bool)> = vec![
+    type Check = fn(&Error) -> bool;
+    let cases: Vec<(Option<Vec<u8>>, Check)> = vec![
         (None, |e| matches!(e, Error::Connect { .. })),
         (Some(b"ok".to_vec()), |e| matches!(e, Error::Connect { .. })),
         (Some(vec![b'x'; 1 << 20]), |e| {
