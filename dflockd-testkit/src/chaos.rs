@@ -466,14 +466,18 @@ async fn direction(
                 if current.blackhole && wait_not_blackholed(&mut faults).await.is_err() {
                     return End::Abort;
                 }
-                let piece = match current.slicing {
+                let mut piece = match current.slicing {
                     Some(s) => fastrand::usize(1..=s.max).min(rest.len()),
                     None => rest.len(),
                 };
                 if let Some(rate) = current.bandwidth {
-                    tokio::time::sleep_until(next_free).await;
+                    // Trickle: pieces of about 50 ms worth, each delivered once its
+                    // transmission time has passed.
+                    let per_tick = usize::try_from(rate / 20).unwrap_or(usize::MAX).max(1);
+                    piece = piece.min(per_tick);
                     let cost = Duration::from_secs_f64(piece as f64 / rate as f64);
                     next_free = next_free.max(Instant::now()) + cost;
+                    tokio::time::sleep_until(next_free).await;
                 }
                 if to.write_all(&rest[..piece]).await.is_err() {
                     return End::Abort;
