@@ -145,7 +145,8 @@ async fn a_dead_server_does_not_hold_up_release_or_close() {
             "{dark}: slowest release {slowest:?}, close {close:?}, all {:?}",
             started.elapsed()
         );
-        assert!(slowest <= Duration::from_millis(2050), "{slowest:?}");
+        // The release timeout (2 s by default) plus scheduling; measured at about 2.003 s.
+        assert!(slowest <= Duration::from_millis(2200), "{slowest:?}");
         assert!(close < Duration::from_millis(100), "{close:?}");
         proxy.heal();
         server.resume();
