@@ -43,6 +43,8 @@ struct Sample {
     ops: u64,
     elapsed: Duration,
     latencies: Vec<u32>,
+    /// CPU time of this process (the client side) while the sample ran.
+    cpu: Duration,
 }
 
 impl Sample {
@@ -51,9 +53,11 @@ impl Sample {
             ops: 0,
             elapsed,
             latencies: Vec::new(),
+            cpu: Duration::ZERO,
         };
         for s in samples {
             all.ops += s.ops;
+            all.cpu += s.cpu;
             all.latencies.extend(s.latencies);
         }
         all.latencies.sort_unstable();
@@ -76,11 +80,67 @@ impl Sample {
         println!("figure {name}_ops {:.0} ops/s", self.ops_per_s());
         println!("figure {name}_p50 {:.0} us", self.pct(0.50));
         println!("figure {name}_p99 {:.0} us", self.pct(0.99));
+        if !self.cpu.is_zero() {
+            println!(
+                "figure {name}_client_cpu_per_op {:.1} us",
+                self.cpu.as_secs_f64() * 1e6 / self.ops.max(1) as f64
+            );
+        }
     }
 }
 
 fn ratio(name: &str, a: &Sample, b: &Sample) {
     println!("ratio {name} {:.3}", a.ops_per_s() / b.ops_per_s());
+}
+
+/// Rounds in which the two sides of a comparison alternate, so that load from elsewhere on a
+/// shared machine falls on both alike.
+const ROUNDS: u32 = 6;
+
+/// Runs `a` and `b` alternately for `ROUNDS` rounds of `run / ROUNDS` each and sums them.
+async fn alternate_fn(
+    run: Duration,
+    mut a: impl AsyncFnMut(Duration) -> Sample,
+    mut b: impl AsyncFnMut(Duration) -> Sample,
+) -> (Sample, Sample) {
+    let slice = run / ROUNDS;
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    let (mut ta, mut tb) = (Duration::ZERO, Duration::ZERO);
+    // For profiling one side alone: DFLOCKD_BENCH_SIDE=raw or =client.
+    let side = std::env::var("DFLOCKD_BENCH_SIDE").unwrap_or_default();
+    for _ in 0..ROUNDS {
+        if side != "client" {
+            let cpu = cpu_time();
+            let mut s = a(slice).await;
+            s.cpu = cpu_time().saturating_sub(cpu);
+            ta += s.elapsed;
+            sa.push(s);
+        }
+        if side != "raw" {
+            let cpu = cpu_time();
+            let mut s = b(slice).await;
+            s.cpu = cpu_time().saturating_sub(cpu);
+            tb += s.elapsed;
+            sb.push(s);
+        }
+    }
+    ta = ta.max(Duration::from_nanos(1));
+    tb = tb.max(Duration::from_nanos(1));
+    (Sample::merge(sa, ta), Sample::merge(sb, tb))
+}
+
+/// Measures the raw loop against the client, alternating, and prints both and their ratio.
+async fn compare(
+    name: &str,
+    raw: &str,
+    run: Duration,
+    a: impl AsyncFnMut(Duration) -> Sample,
+    b: impl AsyncFnMut(Duration) -> Sample,
+) {
+    let (raw_sample, client_sample) = alternate_fn(run, a, b).await;
+    raw_sample.print(raw);
+    client_sample.print(name);
+    ratio(&format!("{name}_vs_raw"), &client_sample, &raw_sample);
 }
 
 // ---- raw protocol ---------------------------------------------------------------------------
@@ -167,6 +227,7 @@ async fn raw_loop(
                 ops: 0,
                 elapsed: Duration::ZERO,
                 latencies: Vec::new(),
+                cpu: Duration::ZERO,
             };
             let mut i = 0;
             while Instant::now() < stop {
@@ -215,6 +276,7 @@ async fn client_loop(client: &Client, workers: usize, hot: bool, run_for: Durati
                 ops: 0,
                 elapsed: Duration::ZERO,
                 latencies: Vec::new(),
+                cpu: Duration::ZERO,
             };
             let mut i = 0;
             while Instant::now() < stop {
@@ -503,11 +565,14 @@ async fn main() {
     let _ = client_loop(&client, 1, false, Duration::from_millis(300)).await;
 
     if settings.wants("single") {
-        let raw1 = raw_loop(&addr, None, 1, false, run).await;
-        raw1.print("raw_1conn");
-        let hl1 = client_loop(&client, 1, false, run).await;
-        hl1.print("highlevel_1task");
-        ratio("highlevel_1task_vs_raw", &hl1, &raw1);
+        compare(
+            "highlevel_1task",
+            "raw_1conn",
+            run,
+            async |d| raw_loop(&addr, None, 1, false, d).await,
+            async |d| client_loop(&client, 1, false, d).await,
+        )
+        .await;
     }
     // Halves of `single`, for profiling one side at a time.
     if settings.only.iter().any(|p| p == "single-raw") {
@@ -529,18 +594,24 @@ async fn main() {
         );
     }
     if settings.wants("parallel") {
-        let raw16 = raw_loop(&addr, None, 16, false, run).await;
-        raw16.print("raw_16conn");
-        let hl16 = client_loop(&client, 16, false, run).await;
-        hl16.print("highlevel_16tasks");
-        ratio("highlevel_16tasks_vs_raw", &hl16, &raw16);
+        compare(
+            "highlevel_16tasks",
+            "raw_16conn",
+            run,
+            async |d| raw_loop(&addr, None, 16, false, d).await,
+            async |d| client_loop(&client, 16, false, d).await,
+        )
+        .await;
     }
     if settings.wants("hot") {
-        let raw_hot = raw_loop(&addr, None, 16, true, run).await;
-        raw_hot.print("raw_hotkey_16conn");
-        let hl_hot = client_loop(&client, 16, true, run).await;
-        hl_hot.print("highlevel_hotkey_16tasks");
-        ratio("highlevel_hotkey_vs_raw", &hl_hot, &raw_hot);
+        compare(
+            "highlevel_hotkey_16tasks",
+            "raw_hotkey_16conn",
+            run,
+            async |d| raw_loop(&addr, None, 16, true, d).await,
+            async |d| client_loop(&client, 16, true, d).await,
+        )
+        .await;
     }
 
     if let Some(tls_server) = tls_server.as_ref().filter(|_| settings.wants("tls")) {
@@ -565,16 +636,22 @@ async fn main() {
             name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
         };
         let _ = client_loop(&tls_client, 1, false, Duration::from_millis(300)).await;
-        let raw_tls1 = raw_loop(&tls_addr, Some(&tls), 1, false, run).await;
-        raw_tls1.print("raw_tls_1conn");
-        let hl_tls1 = client_loop(&tls_client, 1, false, run).await;
-        hl_tls1.print("highlevel_tls_1task");
-        ratio("highlevel_tls_1task_vs_raw", &hl_tls1, &raw_tls1);
-        let raw_tls16 = raw_loop(&tls_addr, Some(&tls), 16, false, run).await;
-        raw_tls16.print("raw_tls_16conn");
-        let hl_tls16 = client_loop(&tls_client, 16, false, run).await;
-        hl_tls16.print("highlevel_tls_16tasks");
-        ratio("highlevel_tls_16tasks_vs_raw", &hl_tls16, &raw_tls16);
+        compare(
+            "highlevel_tls_1task",
+            "raw_tls_1conn",
+            run,
+            async |d| raw_loop(&tls_addr, Some(&tls), 1, false, d).await,
+            async |d| client_loop(&tls_client, 1, false, d).await,
+        )
+        .await;
+        compare(
+            "highlevel_tls_16tasks",
+            "raw_tls_16conn",
+            run,
+            async |d| raw_loop(&tls_addr, Some(&tls), 16, false, d).await,
+            async |d| client_loop(&tls_client, 16, false, d).await,
+        )
+        .await;
         println!(
             "figure highlevel_tls_connections {} connections",
             tls_client.open_connections()

@@ -49,6 +49,7 @@ pub(crate) struct ClientInner {
     pub(crate) acquire_timeout: Duration,
     pub(crate) lease: Option<Duration>,
     pub(crate) release_timeout: Duration,
+    pub(crate) hot_keys: crate::hot::HotKeys,
 }
 
 impl Drop for ClientInner {
@@ -156,6 +157,7 @@ impl Client {
                 server_wait: None,
                 cancel_closes: false,
                 key: None,
+                patience: None,
             })
             .await?;
         match answer {
@@ -259,7 +261,7 @@ impl Default for ClientBuilder {
             tls: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
-            release_timeout: Duration::from_secs(2),
+            release_timeout: Duration::from_millis(1500),
             idle_timeout: Duration::from_secs(15),
             server_read_timeout: Duration::from_secs(DEFAULT_READ_TIMEOUT_S),
             renew_ratio: 1.0 / 3.0,
@@ -316,8 +318,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Longest a release waits for its answer. The lock stops being renewed either way, so
-    /// an unanswered release ends at the latest when the lease runs out. Default is 2 s.
+    /// How long a release waits for its answer before giving up with
+    /// [`Error::RequestTimeout`] (checked by the connection's maintenance, so the wait can
+    /// exceed it by up to a quarter). The lock stops being renewed either way, so an
+    /// unanswered release ends at the latest when the lease runs out. Default is 1.5 s.
     #[must_use]
     pub fn release_timeout(mut self, timeout: Duration) -> Self {
         self.release_timeout = timeout;
@@ -601,6 +605,8 @@ impl ClientBuilder {
         let settings = Arc::new(Settings {
             connect_timeout: self.connect_timeout,
             request_timeout: self.request_timeout,
+            tick: (self.request_timeout.min(self.release_timeout) / 4)
+                .max(Duration::from_millis(10)),
             idle_timeout: self.idle_timeout,
             policy: LeasePolicy {
                 renew_ratio: self.renew_ratio,
@@ -624,6 +630,7 @@ impl ClientBuilder {
                 acquire_timeout: self.acquire_timeout,
                 lease: self.lease,
                 release_timeout: self.release_timeout,
+                hot_keys: crate::hot::HotKeys::default(),
             }),
         })
     }

@@ -63,6 +63,7 @@ pub mod blocking;
 mod client;
 mod conn;
 mod error;
+mod hot;
 mod lease;
 mod lock;
 pub mod proto;

@@ -263,25 +263,30 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
     let deadline = started + timeout + settings.request_timeout;
 
     // Fast path: a try-once on a shared connection, one round trip when the key is free.
-    let conn = pool.shared(deadline).await?;
-    let answer = conn
-        .call(Call {
-            request: spec.acquire_request(0),
-            expect: Expect::Grant,
-            grant: spec.meta(),
-            server_wait: None,
-            cancel_closes: false,
-            key: Some(spec.key.clone()),
-        })
-        .await?;
-    match answer {
-        Answer::Granted(granted) => return Ok(Guard::new(spec, conn, granted, started)),
-        Answer::Timeout if timeout.is_zero() => {
-            tracing::debug!(key = %spec.key, outcome = "busy", "try-once acquire");
-            return Err(spec.timeout_error());
+    // Skipped for keys found busy a moment ago: they would only pay a round trip for nothing.
+    let hot_keys = &client.inner.hot_keys;
+    if timeout.is_zero() || !hot_keys.is_hot(&spec.key, started) {
+        let conn = pool.shared(deadline).await?;
+        let answer = conn
+            .call(Call {
+                request: spec.acquire_request(0),
+                expect: Expect::Grant,
+                grant: spec.meta(),
+                server_wait: None,
+                cancel_closes: false,
+                key: Some(spec.key.clone()),
+                patience: None,
+            })
+            .await?;
+        match answer {
+            Answer::Granted(granted) => return Ok(Guard::new(spec, conn, granted, started)),
+            Answer::Timeout if timeout.is_zero() => {
+                tracing::debug!(key = %spec.key, outcome = "busy", "try-once acquire");
+                return Err(spec.timeout_error());
+            }
+            Answer::Timeout => hot_keys.mark_hot(&spec.key, Instant::now()),
+            _ => return Err(spec.unexpected(&conn)),
         }
-        Answer::Timeout => {}
-        _ => return Err(spec.unexpected(&conn)),
     }
 
     // Busy: queue server-side on a connection that carries nothing else.
@@ -300,6 +305,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
             server_wait: Some(Duration::from_secs(wait_s)),
             cancel_closes: true,
             key: Some(spec.key.clone()),
+            patience: None,
         })
         .await?;
     match answer {
@@ -336,6 +342,7 @@ async fn enqueue(spec: &Spec) -> Result<Enqueued> {
             server_wait: None,
             cancel_closes: true,
             key: Some(spec.key.clone()),
+            patience: None,
         })
         .await?;
     match answer {
@@ -460,6 +467,7 @@ impl Queued {
                 server_wait: Some(Duration::from_secs(wait_s)),
                 cancel_closes: true,
                 key: Some(self.spec.key.clone()),
+                patience: None,
             })
             .await?;
         match answer {
@@ -505,6 +513,8 @@ pub struct Guard {
     fence: u64,
     shared: Arc<LeaseShared>,
     release_timeout: Duration,
+    /// See [`Granted::unconfirmed`](crate::conn::Granted).
+    unconfirmed: bool,
     done: bool,
 }
 
@@ -542,18 +552,25 @@ impl Guard {
             fence: granted.grant.fence,
             shared: granted.shared,
             release_timeout: spec.client.inner.release_timeout,
+            unconfirmed: granted.unconfirmed,
             done: false,
         }
     }
 
-    /// Confirms a grant that came after a server-side wait before handing it out.
+    /// Confirms a grant that came after a server-side wait, when nothing vouches for its lease
+    /// any more, before handing it out.
     ///
-    /// The server may have granted it long before the answer arrived (the answer can be held
-    /// up in the network): by then its lease may have run out at the server, which may have
-    /// handed the lock on. A renew tells (`error` when the lease is gone) and dates the lease
-    /// from a moment the client knows. On any error the guard is dropped, which stops its
-    /// renewals and releases it in the background.
+    /// The lease of a grant is counted from the moment its request was sent (the server
+    /// granted later). When the wait outlasted the lease (the answer was held up in the
+    /// network, say), the lease may have run out at the server, which may have handed the
+    /// lock on: a renew tells (`error` when the lease is gone) and dates the lease from a
+    /// moment the client knows. On any error the guard is dropped, which stops its renewals
+    /// and releases it in the background. Grants whose lease is still vouched for are handed
+    /// out as they are.
     async fn confirmed(self) -> Result<Guard> {
+        if !self.unconfirmed {
+            return Ok(self);
+        }
         self.renew().await?;
         match self.shared.loss() {
             Some(reason) => Err(self.lost_error(reason)),
@@ -748,17 +765,15 @@ impl Guard {
             server_wait: None,
             cancel_closes: false,
             key: Some(self.key.clone()),
+            // Bounded without a timer of its own: the connection's maintenance gives up for us.
+            patience: Some(self.release_timeout),
         });
-        let outcome = tokio::time::timeout(self.release_timeout, call).await;
+        let outcome = call.await;
         fallback.disarm();
         let result = match outcome {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(Error::Refused { .. })) => Err(self.lost_error(LossReason::Expired)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::RequestTimeout {
-                server: conn.server.to_string(),
-                after: self.release_timeout,
-            }),
+            Ok(_) => Ok(()),
+            Err(Error::Refused { .. }) => Err(self.lost_error(LossReason::Expired)),
+            Err(e) => Err(e),
         };
         tracing::debug!(
             key = %self.key,

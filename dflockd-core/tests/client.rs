@@ -32,7 +32,11 @@ async fn acquire_release_and_guard_fields() {
         .await
         .unwrap();
     assert_eq!(guard.key(), key);
-    assert_eq!(guard.lease(), Duration::from_secs(2), "sub-second rounds up");
+    assert_eq!(
+        guard.lease(),
+        Duration::from_secs(2),
+        "sub-second rounds up"
+    );
     assert_eq!(guard.token().as_str().len(), 32);
     assert!(guard.is_held());
     assert_eq!(guard.loss_reason(), None);
@@ -199,7 +203,11 @@ async fn blocked_renewals_report_loss_before_the_next_holder_gets_the_lock() {
     let granted_at = Instant::now();
     let (reason, lost_at) = bounded(LIMIT, lost_at).await.unwrap();
     assert_eq!(reason, LossReason::DeadlineExceeded);
-    assert!(lost_at < granted_at, "loss noticed {:?} after the hand-over", lost_at - granted_at);
+    assert!(
+        lost_at < granted_at,
+        "loss noticed {:?} after the hand-over",
+        lost_at - granted_at
+    );
     assert!(!guard.is_held());
     granted.release().await.unwrap();
 }
@@ -215,7 +223,11 @@ async fn a_reset_connection_reports_loss_at_once() {
     proxy.reset();
     let reason = bounded(LIMIT, guard.lost()).await;
     assert_eq!(reason, LossReason::ConnectionLost);
-    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
     let err = guard.release().await.unwrap_err();
     assert!(err.is_lease_lost(), "{err:?}");
 }
@@ -226,7 +238,10 @@ async fn killing_the_server_reports_loss() {
     let client = builder(&[server.addr().to_string()]).build().unwrap();
     let guard = client.lock(unique_key("killed")).acquire().await.unwrap();
     server.kill();
-    assert_eq!(bounded(LIMIT, guard.lost()).await, LossReason::ConnectionLost);
+    assert_eq!(
+        bounded(LIMIT, guard.lost()).await,
+        LossReason::ConnectionLost
+    );
 }
 
 #[tokio::test]
@@ -237,7 +252,13 @@ async fn cancelled_acquires_leave_no_holder_or_waiter() {
     // A waiter that is cancelled while queued server-side.
     let waiter = {
         let (client, key) = (client.clone(), key.clone());
-        tokio::spawn(async move { client.lock(&key).acquire_timeout(Duration::from_secs(20)).acquire().await })
+        tokio::spawn(async move {
+            client
+                .lock(&key)
+                .acquire_timeout(Duration::from_secs(20))
+                .acquire()
+                .await
+        })
     };
     wait_stats(&client, &key, |s| s.usage(&key).1 == 1).await;
     waiter.abort();
@@ -248,7 +269,10 @@ async fn cancelled_acquires_leave_no_holder_or_waiter() {
         let cancel_after = Duration::from_micros(fastrand::u64(0..3000));
         let _ = tokio::time::timeout(
             cancel_after,
-            client.lock(&key).acquire_timeout(Duration::from_secs(5)).acquire(),
+            client
+                .lock(&key)
+                .acquire_timeout(Duration::from_secs(5))
+                .acquire(),
         )
         .await;
         if round % 50 == 0 {
@@ -287,7 +311,9 @@ async fn two_phase_acquired_queued_and_timeout() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         first.release().await.unwrap();
     });
-    let second = bounded(LIMIT, queued.wait(Duration::from_secs(10))).await.unwrap();
+    let second = bounded(LIMIT, queued.wait(Duration::from_secs(10)))
+        .await
+        .unwrap();
     assert!(second.is_held());
     releaser.await.unwrap();
     // A wait that times out gives up its place in the queue.
@@ -339,14 +365,25 @@ async fn server_statuses_are_typed() {
     assert!(matches!(err, Error::LimitMismatch { .. }), "{err:?}");
     sem.release().await.unwrap();
 
-    let capped = TestServer::builder().max_locks(1).max_waiters(1).start().await.unwrap();
+    let capped = TestServer::builder()
+        .max_locks(1)
+        .max_waiters(1)
+        .start()
+        .await
+        .unwrap();
     let client = builder(&[capped.addr().to_string()]).build().unwrap();
     let a = client.lock("a").acquire().await.unwrap();
     let err = client.lock("b").try_acquire().await.unwrap_err();
     assert!(matches!(err, Error::MaxLocks { .. }), "{err:?}");
     let waiter = {
         let client = client.clone();
-        tokio::spawn(async move { client.lock("a").acquire_timeout(Duration::from_secs(20)).acquire().await })
+        tokio::spawn(async move {
+            client
+                .lock("a")
+                .acquire_timeout(Duration::from_secs(20))
+                .acquire()
+                .await
+        })
     };
     wait_stats(&client, "a", |s| s.usage("a").1 == 1).await;
     let err = client
@@ -357,7 +394,13 @@ async fn server_statuses_are_typed() {
         .unwrap_err();
     assert!(matches!(err, Error::MaxWaiters { .. }), "{err:?}");
     a.release().await.unwrap();
-    bounded(LIMIT, waiter).await.unwrap().unwrap().release().await.unwrap();
+    bounded(LIMIT, waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -386,10 +429,21 @@ async fn draining_server_answers_draining() {
 
 #[tokio::test]
 async fn auth_right_wrong_and_missing() {
-    let server = TestServer::builder().auth_token("s3cret").start().await.unwrap();
+    let server = TestServer::builder()
+        .auth_token("s3cret")
+        .start()
+        .await
+        .unwrap();
     let addrs = [server.addr().to_string()];
     let right = builder(&addrs).auth_token("s3cret").build().unwrap();
-    right.lock("k").acquire().await.unwrap().release().await.unwrap();
+    right
+        .lock("k")
+        .acquire()
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
     let wrong = builder(&addrs).auth_token("nope").build().unwrap();
     let err = wrong.lock("k").acquire().await.unwrap_err();
     assert!(err.is_permission_denied(), "{err:?}");

@@ -133,7 +133,7 @@ impl ClientBuilder {
         connect_timeout(Duration);
         /// See [`crate::ClientBuilder::request_timeout`]. Default is 5 s.
         request_timeout(Duration);
-        /// See [`crate::ClientBuilder::release_timeout`]. Default is 2 s.
+        /// See [`crate::ClientBuilder::release_timeout`]. Default is 1.5 s.
         release_timeout(Duration);
         /// See [`crate::ClientBuilder::idle_timeout`]. Default is 15 s.
         idle_timeout(Duration);

@@ -28,6 +28,7 @@ pub(crate) mod tls;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -47,6 +48,9 @@ use connect::{BoxRead, BoxWrite};
 pub(crate) struct Settings {
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    /// How often the maintenance task looks at pending requests at the latest (their
+    /// deadlines and their callers' patience), so that requests never need to wake it.
+    pub(crate) tick: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) policy: LeasePolicy,
     pub(crate) auth_token: Option<crate::client::Secret>,
@@ -80,6 +84,9 @@ pub(crate) struct Granted {
     pub(crate) lock_id: u64,
     pub(crate) grant: Grant,
     pub(crate) shared: Arc<LeaseShared>,
+    /// Nothing vouches for the lease any more (the wait outlasted it): confirm with a renew
+    /// before using the grant.
+    pub(crate) unconfirmed: bool,
 }
 
 /// What to register when a request is answered with a grant.
@@ -103,14 +110,20 @@ pub(crate) struct Call<'a> {
     pub(crate) cancel_closes: bool,
     /// The request's key, shared (for errors and logs), `None` for keyless requests.
     pub(crate) key: Option<Arc<str>>,
+    /// The caller waits this long at most (within one maintenance tick) and then gets
+    /// [`Error::RequestTimeout`]; the connection is kept and the late answer is discarded
+    /// (a grant in it released). `None`: until the request's deadline.
+    pub(crate) patience: Option<Duration>,
 }
 
 enum Pending {
     Call {
         expect: Expect,
-        tx: oneshot::Sender<Result<Answer>>,
+        /// Taken when the caller's patience runs out before the answer.
+        tx: Option<oneshot::Sender<Result<Answer>>>,
         sent: Instant,
         deadline: Instant,
+        give_up: Option<Instant>,
         grant: Option<GrantMeta>,
         blocking: bool,
         command: &'static str,
@@ -175,7 +188,7 @@ impl Held {
 
 struct State {
     pending: VecDeque<Pending>,
-    held: HashMap<u64, Held>,
+    held: HashMap<u64, Held, BuildHasherDefault<IdHasher>>,
     schedule: BinaryHeap<Reverse<(Instant, u64, u64)>>,
     releases: Vec<(Family, Arc<str>, Token)>,
     /// The id of the reservation for a blocking request, if any.
@@ -193,11 +206,9 @@ pub(crate) struct Conn {
     pub(crate) server: Arc<str>,
     settings: Arc<Settings>,
     state: Mutex<State>,
-    writer: tokio::sync::Mutex<Option<BoxWrite>>,
+    writer: tokio::sync::Mutex<Writer>,
     wake_maint: Notify,
     closed: watch::Sender<bool>,
-    /// Smoothed round-trip time of requests answered at once, in microseconds.
-    rtt_us: AtomicU64,
 }
 
 impl std::fmt::Debug for Conn {
@@ -207,6 +218,12 @@ impl std::fmt::Debug for Conn {
             .field("server", &self.server)
             .finish_non_exhaustive()
     }
+}
+
+/// The write half and a buffer reused for every request.
+struct Writer {
+    io: Option<BoxWrite>,
+    buf: Vec<u8>,
 }
 
 /// Load figures used by the pool to pick a connection.
@@ -226,10 +243,7 @@ impl Conn {
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(Arc<Conn>, Option<u64>)> {
         let parked = parked.then(|| NEXT_PARK_ID.fetch_add(1, Ordering::Relaxed));
-        let started = Instant::now();
         let opened = connect::open(&settings, &server).await?;
-        // Connecting took at least one round trip: a conservative first estimate.
-        let rtt_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (closed, _) = watch::channel(false);
         let conn = Arc::new(Conn {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
@@ -237,7 +251,7 @@ impl Conn {
             settings,
             state: Mutex::new(State {
                 pending: VecDeque::new(),
-                held: HashMap::new(),
+                held: HashMap::default(),
                 schedule: BinaryHeap::new(),
                 releases: Vec::new(),
                 parked,
@@ -247,27 +261,17 @@ impl Conn {
                 client_gone: false,
                 permit,
             }),
-            writer: tokio::sync::Mutex::new(Some(opened.write)),
+            writer: tokio::sync::Mutex::new(Writer {
+                io: Some(opened.write),
+                buf: Vec::with_capacity(512),
+            }),
             wake_maint: Notify::new(),
             closed,
-            rtt_us: AtomicU64::new(rtt_us),
         });
         tracing::debug!(server = %conn.server, conn = conn.id, "connected");
         tokio::spawn(conn.clone().read_loop(opened.read, opened.leftover));
         tokio::spawn(conn.clone().maint_loop());
         Ok((conn, parked))
-    }
-
-    /// The current round-trip time estimate.
-    fn rtt(&self) -> Duration {
-        Duration::from_micros(self.rtt_us.load(Ordering::Relaxed))
-    }
-
-    fn sample_rtt(&self, sample: Duration) {
-        let sample = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX);
-        let old = self.rtt_us.load(Ordering::Relaxed);
-        self.rtt_us
-            .store(old - old / 8 + sample / 8, Ordering::Relaxed);
     }
 
     fn lock_state(&self) -> MutexGuard<'_, State> {
@@ -333,32 +337,35 @@ impl Conn {
     /// non-blocking request's answer is still consumed by the reader (a grant in it is
     /// released), and a blocking request's connection is closed so the server drops the wait.
     pub(crate) async fn call(self: &Arc<Self>, call: Call<'_>) -> Result<Answer> {
-        let mut bytes = Vec::with_capacity(96);
-        call.request.encode(&mut bytes)?;
         let (tx, rx) = oneshot::channel();
         let mut slot = AnswerSlot { conn: self, rx };
         let blocking = call.server_wait.is_some();
         let cancel_closes = call.cancel_closes || blocking;
         let limit = call.server_wait.unwrap_or_default() + self.settings.request_timeout;
-        let now = Instant::now();
-        let pending = Pending::Call {
-            expect: call.expect,
-            tx,
-            sent: now,
-            deadline: now + limit,
-            grant: call.grant,
-            blocking,
-            command: call.request.command().as_str(),
-            key: call.key,
-        };
-        self.send(&bytes, std::iter::once(pending)).await?;
+        let request = call.request;
+        let (expect, grant, key, patience) = (call.expect, call.grant, call.key, call.patience);
+        self.send(
+            |buf| request.encode(buf),
+            |now| Pending::Call {
+                expect,
+                tx: Some(tx),
+                sent: now,
+                deadline: now + limit,
+                give_up: patience.map(|p| now + p),
+                grant,
+                blocking,
+                command: request.command().as_str(),
+                key,
+            },
+        )
+        .await?;
         // From here on, dropping this future must not leave a blocking wait behind.
         let cancel = CancelGuard {
             conn: self,
             armed: cancel_closes,
         };
         // No timer here: the maintenance task answers a request that outlives its deadline
-        // with a timeout (and closes the connection, whose answers can no longer be trusted).
+        // (or its caller's patience) with a timeout.
         let result = match (&mut slot.rx).await {
             Ok(result) => result,
             Err(_) => Err(self.dead_error(&self.death_reason())),
@@ -374,21 +381,30 @@ impl Conn {
             .unwrap_or_else(|| "closed".to_owned())
     }
 
-    /// Writes `bytes` and records `pending` answers, in one critical section of the writer.
-    async fn send(&self, bytes: &[u8], pending: impl IntoIterator<Item = Pending>) -> Result<()> {
+    /// Encodes one request into the connection's write buffer, records its pending answer and
+    /// writes it, in one critical section of the writer (so answers and requests stay in the
+    /// same order). Nothing is recorded when encoding fails.
+    async fn send(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), crate::proto::InvalidInput>,
+        pending: impl FnOnce(Instant) -> Pending,
+    ) -> Result<()> {
         let mut writer = self.writer.lock().await;
+        let Writer { io, buf } = &mut *writer;
+        buf.clear();
+        encode(buf)?;
+        let now = Instant::now();
         {
             let mut st = self.lock_state();
             if let Some(reason) = &st.dead {
                 return Err(self.dead_error(reason));
             }
-            st.pending.extend(pending);
-            st.last_used = Instant::now();
+            st.pending.push_back(pending(now));
+            st.last_used = now;
         }
-        let Some(w) = writer.as_mut() else {
+        let Some(w) = io.as_mut() else {
             return Err(self.dead_error("closed"));
         };
-        let sent = Instant::now();
         // If this future is dropped mid-write, part of a request may be on the wire: the
         // connection can no longer be trusted.
         let poison = PoisonGuard {
@@ -396,11 +412,14 @@ impl Conn {
             armed: true,
         };
         let result = async {
-            w.write_all(bytes).await?;
+            w.write_all(buf).await?;
             w.flush().await
         }
         .await;
         poison.disarm();
+        if buf.capacity() > 64 * 1024 {
+            *buf = Vec::with_capacity(512);
+        }
         if let Err(e) = result {
             let err = Error::Io {
                 server: self.server.to_string(),
@@ -409,9 +428,6 @@ impl Conn {
             self.kill(&err.to_string());
             return Err(err);
         }
-        // The maintenance task watches the oldest pending request's deadline.
-        let mut st = self.lock_state();
-        self.maint_by(&mut st, sent + self.settings.request_timeout);
         Ok(())
     }
 
@@ -454,7 +470,7 @@ impl Conn {
         }
         for p in pending {
             match p {
-                Pending::Call { tx, .. } => {
+                Pending::Call { tx: Some(tx), .. } => {
                     let _ = tx.send(Err(self.dead_error(reason)));
                 }
                 Pending::Renew { tx: Some(tx), .. } => {
@@ -522,7 +538,7 @@ impl Conn {
         }
         drop(read);
         // Drop the write half too, so the socket closes and the server cleans up after us.
-        let writer = self.writer.lock().await.take();
+        let writer = self.writer.lock().await.io.take();
         if let Some(mut w) = writer {
             let _ = tokio::time::timeout(Duration::from_millis(100), w.shutdown()).await;
         }
@@ -531,7 +547,7 @@ impl Conn {
     fn fail_head(&self, error: Error) {
         let head = self.lock_state().pending.pop_front();
         match head {
-            Some(Pending::Call { tx, .. }) => {
+            Some(Pending::Call { tx: Some(tx), .. }) => {
                 let _ = tx.send(Err(error));
             }
             Some(Pending::Renew { tx: Some(tx), .. }) => {
@@ -561,8 +577,6 @@ impl Conn {
             } => {
                 if blocking {
                     st.parked = None;
-                } else {
-                    self.sample_rtt(now.saturating_duration_since(sent));
                 }
                 let parsed = Reply::parse(expect, line);
                 let (result, poison) = match parsed {
@@ -573,6 +587,7 @@ impl Conn {
                                 lock_id: 0,
                                 grant: g,
                                 shared: LeaseShared::new(Duration::from_secs(g.lease_s)),
+                                unconfirmed: false,
                             },
                         };
                         (Ok(Answer::Granted(granted)), None)
@@ -605,7 +620,11 @@ impl Conn {
                     }
                 };
                 drop(st);
-                if let Err(Ok(Answer::Granted(orphan))) = tx.send(result) {
+                let undelivered = match tx {
+                    Some(tx) => tx.send(result).err(),
+                    None => Some(result),
+                };
+                if let Some(Ok(Answer::Granted(orphan))) = undelivered {
                     // The caller gave up (cancelled): nobody will release this grant.
                     tracing::debug!(key = key.as_deref().unwrap_or(""), token = %orphan.grant.token, "releasing a grant whose caller went away");
                     self.drop_lock(orphan.lock_id, true);
@@ -729,19 +748,15 @@ impl Conn {
         let lease = Duration::from_secs(grant.lease_s);
         let lock_id = NEXT_LOCK_ID.fetch_add(1, Ordering::Relaxed);
         let shared = LeaseShared::new(lease);
-        // The lease starts when the server grants. For a request answered at once that is
-        // after it was sent, so the send time is a safe start. A grant that came after a
-        // server-side wait was issued at some moment before the answer arrived: at the latest
-        // one network trip earlier, so count from the answer minus a round-trip time.
-        let start = if blocking {
-            now.checked_sub(self.rtt()).unwrap_or(sent).max(sent)
-        } else {
-            sent
-        };
+        // The lease starts when the server grants (or, for a two-phase wait, answers the
+        // wait), which is after the request was sent: the send time is a safe start for every
+        // grant, however long the answer took. When a wait lasted so long that the lease may
+        // be over by now, the caller confirms the grant with a renew before using it.
         let times = self
             .settings
             .policy
-            .after_success(start, now, lease, jitter());
+            .after_success(sent, now, lease, jitter());
+        let unconfirmed = blocking && times.deadline <= now;
         let held = Held {
             key: meta.key.clone(),
             family: meta.family,
@@ -762,6 +777,7 @@ impl Conn {
             lock_id,
             grant,
             shared,
+            unconfirmed,
         }
     }
 
@@ -831,43 +847,34 @@ impl Conn {
                 }
             }
         };
-        let mut bytes = Vec::with_capacity(96);
-        Request::Renew {
+        let (tx, rx) = oneshot::channel();
+        let timeout = self.settings.request_timeout;
+        let request = Request::Renew {
             family,
             key: &key,
             token: token.as_str(),
             lease_s: Some(lease.as_secs()),
-        }
-        .encode(&mut bytes)?;
-        let (tx, rx) = oneshot::channel();
-        let now = Instant::now();
-        let timeout = self.settings.request_timeout;
+        };
         self.send(
-            &bytes,
-            std::iter::once(Pending::Renew {
+            |buf| request.encode(buf),
+            |now| Pending::Renew {
                 lock_id,
                 sent: now,
                 deadline: now + timeout,
                 tx: Some(tx),
-            }),
+            },
         )
         .await?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result.map_err(|e| match e {
+        // The maintenance task fails it with the connection if no answer comes in time.
+        match rx.await {
+            Ok(result) => result.map_err(|e| match e {
                 Error::LeaseLost { reason, .. } => Error::LeaseLost {
                     key: key.to_string(),
                     reason,
                 },
                 other => other,
             }),
-            Ok(Err(_)) => Err(self.dead_error(&self.death_reason())),
-            Err(_) => {
-                self.kill("request timed out");
-                Err(Error::RequestTimeout {
-                    server: self.server.to_string(),
-                    after: timeout,
-                })
-            }
+            Err(_) => Err(self.dead_error(&self.death_reason())),
         }
     }
 
@@ -919,13 +926,36 @@ impl Conn {
                 kill = Some("no answer within the request timeout");
                 // The request that waited in vain learns of it as a timeout.
                 if let Some(Pending::Call {
-                    tx, sent, deadline, ..
+                    tx: Some(tx),
+                    sent,
+                    deadline,
+                    ..
                 }) = st.pending.pop_front()
                 {
                     let _ = tx.send(Err(Error::RequestTimeout {
                         server: self.server.to_string(),
                         after: deadline.saturating_duration_since(sent),
                     }));
+                }
+            }
+            // Callers whose patience ran out get their timeout now; the answer, when it
+            // comes, is dropped (and a grant in it released).
+            for p in st.pending.iter_mut() {
+                if let Pending::Call {
+                    tx,
+                    give_up: Some(at),
+                    sent,
+                    ..
+                } = p
+                {
+                    if *at <= now {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(Err(Error::RequestTimeout {
+                                server: self.server.to_string(),
+                                after: at.saturating_duration_since(*sent),
+                            }));
+                        }
+                    }
                 }
             }
             let mut later = Vec::new();
@@ -986,7 +1016,7 @@ impl Conn {
         let has_releases = !self.lock_state().releases.is_empty();
         if !due.is_empty() || has_releases {
             match self.writer.try_lock() {
-                Ok(mut writer) => self.write_due(&mut writer, &due, now).await,
+                Ok(mut writer) => self.write_due(&mut writer.io, &due, now).await,
                 Err(_) => retry_soon = true,
             }
         }
@@ -1002,9 +1032,9 @@ impl Conn {
             let retire = st.last_used + self.settings.idle_timeout;
             next = Some(next.map_or(retire, |n| n.min(retire)));
         }
-        // Wake at least every half request timeout: requests then never need to wake this
-        // task to have their deadline watched (a stuck one is noticed within 1.5 timeouts).
-        let cap = now + self.settings.request_timeout / 2;
+        // Wake at least every tick: requests then never need to wake this task to have their
+        // deadline or their caller's patience watched.
+        let cap = now + self.settings.tick;
         next = Some(next.map_or(cap, |n| n.min(cap)));
         let floor = now + Duration::from_millis(if retry_soon { 2 } else { 1 });
         if retry_soon {
@@ -1091,6 +1121,27 @@ impl Conn {
             Ok(Err(e)) => self.kill(&format!("write failed: {e}")),
             Err(_) => self.kill("the socket accepted no data before a lease deadline"),
         }
+    }
+}
+
+/// Hashes the sequential lock ids: a multiply spreads them well enough, far cheaper than
+/// SipHash (they come from this process, so there is nothing to defend against).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
