@@ -148,9 +148,8 @@ impl Client {
             .get(index)
             .ok_or(Error::Shard { index, servers })?;
         let deadline = Instant::now() + self.inner.settings.request_timeout;
-        let conn = pool.shared(deadline).await?;
-        let answer = conn
-            .call(Call {
+        let (_, answer) = pool
+            .call_shared(deadline, || Call {
                 request: Request::Stats,
                 expect: Expect::Stats,
                 grant: None,
@@ -158,6 +157,7 @@ impl Client {
                 cancel_closes: false,
                 key: None,
                 patience: None,
+                park: None,
             })
             .await?;
         match answer {

@@ -266,9 +266,8 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
     // Skipped for keys found busy a moment ago: they would only pay a round trip for nothing.
     let hot_keys = &client.inner.hot_keys;
     if timeout.is_zero() || !hot_keys.is_hot(&spec.key, started) {
-        let conn = pool.shared(deadline).await?;
-        let answer = conn
-            .call(Call {
+        let (conn, answer) = pool
+            .call_shared(deadline, || Call {
                 request: spec.acquire_request(0),
                 expect: Expect::Grant,
                 grant: spec.meta(),
@@ -276,6 +275,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
                 cancel_closes: false,
                 key: Some(spec.key.clone()),
                 patience: None,
+                park: None,
             })
             .await?;
         match answer {
@@ -306,6 +306,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
             cancel_closes: true,
             key: Some(spec.key.clone()),
             patience: None,
+            park: Some(id),
         })
         .await?;
     match answer {
@@ -343,6 +344,7 @@ async fn enqueue(spec: &Spec) -> Result<Enqueued> {
             cancel_closes: true,
             key: Some(spec.key.clone()),
             patience: None,
+            park: Some(id),
         })
         .await?;
     match answer {
@@ -468,6 +470,7 @@ impl Queued {
                 cancel_closes: true,
                 key: Some(self.spec.key.clone()),
                 patience: None,
+                park: Some(self.park_id),
             })
             .await?;
         match answer {
@@ -767,6 +770,7 @@ impl Guard {
             key: Some(self.key.clone()),
             // Bounded without a timer of its own: the connection's maintenance gives up for us.
             patience: Some(self.release_timeout),
+            park: None,
         });
         let outcome = call.await;
         fallback.disarm();

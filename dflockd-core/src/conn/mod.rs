@@ -29,7 +29,8 @@ pub(crate) mod tls;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -114,7 +115,15 @@ pub(crate) struct Call<'a> {
     /// [`Error::RequestTimeout`]; the connection is kept and the late answer is discarded
     /// (a grant in it released). `None`: until the request's deadline.
     pub(crate) patience: Option<Duration>,
+    /// The reservation this request uses, for the one request a parked connection is for.
+    /// Any other request refuses to go on a parked connection (see [`RESERVED`]).
+    pub(crate) park: Option<u64>,
 }
+
+/// Reason of the [`Error::ConnectionClosed`] a request gets, before anything is sent, when
+/// its connection was parked by another task after the pool chose it: the pool then picks
+/// again.
+pub(crate) const RESERVED: &str = "connection reserved for a blocking request";
 
 enum Pending {
     Call {
@@ -209,6 +218,59 @@ pub(crate) struct Conn {
     writer: tokio::sync::Mutex<Writer>,
     wake_maint: Notify,
     closed: watch::Sender<bool>,
+    summary: Summary,
+}
+
+/// A lock-free copy of what the pool looks at, refreshed whenever the state lock is released.
+#[derive(Default)]
+struct Summary {
+    pending: AtomicUsize,
+    flags: AtomicU8,
+}
+
+const IDLE: u8 = 0;
+const PARKED: u8 = 1;
+const DEAD: u8 = 2;
+/// Holds locks or has background releases queued: not parkable.
+const BUSY: u8 = 4;
+
+/// The state lock; publishes the [`Summary`] when released.
+struct StateGuard<'a> {
+    guard: MutexGuard<'a, State>,
+    summary: &'a Summary,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        let st = &*self.guard;
+        let mut flags = IDLE;
+        if st.parked.is_some() {
+            flags |= PARKED;
+        }
+        if st.dead.is_some() {
+            flags |= DEAD;
+        }
+        if !st.held.is_empty() || !st.releases.is_empty() {
+            flags |= BUSY;
+        }
+        self.summary.flags.store(flags, Ordering::Release);
+        self.summary
+            .pending
+            .store(st.pending.len(), Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -245,6 +307,10 @@ impl Conn {
         let parked = parked.then(|| NEXT_PARK_ID.fetch_add(1, Ordering::Relaxed));
         let opened = connect::open(&settings, &server).await?;
         let (closed, _) = watch::channel(false);
+        let summary = Summary::default();
+        if parked.is_some() {
+            summary.flags.store(PARKED, Ordering::Release);
+        }
         let conn = Arc::new(Conn {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             server,
@@ -267,6 +333,7 @@ impl Conn {
             }),
             wake_maint: Notify::new(),
             closed,
+            summary,
         });
         tracing::debug!(server = %conn.server, conn = conn.id, "connected");
         tokio::spawn(conn.clone().read_loop(opened.read, opened.leftover));
@@ -274,27 +341,37 @@ impl Conn {
         Ok((conn, parked))
     }
 
-    fn lock_state(&self) -> MutexGuard<'_, State> {
+    fn lock_state(&self) -> StateGuard<'_> {
         // A panic while holding this lock would be a bug; keep going with the data as is.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        StateGuard {
+            guard: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            summary: &self.summary,
+        }
     }
 
+    /// Load figures, read without taking the state lock (the pool looks at every connection
+    /// for every request).
     pub(crate) fn load(&self) -> Load {
-        let st = self.lock_state();
+        let flags = self.summary.flags.load(Ordering::Acquire);
         Load {
-            pending: st.pending.len(),
-            parked: st.parked.is_some(),
-            dead: st.dead.is_some(),
+            pending: self.summary.pending.load(Ordering::Acquire),
+            parked: flags & PARKED != 0,
+            dead: flags & DEAD != 0,
         }
     }
 
     pub(crate) fn is_dead(&self) -> bool {
-        self.lock_state().dead.is_some()
+        self.summary.flags.load(Ordering::Acquire) & DEAD != 0
     }
 
     /// Reserves an idle, lock-free connection for a blocking request; `None` if it is not
     /// one. The id ends the reservation with [`Conn::unpark`].
     pub(crate) fn try_park(&self) -> Option<u64> {
+        if self.summary.flags.load(Ordering::Acquire) != IDLE
+            || self.summary.pending.load(Ordering::Acquire) != 0
+        {
+            return None;
+        }
         let mut st = self.lock_state();
         if st.dead.is_none()
             && st.parked.is_none()
@@ -345,6 +422,7 @@ impl Conn {
         let request = call.request;
         let (expect, grant, key, patience) = (call.expect, call.grant, call.key, call.patience);
         self.send(
+            call.park,
             |buf| request.encode(buf),
             |now| Pending::Call {
                 expect,
@@ -386,6 +464,7 @@ impl Conn {
     /// same order). Nothing is recorded when encoding fails.
     async fn send(
         &self,
+        park: Option<u64>,
         encode: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), crate::proto::InvalidInput>,
         pending: impl FnOnce(Instant) -> Pending,
     ) -> Result<()> {
@@ -398,6 +477,9 @@ impl Conn {
             let mut st = self.lock_state();
             if let Some(reason) = &st.dead {
                 return Err(self.dead_error(reason));
+            }
+            if st.parked.is_some() && st.parked != park {
+                return Err(self.dead_error(RESERVED));
             }
             st.pending.push_back(pending(now));
             st.last_used = now;
@@ -856,6 +938,7 @@ impl Conn {
             lease_s: Some(lease.as_secs()),
         };
         self.send(
+            None,
             |buf| request.encode(buf),
             |now| Pending::Renew {
                 lock_id,

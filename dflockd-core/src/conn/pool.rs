@@ -58,10 +58,6 @@ impl ServerPool {
     /// A connection for a non-blocking request: the least busy shared one, or a new one when
     /// all are busy and there is room for another.
     pub(crate) async fn shared(&self, deadline: Instant) -> Result<Arc<Conn>> {
-        self.shared_inner(deadline).await
-    }
-
-    async fn shared_inner(&self, deadline: Instant) -> Result<Arc<Conn>> {
         let fallback = {
             let mut conns = self.conns();
             conns.retain(|c| !c.is_dead());
@@ -98,6 +94,28 @@ impl ServerPool {
         }
         let permit = self.wait_permit(deadline).await?;
         self.open(false, Some(permit)).await.map(|(conn, _)| conn)
+    }
+
+    /// Sends a non-blocking request on a shared connection and returns the answer with the
+    /// connection it came from. Picks again if the chosen connection was reserved for a
+    /// blocking request in the meantime (nothing was sent then).
+    pub(crate) async fn call_shared<'a>(
+        &self,
+        deadline: Instant,
+        call: impl Fn() -> super::Call<'a>,
+    ) -> Result<(Arc<Conn>, super::Answer)> {
+        let mut attempts = 0;
+        loop {
+            let conn = self.shared(deadline).await?;
+            match conn.call(call()).await {
+                Err(Error::ConnectionClosed { reason, .. })
+                    if reason == super::RESERVED && attempts < 8 =>
+                {
+                    attempts += 1;
+                }
+                result => return result.map(|answer| (conn, answer)),
+            }
+        }
     }
 
     /// A connection reserved for one blocking request, and the reservation's id. The answer
