@@ -185,7 +185,10 @@ async fn a_late_answer_never_reaches_the_next_request() {
     .await;
     let client = client(&addr);
     let first = client.lock("k").try_acquire().await;
-    assert!(matches!(first, Err(Error::RequestTimeout { .. })), "{first:?}");
+    assert!(
+        matches!(first, Err(Error::RequestTimeout { .. })),
+        "{first:?}"
+    );
     let second = client.lock("k").try_acquire().await.unwrap();
     assert!(second.is_none());
     assert_eq!(connections.load(Ordering::SeqCst), 2);
@@ -217,20 +220,28 @@ async fn two_answers_to_one_request_poison_the_connection() {
 async fn every_status_word_is_typed() {
     let cases: Vec<(&str, fn(&Error) -> bool)> = vec![
         ("error_max_locks\n", |e| matches!(e, Error::MaxLocks { .. })),
-        ("error_max_waiters\n", |e| matches!(e, Error::MaxWaiters { .. })),
-        ("error_limit_mismatch\n", |e| matches!(e, Error::LimitMismatch { .. })),
+        ("error_max_waiters\n", |e| {
+            matches!(e, Error::MaxWaiters { .. })
+        }),
+        ("error_limit_mismatch\n", |e| {
+            matches!(e, Error::LimitMismatch { .. })
+        }),
         ("error_draining\n", |e| matches!(e, Error::Draining { .. })),
         ("error_auth\n", |e| e.is_permission_denied()),
-        ("error\n", |e| matches!(e, Error::Refused { command: "l", .. })),
-        ("error_quota\n", |e| {
-            matches!(e, Error::Server { status, .. } if status == "error_quota")
+        ("error\n", |e| {
+            matches!(e, Error::Refused { command: "l", .. })
         }),
+        (
+            "error_quota\n",
+            |e| matches!(e, Error::Server { status, .. } if status == "error_quota"),
+        ),
         ("error_not_leader\n", |e| {
             matches!(e, Error::NotLeader { leader: None, .. })
         }),
-        ("error_not_leader 10.9.9.9:6388\n", |e| {
-            matches!(e, Error::NotLeader { leader: Some(l), .. } if l == "10.9.9.9:6388")
-        }),
+        (
+            "error_not_leader 10.9.9.9:6388\n",
+            |e| matches!(e, Error::NotLeader { leader: Some(l), .. } if l == "10.9.9.9:6388"),
+        ),
         ("error_not_leader \u{1b}[2J\n", |e| {
             matches!(e, Error::NotLeader { leader: None, .. })
         }),
