@@ -460,13 +460,16 @@ async fn tls_with_a_test_ca_and_a_wrong_name() {
     let server = TestServer::builder().tls(identity).start().await.unwrap();
     let addr = format!("localhost:{}", server.addr().port());
     let tls = dflockd_core::TlsOptions::ca_pem(ca.cert_pem()).unwrap();
-    let client = builder(&[addr.clone()]).tls(tls.clone()).build().unwrap();
+    let client = builder(std::slice::from_ref(&addr))
+        .tls(tls.clone())
+        .build()
+        .unwrap();
     let guard = client.lock("tls").acquire().await.unwrap();
     guard.release().await.unwrap();
     let stats = client.stats().await.unwrap();
     assert_eq!(stats.len(), 1);
 
-    let wrong = builder(&[addr.clone()])
+    let wrong = builder(std::slice::from_ref(&addr))
         .tls(tls.server_name("other.example"))
         .build()
         .unwrap();

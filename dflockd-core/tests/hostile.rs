@@ -218,7 +218,8 @@ async fn two_answers_to_one_request_poison_the_connection() {
 
 #[tokio::test]
 async fn every_status_word_is_typed() {
-    let cases: Vec<(&str, fn(&Error) -> bool)> = vec![
+    type Check = fn(&Error) -> bool;
+    let cases: Vec<(&str, Check)> = vec![
         ("error_max_locks\n", |e| matches!(e, Error::MaxLocks { .. })),
         ("error_max_waiters\n", |e| {
             matches!(e, Error::MaxWaiters { .. })
