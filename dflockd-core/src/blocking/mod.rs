@@ -346,6 +346,15 @@ impl Lock {
         on_target!(&self.inner, t => t.key())
     }
 
+    /// Holders allowed at once: 1 for a lock, the limit for a semaphore.
+    #[must_use]
+    pub fn limit(&self) -> u32 {
+        match &self.inner {
+            Target::Lock(_) => 1,
+            Target::Semaphore(s) => s.limit(),
+        }
+    }
+
     /// Acquires, waiting up to the acquire timeout. See [`crate::Lock::acquire`].
     ///
     /// # Errors

@@ -1,5 +1,6 @@
 //! Requests: typed form, client-side encoding, server-side parsing.
 
+use super::token::Token;
 use super::validate::{InvalidInput, validate_client_key, validate_secret, validate_token_text};
 use super::{MAX_REQUEST_LINE, MAX_WIRE_INT};
 
@@ -166,7 +167,7 @@ pub enum Request<'a> {
 impl std::fmt::Debug for Request<'_> {
     // Hand-written so that neither the secret nor a whole token is ever printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let short = |t: &str| t.get(..8).unwrap_or(t).to_owned() + "…";
+        let short = |t: &str| t.get(..Token::SHORT_LEN).unwrap_or(t).to_owned() + "…";
         match self {
             Request::Acquire {
                 family,

@@ -7,7 +7,7 @@ use std::str::FromStr;
 ///
 /// The token is the proof of ownership: whoever presents (key, token) may release or renew.
 /// It is therefore treated like a credential: [`Debug`](fmt::Debug) and
-/// [`Display`](fmt::Display) show only the first 8 characters followed by `…`. Use
+/// [`Display`](fmt::Display) show only the first 16 characters followed by `…`. Use
 /// [`Token::as_str`] when the whole value is needed (to hand the lock to another process).
 ///
 /// Newer servers put a big-endian `u64` fence counter in the first 16 hex characters; see
@@ -61,10 +61,19 @@ impl Token {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
-    /// The first 8 characters, for logs and messages.
+    /// Characters shown by [`short`](Token::short), `Display` and `Debug`.
+    pub const SHORT_LEN: usize = 16;
+
+    /// The first 16 characters, for logs and messages.
+    ///
+    /// With fence-prefixed tokens these are the fence (not a secret: [`prefix_fence`] is
+    /// exposed anyway), so grants are told apart in logs while the random half stays hidden;
+    /// with older servers' random tokens, half the bits stay hidden.
+    ///
+    /// [`prefix_fence`]: Token::prefix_fence
     #[must_use]
     pub fn short(&self) -> &str {
-        &self.as_str()[..8]
+        &self.as_str()[..Self::SHORT_LEN]
     }
 
     /// The fence encoded in the first 16 hex characters (big-endian).
@@ -110,7 +119,7 @@ mod tests {
     fn parse_and_fence() {
         let t = Token::parse("000000000000002a0123456789abcdef").unwrap();
         assert_eq!(t.prefix_fence(), 42);
-        assert_eq!(t.short(), "00000000");
+        assert_eq!(t.short(), "000000000000002a");
         assert_eq!(t.as_str(), "000000000000002a0123456789abcdef");
         let max = Token::parse("ffffffffffffffff0000000000000000").unwrap();
         assert_eq!(max.prefix_fence(), u64::MAX);
@@ -147,8 +156,8 @@ mod tests {
     #[test]
     fn never_shown_whole() {
         let t = Token::parse("0123456789abcdef0123456789abcdef").unwrap();
-        assert_eq!(format!("{t}"), "01234567…");
-        assert_eq!(format!("{t:?}"), "Token(01234567…)");
-        assert!(!format!("{t:?}{t}").contains("89abcdef0123"));
+        assert_eq!(format!("{t}"), "0123456789abcdef…");
+        assert_eq!(format!("{t:?}"), "Token(0123456789abcdef…)");
+        assert!(!format!("{t:?}{t}").contains("0123456789abcdef0"));
     }
 }
