@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 
 use crate::error::{Error, Result};
 use crate::lease::{LeasePolicy, LeaseShared, LossReason};
@@ -217,8 +217,65 @@ pub(crate) struct Conn {
     state: Mutex<State>,
     writer: tokio::sync::Mutex<Writer>,
     wake_maint: Notify,
-    closed: watch::Sender<bool>,
+    closed: CloseSignal,
     summary: Summary,
+}
+
+/// Tells the connection's two tasks that it is closed: a flag and one waker per task, far
+/// cheaper to poll on every read than a general-purpose channel.
+#[derive(Default)]
+struct CloseSignal {
+    set: std::sync::atomic::AtomicBool,
+    wakers: Mutex<[Option<std::task::Waker>; 2]>,
+}
+
+const READER: usize = 0;
+const MAINT: usize = 1;
+
+impl CloseSignal {
+    fn set(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for waker in wakers.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+
+    fn wait(&self, slot: usize) -> CloseWait<'_> {
+        CloseWait { signal: self, slot }
+    }
+}
+
+/// Completes when the connection is closed.
+struct CloseWait<'a> {
+    signal: &'a CloseSignal,
+    slot: usize,
+}
+
+impl std::future::Future for CloseWait<'_> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.signal.set.load(Ordering::SeqCst) {
+            return std::task::Poll::Ready(());
+        }
+        {
+            let mut wakers = self.signal.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = &mut wakers[self.slot];
+            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *slot = Some(cx.waker().clone());
+            }
+        }
+        // Set between the first check and storing the waker: do not sleep through it.
+        if self.signal.set.load(Ordering::SeqCst) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
 }
 
 /// A lock-free copy of what the pool looks at, refreshed whenever the state lock is released.
@@ -306,7 +363,7 @@ impl Conn {
     ) -> Result<(Arc<Conn>, Option<u64>)> {
         let parked = parked.then(|| NEXT_PARK_ID.fetch_add(1, Ordering::Relaxed));
         let opened = connect::open(&settings, &server).await?;
-        let (closed, _) = watch::channel(false);
+        let closed = CloseSignal::default();
         let summary = Summary::default();
         if parked.is_some() {
             summary.flags.store(PARKED, Ordering::Release);
@@ -538,7 +595,7 @@ impl Conn {
                 std::mem::take(&mut st.held),
             )
         };
-        let _ = self.closed.send(true);
+        self.closed.set();
         self.wake_maint.notify_one();
         if !held.is_empty() {
             tracing::warn!(server = %self.server, conn = self.id, reason, locks = held.len(), "connection lost with locks held");
@@ -566,10 +623,8 @@ impl Conn {
     // ---- reader ---------------------------------------------------------------------------
 
     async fn read_loop(self: Arc<Self>, mut read: BoxRead, mut buf: Vec<u8>) {
-        let mut closed = self.closed.subscribe();
-        // One future for the whole loop: building a new one per read costs more than the read.
-        let closed = closed.wait_for(|c| *c);
-        tokio::pin!(closed);
+        // One future for the whole loop, cheap to poll on every read.
+        let mut closed = self.closed.wait(READER);
         'outer: loop {
             let mut start = 0;
             loop {
@@ -964,9 +1019,7 @@ impl Conn {
     // ---- maintenance ----------------------------------------------------------------------
 
     async fn maint_loop(self: Arc<Self>) {
-        let mut closed = self.closed.subscribe();
-        let closed = closed.wait_for(|c| *c);
-        tokio::pin!(closed);
+        let mut closed = self.closed.wait(MAINT);
         loop {
             let next = self.maintain().await;
             {
