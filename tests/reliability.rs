@@ -145,8 +145,9 @@ async fn a_dead_server_does_not_hold_up_release_or_close() {
             "{dark}: slowest release {slowest:?}, close {close:?}, all {:?}",
             started.elapsed()
         );
-        // The release timeout (2 s by default) plus scheduling; measured at about 2.003 s.
-        assert!(slowest <= Duration::from_millis(2200), "{slowest:?}");
+        // The release timeout (1.5 s by default) plus at most one maintenance tick (a quarter
+        // of it): within the 2 s the issue asks for.
+        assert!(slowest < Duration::from_secs(2), "{slowest:?}");
         assert!(close < Duration::from_millis(100), "{close:?}");
         proxy.heal();
         server.resume();

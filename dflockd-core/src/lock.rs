@@ -292,23 +292,36 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
     // Busy: queue server-side on a connection that carries nothing else.
     let remaining = timeout.saturating_sub(started.elapsed());
     let wait_s = whole_seconds(remaining).max(1);
-    let (conn, id) = pool.parked(deadline).await?;
-    let _reservation = Reservation {
-        conn: conn.clone(),
-        id,
+    let mut retried = false;
+    let (conn, answer) = loop {
+        let (conn, id) = pool.parked(deadline).await?;
+        let _reservation = Reservation {
+            conn: conn.clone(),
+            id,
+        };
+        let result = conn
+            .call(Call {
+                request: spec.acquire_request(wait_s),
+                expect: Expect::Grant,
+                grant: spec.meta(),
+                server_wait: Some(Duration::from_secs(wait_s)),
+                cancel_closes: true,
+                key: Some(spec.key.clone()),
+                patience: None,
+                park: Some(id),
+            })
+            .await;
+        match result {
+            // A pooled connection that died unnoticed: the server dropped whatever it had
+            // for it; queue again once, on a fresh connection.
+            Err(Error::ConnectionClosed { .. } | Error::Io { .. })
+                if !retried && conn.is_dead() =>
+            {
+                retried = true;
+            }
+            result => break (conn, result?),
+        }
     };
-    let answer = conn
-        .call(Call {
-            request: spec.acquire_request(wait_s),
-            expect: Expect::Grant,
-            grant: spec.meta(),
-            server_wait: Some(Duration::from_secs(wait_s)),
-            cancel_closes: true,
-            key: Some(spec.key.clone()),
-            patience: None,
-            park: Some(id),
-        })
-        .await?;
     match answer {
         Answer::Granted(granted) => Guard::new(spec, conn, granted, started).confirmed().await,
         Answer::Timeout => {

@@ -573,3 +573,28 @@ async fn hot_key_hand_over_never_queues_a_release_behind_a_wait() {
     assert!(total >= 16, "{total}");
     wait_stats(&client, &key, |s| s.usage(&key) == (0, 0)).await;
 }
+
+#[tokio::test]
+async fn an_acquire_right_after_a_reset_uses_a_fresh_connection() {
+    let (servers, _) = default_client().await;
+    let proxy = Proxy::start(servers.addrs()[0].parse().unwrap()).await;
+    let client = builder(&[proxy.addr.to_string()]).build().unwrap();
+    for round in 0..20 {
+        // Warm the pool, cut every connection, and acquire at once: the pooled connection
+        // may not have noticed the reset yet.
+        let key = unique_key(&format!("after-reset-{round}"));
+        client
+            .lock(&key)
+            .acquire()
+            .await
+            .unwrap()
+            .release()
+            .await
+            .unwrap();
+        proxy.reset();
+        let guard = bounded(LIMIT, client.lock(&key).acquire())
+            .await
+            .expect("an acquire after a reset must not fail");
+        guard.release().await.unwrap();
+    }
+}

@@ -104,14 +104,22 @@ impl ServerPool {
         deadline: Instant,
         call: impl Fn() -> super::Call<'a>,
     ) -> Result<(Arc<Conn>, super::Answer)> {
-        let mut attempts = 0;
+        let (mut reserved, mut died) = (0, 0);
         loop {
             let conn = self.shared(deadline).await?;
             match conn.call(call()).await {
                 Err(Error::ConnectionClosed { reason, .. })
-                    if reason == super::RESERVED && attempts < 8 =>
+                    if reason == super::RESERVED && reserved < 8 =>
                 {
-                    attempts += 1;
+                    reserved += 1;
+                }
+                // A pooled connection that died unnoticed (the server restarted, a reset):
+                // nothing was granted on it that the server kept, so try once more on a
+                // fresh one.
+                Err(Error::ConnectionClosed { .. } | Error::Io { .. })
+                    if conn.is_dead() && died == 0 =>
+                {
+                    died += 1;
                 }
                 result => return result.map(|answer| (conn, answer)),
             }
