@@ -2,12 +2,11 @@
 //! [`#[dflockd::exclusive_semaphore]`](crate::exclusive_semaphore): the process-wide default
 //! client, the task-local [`current_lock`], and (hidden) what the expansion calls.
 
-use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use dflockd_core::{Client, Error, Guard, LeaseWatch, LossReason, Lost, Token};
+use dflockd_core::{Client, Error, Guard, HeldLock};
 
 static DEFAULT_CLIENT: RwLock<Option<Client>> = RwLock::new(None);
 
@@ -59,103 +58,21 @@ tokio::task_local! {
     static CURRENT: CurrentLock;
 }
 
-/// The lock held by the enclosing `#[dflockd::exclusive]` (or `exclusive_semaphore`)
-/// function, as seen from its body: key, token and fencing token, and the lease state.
+/// The lock of the `#[dflockd::exclusive]` (or `exclusive_semaphore`) function, as seen from
+/// its body: key, token, fencing token, limit and the lease state. It is
+/// [`dflockd_core::HeldLock`], the same view the tower layer hands to handlers.
 ///
-/// Obtained with [`current_lock`]. Pass [`fence`](Self::fence) along with writes to a shared
-/// resource so that it can reject writes from a holder whose lease was lost meanwhile.
-#[derive(Clone)]
-pub struct CurrentLock {
-    key: Arc<str>,
-    token: Token,
-    fence: u64,
-    limit: u64,
-    watch: LeaseWatch,
-}
-
-impl fmt::Debug for CurrentLock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CurrentLock")
-            .field("key", &self.key)
-            .field("token", &self.token)
-            .field("fence", &self.fence)
-            .field("limit", &self.limit)
-            .field("held", &self.watch.is_held())
-            .finish()
-    }
-}
-
-impl CurrentLock {
-    fn of(guard: &Guard) -> CurrentLock {
-        CurrentLock {
-            key: guard.key().into(),
-            token: *guard.token(),
-            fence: guard.fence(),
-            limit: guard.limit(),
-            watch: guard.watch(),
-        }
-    }
-
-    /// The key, as formatted from the template.
-    #[must_use]
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// The lock token. Its `Display` shows a prefix only; [`Token::as_str`] is the whole
-    /// value.
-    #[must_use]
-    pub fn token(&self) -> &Token {
-        &self.token
-    }
-
-    /// The fencing token of this grant (see [`Guard::fence`]).
-    #[must_use]
-    pub fn fence(&self) -> u64 {
-        self.fence
-    }
-
-    /// Holders allowed at once: 1 for `#[exclusive]`, the `limit` for
-    /// `#[exclusive_semaphore]`.
-    #[must_use]
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
-    /// Whether the lease is still held. With `on_lease_loss = "continue"` the body keeps
-    /// running after a loss; this is how it can tell.
-    #[must_use]
-    pub fn is_held(&self) -> bool {
-        self.watch.is_held()
-    }
-
-    /// Why the lease was lost, if it was.
-    #[must_use]
-    pub fn loss_reason(&self) -> Option<LossReason> {
-        self.watch.loss_reason()
-    }
-
-    /// Completes when the lease is lost.
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub fn lost(&self) -> Lost {
-        self.watch.lost()
-    }
-
-    /// A `'static` handle on the lease state, e.g. for a task spawned by the body (task
-    /// locals are not inherited by spawned tasks).
-    #[must_use]
-    pub fn watch(&self) -> LeaseWatch {
-        self.watch.clone()
-    }
-}
+/// Obtained with [`current_lock`]. Pass [`fence`](HeldLock::fence) along with writes to a
+/// shared resource so that it can reject writes from a holder whose lease was lost meanwhile.
+/// With `on_lease_loss = "continue"`, [`is_held`](HeldLock::is_held) tells the body whether it
+/// still holds the lock.
+pub type CurrentLock = HeldLock;
 
 /// The lock held by the `#[dflockd::exclusive]` / `#[dflockd::exclusive_semaphore]` function
 /// whose body is running, or `None` outside one.
 ///
 /// It is a tokio task-local, set while the body is polled: tasks the body spawns do not see
-/// it (pass them [`CurrentLock::watch`] or the values they need). In nested guarded
+/// it (pass them [`HeldLock::watch`] or the values they need). In nested guarded
 /// functions it is the innermost lock.
 ///
 /// ```
@@ -187,7 +104,7 @@ pub(crate) mod __private {
     pub use std::string::String;
     pub use std::{concat, format, module_path};
 
-    use super::{CURRENT, CurrentLock, finish, report};
+    use super::{CURRENT, finish, report};
     use dflockd_core::{Client, Error, Guard};
     use std::future::Future;
     use std::sync::Arc;
@@ -354,7 +271,7 @@ pub(crate) mod __private {
             }
         };
         let acquired = Instant::now();
-        let body = CURRENT.scope(CurrentLock::of(&guard), body);
+        let body = CURRENT.scope(guard.held(), body);
         let output = match spec.on_lease_loss {
             OnLeaseLoss::Cancel => {
                 let lost = guard.lost();

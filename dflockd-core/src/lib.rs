@@ -75,7 +75,7 @@ pub use client::{Client, ClientBuilder};
 pub use conn::tls::TlsOptions;
 pub use error::{Error, Result};
 pub use lease::{LeaseWatch, LossReason, Lost};
-pub use lock::{Enqueued, Guard, Lock, Queued, Semaphore};
+pub use lock::{Enqueued, Guard, HeldLock, Lock, Queued, Semaphore};
 pub use proto::Token;
 pub use shard::{Crc32, ShardStrategy};
 pub use stats::{IdleStats, LockStats, SemaphoreStats, Stats};

@@ -672,6 +672,20 @@ impl Guard {
         LeaseWatch::new(self.shared.clone())
     }
 
+    /// A cheap, cloneable, `'static` view of this lock for the code it protects: key, token,
+    /// fence, limit and the lease state (what the attribute macro's `current_lock()` and the
+    /// tower layer's request extension hand out).
+    #[must_use]
+    pub fn held(&self) -> HeldLock {
+        HeldLock {
+            key: self.key.clone(),
+            token: self.token,
+            fence: self.fence,
+            limit: self.limit,
+            watch: self.watch(),
+        }
+    }
+
     /// Renews the lease now (the background renewal continues as well) and returns the new
     /// lease.
     ///
@@ -836,5 +850,84 @@ impl Drop for BackgroundRelease<'_> {
                 .queue_release(self.family, self.key.clone(), self.token);
         }
         self.conn.end_release(self.lock_id);
+    }
+}
+
+/// What the code running under a lock knows about it: key, token, fence, limit and the lease
+/// state. Made by [`Guard::held`]; cheap to clone and `'static`, so it can travel with a
+/// request or into spawned tasks. It does not keep the lock: the [`Guard`] does.
+///
+/// Pass [`fence`](HeldLock::fence) along with writes to a shared resource so that it can
+/// reject writes from a holder whose lease was lost meanwhile.
+#[derive(Clone)]
+pub struct HeldLock {
+    key: Arc<str>,
+    token: Token,
+    fence: u64,
+    limit: u64,
+    watch: LeaseWatch,
+}
+
+impl fmt::Debug for HeldLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeldLock")
+            .field("key", &self.key)
+            .field("token", &self.token)
+            .field("fence", &self.fence)
+            .field("limit", &self.limit)
+            .field("held", &self.watch.is_held())
+            .finish()
+    }
+}
+
+impl HeldLock {
+    /// The key.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The token. Its `Display` shows a prefix only; [`Token::as_str`] is the whole value.
+    #[must_use]
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// The fencing token of the grant (see [`Guard::fence`]).
+    #[must_use]
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// Holders allowed at once: 1 for a lock, the limit for a semaphore.
+    #[must_use]
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Whether the lease is still held (not lost, not released).
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        self.watch.is_held()
+    }
+
+    /// Why the lease was lost, if it was.
+    #[must_use]
+    pub fn loss_reason(&self) -> Option<LossReason> {
+        self.watch.loss_reason()
+    }
+
+    /// Completes when the lease is lost (never, if it is released first).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost(&self) -> Lost {
+        self.watch.lost()
+    }
+
+    /// The lease state alone, to move into other tasks.
+    #[must_use]
+    pub fn watch(&self) -> &LeaseWatch {
+        &self.watch
     }
 }

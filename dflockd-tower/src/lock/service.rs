@@ -15,7 +15,7 @@ use super::layer::{OnLeaseLoss, Settings, Shared};
 use crate::body::{BoxError, GuardedBody};
 use crate::deadline::request_deadline;
 use crate::reject::{RejectError, RejectResponse};
-use crate::{Error, HeldLock, KeyExtractor};
+use crate::{Error, KeyExtractor};
 
 /// The service made by [`LockLayer`](crate::LockLayer) and
 /// [`SemaphoreLayer`](crate::SemaphoreLayer).
@@ -142,7 +142,7 @@ fn acquire(settings: &Settings, key: String, wait: Duration) -> AcquireFuture {
 }
 
 fn insert_held<B>(request: &mut Request<B>, guard: &Guard) {
-    request.extensions_mut().insert(HeldLock::new(guard));
+    request.extensions_mut().insert(guard.held());
 }
 
 impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for LockService<S, K, RejectResponse>
