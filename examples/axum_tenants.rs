@@ -11,8 +11,10 @@
 //! The lock server comes from `DFLOCKD_SERVERS` (and the other `DFLOCKD_*` variables); when it
 //! is unset, an embedded test server is started. `DFLOCKD_QUICK=1` is the same as `--quick`.
 
+#[path = "common/mod.rs"]
+pub(crate) mod common;
+
 use std::collections::HashMap;
-use std::error::Error;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +26,7 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::get;
 use dflockd::tower::{SemaphoreLayer, header};
 
-type BoxError = Box<dyn Error + Send + Sync>;
+use common::BoxError;
 
 /// Concurrent requests allowed per tenant.
 pub(crate) const PER_TENANT: u32 = 2;
@@ -128,28 +130,6 @@ async fn serve(app: Router) -> Result<SocketAddr, BoxError> {
     Ok(addr)
 }
 
-/// A client of `DFLOCKD_SERVERS`, or of an embedded test server (returned to keep it alive).
-pub(crate) async fn lock_client()
--> Result<(dflockd::Client, Option<dflockd_testkit::TestServer>), BoxError> {
-    if std::env::var("DFLOCKD_SERVERS").is_ok_and(|s| !s.trim().is_empty()) {
-        return Ok((dflockd::Client::from_env()?, None));
-    }
-    let server = dflockd_testkit::TestServer::start().await?;
-    eprintln!(
-        "DFLOCKD_SERVERS is not set: using an embedded test server at {}",
-        server.addr()
-    );
-    let client = dflockd::Client::builder()
-        .servers([server.addr_string()])
-        .build()?;
-    Ok((client, Some(server)))
-}
-
-fn quick_mode() -> bool {
-    std::env::args().any(|a| a == "--quick")
-        || std::env::var("DFLOCKD_QUICK").is_ok_and(|v| v == "1")
-}
-
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
@@ -158,8 +138,8 @@ async fn main() -> Result<(), BoxError> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (client, _server) = lock_client().await?;
-    if quick_mode() {
+    let (client, _servers) = common::client()?;
+    if common::quick() {
         let report = quick(client).await?;
         let mut tenants: Vec<_> = report.statuses.into_iter().collect();
         tenants.sort();

@@ -11,7 +11,9 @@
 //! The lock server comes from `DFLOCKD_SERVERS` (and the other `DFLOCKD_*` variables); when it
 //! is unset, an embedded test server is started. `DFLOCKD_QUICK=1` is the same as `--quick`.
 
-use std::error::Error;
+#[path = "common/mod.rs"]
+pub(crate) mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-type BoxError = Box<dyn Error + Send + Sync>;
+use common::BoxError;
 type GrpcRequest = http::Request<tonic::body::Body>;
 
 /// The lock layer: `account:{x-account}`; calls without the metadata are not locked.
@@ -98,28 +100,6 @@ pub(crate) async fn quick(client: dflockd::Client) -> Result<QuickReport, BoxErr
     Ok(QuickReport { busy, other, after })
 }
 
-/// A client of `DFLOCKD_SERVERS`, or of an embedded test server (returned to keep it alive).
-pub(crate) async fn lock_client()
--> Result<(dflockd::Client, Option<dflockd_testkit::TestServer>), BoxError> {
-    if std::env::var("DFLOCKD_SERVERS").is_ok_and(|s| !s.trim().is_empty()) {
-        return Ok((dflockd::Client::from_env()?, None));
-    }
-    let server = dflockd_testkit::TestServer::start().await?;
-    eprintln!(
-        "DFLOCKD_SERVERS is not set: using an embedded test server at {}",
-        server.addr()
-    );
-    let client = dflockd::Client::builder()
-        .servers([server.addr_string()])
-        .build()?;
-    Ok((client, Some(server)))
-}
-
-fn quick_mode() -> bool {
-    std::env::args().any(|a| a == "--quick")
-        || std::env::var("DFLOCKD_QUICK").is_ok_and(|v| v == "1")
-}
-
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
@@ -128,8 +108,8 @@ async fn main() -> Result<(), BoxError> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (client, _server) = lock_client().await?;
-    if quick_mode() {
+    let (client, _servers) = common::client()?;
+    if common::quick() {
         let report = quick(client).await?;
         println!("acme while held elsewhere: {:?}", report.busy);
         println!("globex meanwhile:          {:?}", report.other);

@@ -1,5 +1,7 @@
 //! The tower examples, run in their quick mode against the embedded test server (or
 //! `DFLOCKD_SERVERS`).
+// Each example brings its own copy of `examples/common` (they are separate programs).
+#![allow(clippy::duplicate_mod)]
 
 #[allow(dead_code)]
 #[path = "../examples/axum_orders.rs"]
@@ -24,7 +26,7 @@ async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn axum_orders_pays_each_order_once() {
     bounded(async {
-        let (client, _server) = axum_orders::lock_client().await.unwrap();
+        let (client, _servers) = axum_orders::common::client().unwrap();
         let report = axum_orders::quick(client).await.unwrap();
         assert_eq!(report.per_order.len(), 2, "{report:?}");
         for (order, counts) in &report.per_order {
@@ -38,7 +40,7 @@ async fn axum_orders_pays_each_order_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn axum_tenants_limits_each_tenant() {
     bounded(async {
-        let (client, _server) = axum_tenants::lock_client().await.unwrap();
+        let (client, _servers) = axum_tenants::common::client().unwrap();
         let report = axum_tenants::quick(client).await.unwrap();
         let acme = &report.statuses["acme"];
         let ok = acme.iter().filter(|s| **s == StatusCode::OK).count();
@@ -62,7 +64,7 @@ async fn axum_tenants_limits_each_tenant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tonic_guard_refuses_a_busy_account() {
     bounded(async {
-        let (client, _server) = tonic_guard::lock_client().await.unwrap();
+        let (client, _servers) = tonic_guard::common::client().unwrap();
         let report = tonic_guard::quick(client).await.unwrap();
         assert_eq!(
             report.busy,

@@ -102,3 +102,13 @@ pub(crate) fn embedded(
     );
     Ok(Servers { addrs, embedded })
 }
+
+/// A client for `DFLOCKD_SERVERS` (with the rest of the `DFLOCKD_*` settings) or for one
+/// embedded test server, and the servers (keep them alive as long as the client is used).
+pub(crate) fn client() -> Result<(dflockd::Client, Servers), BoxError> {
+    let servers = servers(1)?;
+    let client = dflockd::ClientBuilder::from_env()?
+        .servers(servers.addrs())
+        .build()?;
+    Ok((client, servers))
+}
