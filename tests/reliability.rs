@@ -58,7 +58,7 @@ async fn a_reset_is_noticed_within_100_ms() {
                 .await
                 .unwrap(),
         ];
-        let watches: Vec<_> = guards.iter().map(Guard::watch).collect();
+        let watches: Vec<_> = guards.iter().map(|g| g.watch()).collect();
         let started = Instant::now();
         proxy.reset();
         for watch in watches {

@@ -522,11 +522,9 @@ impl Drop for Queued {
 pub struct Guard {
     conn: Arc<Conn>,
     lock_id: u64,
-    key: Arc<str>,
     family: Family,
-    limit: u64,
-    token: Token,
-    fence: u64,
+    /// Key, token, fence, limit and lease watch; the guard derefs to it.
+    held: HeldLock,
     shared: Arc<LeaseShared>,
     release_timeout: Duration,
     /// See [`Granted::unconfirmed`](crate::conn::Granted).
@@ -561,11 +559,14 @@ impl Guard {
         Guard {
             conn,
             lock_id: granted.lock_id,
-            key: spec.key.clone(),
             family: spec.family,
-            limit: spec.limit,
-            token: granted.grant.token,
-            fence: granted.grant.fence,
+            held: HeldLock {
+                key: spec.key.clone(),
+                token: granted.grant.token,
+                fence: granted.grant.fence,
+                limit: spec.limit,
+                watch: LeaseWatch::new(granted.shared.clone()),
+            },
             shared: granted.shared,
             release_timeout: spec.client.inner.release_timeout,
             unconfirmed: granted.unconfirmed,
@@ -594,39 +595,10 @@ impl Guard {
         }
     }
 
-    /// The key.
-    #[must_use]
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// The token that proves ownership. Its `Display` shows only a prefix; use
-    /// [`Token::as_str`] for the whole value.
-    #[must_use]
-    pub fn token(&self) -> &Token {
-        &self.token
-    }
-
-    /// The fencing token: a number that strictly increases with every grant of the server.
-    ///
-    /// Meaningful only with servers that issue fence-prefixed tokens or send the fence field
-    /// (newer dflockd servers and the test server); with older servers it is the first 64
-    /// bits of a random token, and comparisons between grants mean nothing.
-    #[must_use]
-    pub fn fence(&self) -> u64 {
-        self.fence
-    }
-
     /// The lease the server applied (updated by renewals).
     #[must_use]
     pub fn lease(&self) -> Duration {
         self.shared.lease()
-    }
-
-    /// Holders allowed at once (1 for a lock).
-    #[must_use]
-    pub fn limit(&self) -> u64 {
-        self.limit
     }
 
     /// The address of the server that holds it.
@@ -635,55 +607,12 @@ impl Guard {
         &self.conn.server
     }
 
-    /// Whether the lease is still held (not lost, not released).
-    #[must_use]
-    pub fn is_held(&self) -> bool {
-        self.shared.is_held()
-    }
-
-    /// Why the lease was lost, if it was.
-    #[must_use]
-    pub fn loss_reason(&self) -> Option<LossReason> {
-        self.shared.loss()
-    }
-
-    /// Completes when the lease is lost: a renew was refused, the connection holding it died,
-    /// or no renew succeeded before the local deadline (a margin before the server's expiry).
-    ///
-    /// ```no_run
-    /// # async fn f(guard: dflockd_core::Guard) {
-    /// # async fn do_the_work() {}
-    /// tokio::select! {
-    ///     _ = do_the_work() => {}
-    ///     reason = guard.lost() => eprintln!("stopped: lease lost ({reason})"),
-    /// }
-    /// # }
-    /// ```
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub fn lost(&self) -> Lost {
-        self.watch().lost()
-    }
-
-    /// A `'static` handle on the lease state, to move into other tasks.
-    #[must_use]
-    pub fn watch(&self) -> LeaseWatch {
-        LeaseWatch::new(self.shared.clone())
-    }
-
     /// A cheap, cloneable, `'static` view of this lock for the code it protects: key, token,
     /// fence, limit and the lease state (what the attribute macro's `current_lock()` and the
-    /// tower layer's request extension hand out).
+    /// tower layer's request extension hand out). The guard itself derefs to it.
     #[must_use]
     pub fn held(&self) -> HeldLock {
-        HeldLock {
-            key: self.key.clone(),
-            token: self.token,
-            fence: self.fence,
-            limit: self.limit,
-            watch: self.watch(),
-        }
+        self.held.clone()
     }
 
     /// Renews the lease now (the background renewal continues as well) and returns the new
@@ -706,7 +635,7 @@ impl Guard {
     ) -> impl std::future::Future<Output = Result<Duration>> + Send + 'static {
         let conn = self.conn.clone();
         let shared = self.shared.clone();
-        let (lock_id, key) = (self.lock_id, self.key.clone());
+        let (lock_id, key) = (self.lock_id, self.held.key.clone());
         let lost = move |reason| Error::LeaseLost {
             key: key.to_string(),
             reason,
@@ -817,6 +746,15 @@ impl Guard {
     }
 }
 
+impl std::ops::Deref for Guard {
+    type Target = HeldLock;
+
+    /// Key, token, fence, limit and lease state: see [`HeldLock`].
+    fn deref(&self) -> &HeldLock {
+        &self.held
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         if !self.done {
@@ -893,7 +831,11 @@ impl HeldLock {
         &self.token
     }
 
-    /// The fencing token of the grant (see [`Guard::fence`]).
+    /// The fencing token: a number that strictly increases with every grant of the server.
+    ///
+    /// Meaningful only with servers that issue fence-prefixed tokens or send the fence field
+    /// (newer dflockd servers and the test server); with older servers it is the first 64
+    /// bits of a random token, and comparisons between grants mean nothing.
     #[must_use]
     pub fn fence(&self) -> u64 {
         self.fence
@@ -917,7 +859,19 @@ impl HeldLock {
         self.watch.loss_reason()
     }
 
-    /// Completes when the lease is lost (never, if it is released first).
+    /// Completes when the lease is lost: a renew was refused, the connection holding it died,
+    /// or no renew succeeded before the local deadline (a margin before the server's expiry).
+    /// Never, if the lock is released first.
+    ///
+    /// ```no_run
+    /// # async fn f(guard: dflockd_core::Guard) {
+    /// # async fn do_the_work() {}
+    /// tokio::select! {
+    ///     _ = do_the_work() => {}
+    ///     reason = guard.lost() => eprintln!("stopped: lease lost ({reason})"),
+    /// }
+    /// # }
+    /// ```
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -925,9 +879,9 @@ impl HeldLock {
         self.watch.lost()
     }
 
-    /// The lease state alone, to move into other tasks.
+    /// The lease state alone, `'static`, to move into other tasks.
     #[must_use]
-    pub fn watch(&self) -> &LeaseWatch {
-        &self.watch
+    pub fn watch(&self) -> LeaseWatch {
+        self.watch.clone()
     }
 }

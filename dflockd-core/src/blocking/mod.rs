@@ -41,8 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::lease::{LeaseWatch, LossReason};
-use crate::proto::Token;
+use crate::lease::LossReason;
 use crate::stats::Stats;
 
 /// Owns the runtime; shuts it down without blocking when the last user goes away.
@@ -496,58 +495,16 @@ impl Guard {
         self.inner.as_ref().expect("present until consumed")
     }
 
-    /// The key.
-    #[must_use]
-    pub fn key(&self) -> &str {
-        self.guard().key()
-    }
-
-    /// The token. See [`crate::Guard::token`].
-    #[must_use]
-    pub fn token(&self) -> &Token {
-        self.guard().token()
-    }
-
-    /// The fencing token. See [`crate::Guard::fence`].
-    #[must_use]
-    pub fn fence(&self) -> u64 {
-        self.guard().fence()
-    }
-
     /// The lease the server applied.
     #[must_use]
     pub fn lease(&self) -> Duration {
         self.guard().lease()
     }
 
-    /// Holders allowed at once (1 for a lock).
-    #[must_use]
-    pub fn limit(&self) -> u64 {
-        self.guard().limit()
-    }
-
     /// The address of the server that holds it.
     #[must_use]
     pub fn server(&self) -> &str {
         self.guard().server()
-    }
-
-    /// Whether the lease is still held. See [`crate::Guard::is_held`].
-    #[must_use]
-    pub fn is_held(&self) -> bool {
-        self.guard().is_held()
-    }
-
-    /// Why the lease was lost, if it was.
-    #[must_use]
-    pub fn loss_reason(&self) -> Option<LossReason> {
-        self.guard().loss_reason()
-    }
-
-    /// A handle on the lease state (usable from async code too).
-    #[must_use]
-    pub fn watch(&self) -> LeaseWatch {
-        self.guard().watch()
     }
 
     /// Blocks until the lease is lost or `timeout` passes: `Some(reason)` if it was lost.
@@ -584,6 +541,16 @@ impl Guard {
         let guard = self.inner.take().expect("present until consumed");
         let _enter = self.rt.handle().enter();
         guard.release_after(hold);
+    }
+}
+
+impl std::ops::Deref for Guard {
+    type Target = crate::HeldLock;
+
+    /// Key, token, fence, limit and lease state (`is_held`, `loss_reason`, `watch`): see
+    /// [`crate::HeldLock`].
+    fn deref(&self) -> &crate::HeldLock {
+        self.guard()
     }
 }
 
