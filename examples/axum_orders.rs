@@ -14,7 +14,6 @@
 pub(crate) mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,7 +72,7 @@ pub(crate) struct QuickReport {
 
 /// Serves the app on a free port and pays two orders five times each, concurrently.
 pub(crate) async fn quick(client: dflockd::Client) -> Result<QuickReport, BoxError> {
-    let addr = serve(app(client, Ledger::default())?).await?;
+    let addr = common::serve_axum(app(client, Ledger::default())?).await?;
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<axum::body::Bytes>>();
     let mut requests = tokio::task::JoinSet::new();
@@ -101,21 +100,9 @@ pub(crate) async fn quick(client: dflockd::Client) -> Result<QuickReport, BoxErr
     Ok(report)
 }
 
-async fn serve(app: Router) -> Result<SocketAddr, BoxError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(addr)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::log_to_stderr();
     let (client, _servers) = common::client()?;
     if common::quick() {
         let report = quick(client).await?;

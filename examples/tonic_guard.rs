@@ -102,12 +102,7 @@ pub(crate) async fn quick(client: dflockd::Client) -> Result<QuickReport, BoxErr
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::log_to_stderr();
     let (client, _servers) = common::client()?;
     if common::quick() {
         let report = quick(client).await?;

@@ -112,3 +112,21 @@ pub(crate) fn client() -> Result<(dflockd::Client, Servers), BoxError> {
         .build()?;
     Ok((client, servers))
 }
+
+/// Logs (`tracing`) to stderr, filtered by `RUST_LOG` (default `info`).
+pub(crate) fn log_to_stderr() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Serves an axum app on a free local port in the background; returns its address.
+pub(crate) async fn serve_axum(app: axum::Router) -> Result<std::net::SocketAddr, BoxError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
