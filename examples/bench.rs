@@ -39,6 +39,7 @@ impl Settings {
 }
 
 /// Latencies of one measured loop, in microseconds.
+#[derive(Default)]
 struct Sample {
     ops: u64,
     elapsed: Duration,
@@ -48,12 +49,16 @@ struct Sample {
 }
 
 impl Sample {
+    /// Counts one operation that started at `started`.
+    fn record(&mut self, started: Instant) {
+        self.latencies.push(started.elapsed().as_micros() as u32);
+        self.ops += 1;
+    }
+
     fn merge(samples: Vec<Sample>, elapsed: Duration) -> Sample {
         let mut all = Sample {
-            ops: 0,
             elapsed,
-            latencies: Vec::new(),
-            cpu: Duration::ZERO,
+            ..Sample::default()
         };
         for s in samples {
             all.ops += s.ops;
@@ -213,33 +218,38 @@ async fn raw_loop(
         if tls.is_some() { "tls" } else { "" },
         fastrand::u32(..)
     );
-    let started = Instant::now();
-    let stop = started + run_for;
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let addr = addr.to_owned();
-        let tls = tls.cloned();
-        let prefix = prefix.clone();
-        tasks.push(tokio::spawn(async move {
+    run_workers(workers, run_for, |w, stop| {
+        let (addr, tls, prefix) = (addr.to_owned(), tls.cloned(), prefix.clone());
+        async move {
             let mut raw = Raw::connect(&addr, tls.as_ref()).await;
             let keys = worker_keys(&prefix, w, hot);
-            let mut sample = Sample {
-                ops: 0,
-                elapsed: Duration::ZERO,
-                latencies: Vec::new(),
-                cpu: Duration::ZERO,
-            };
-            let mut i = 0;
-            while Instant::now() < stop {
+            let mut sample = Sample::default();
+            for key in keys.iter().cycle() {
                 let t = Instant::now();
-                raw.cycle(&keys[i % keys.len()]).await;
-                sample.latencies.push(t.elapsed().as_micros() as u32);
-                sample.ops += 1;
-                i += 1;
+                if t >= stop {
+                    break;
+                }
+                raw.cycle(key).await;
+                sample.record(t);
             }
             sample
-        }));
-    }
+        }
+    })
+    .await
+}
+
+/// Spawns `workers` tasks made by `worker(index, stop)`, each timing its operations until
+/// `stop`, and merges what they measured.
+async fn run_workers<F, Fut>(workers: usize, run_for: Duration, worker: F) -> Sample
+where
+    F: Fn(usize, Instant) -> Fut,
+    Fut: std::future::Future<Output = Sample> + Send + 'static,
+{
+    let started = Instant::now();
+    let stop = started + run_for;
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| tokio::spawn(worker(w, stop)))
+        .collect();
     let mut samples = Vec::new();
     for t in tasks {
         samples.push(t.await.unwrap());
@@ -261,40 +271,27 @@ fn worker_keys(prefix: &str, worker: usize, hot: bool) -> Vec<String> {
 
 async fn client_loop(client: &Client, workers: usize, hot: bool, run_for: Duration) -> Sample {
     let prefix = format!("hl{}", fastrand::u32(..));
-    let started = Instant::now();
-    let stop = started + run_for;
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let client = client.clone();
-        let prefix = prefix.clone();
-        tasks.push(tokio::spawn(async move {
+    run_workers(workers, run_for, |w, stop| {
+        let (client, prefix) = (client.clone(), prefix.clone());
+        async move {
             let locks: Vec<_> = worker_keys(&prefix, w, hot)
                 .into_iter()
                 .map(|k| client.lock(k).acquire_timeout(Duration::from_secs(10)))
                 .collect();
-            let mut sample = Sample {
-                ops: 0,
-                elapsed: Duration::ZERO,
-                latencies: Vec::new(),
-                cpu: Duration::ZERO,
-            };
-            let mut i = 0;
-            while Instant::now() < stop {
+            let mut sample = Sample::default();
+            for lock in locks.iter().cycle() {
                 let t = Instant::now();
-                let guard = locks[i % locks.len()].acquire().await.expect("acquire");
+                if t >= stop {
+                    break;
+                }
+                let guard = lock.acquire().await.expect("acquire");
                 guard.release().await.expect("release");
-                sample.latencies.push(t.elapsed().as_micros() as u32);
-                sample.ops += 1;
-                i += 1;
+                sample.record(t);
             }
             sample
-        }));
-    }
-    let mut samples = Vec::new();
-    for t in tasks {
-        samples.push(t.await.unwrap());
-    }
-    Sample::merge(samples, started.elapsed())
+        }
+    })
+    .await
 }
 
 // ---- many locks -----------------------------------------------------------------------------
