@@ -8,49 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dflockd::{Client, Error, Token};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use dflockd_testkit::scripted;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "00000000000000070123456789abcdef";
-
-/// A server that answers the n-th request (over all connections) with `script(n, command)`
-/// (`None`: stay silent). Returns its address and how many connections it accepted.
-async fn fake(
-    script: impl Fn(usize, &str) -> Option<Vec<u8>> + Send + Sync + 'static,
-) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let script = Arc::new(script);
-    let requests = Arc::new(AtomicUsize::new(0));
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let (script, requests) = (script.clone(), requests.clone());
-            tokio::spawn(async move {
-                let (read, mut write) = socket.into_split();
-                let mut lines = BufReader::new(read).lines();
-                loop {
-                    let mut req = Vec::new();
-                    for _ in 0..3 {
-                        match lines.next_line().await {
-                            Ok(Some(line)) => req.push(line),
-                            _ => return,
-                        }
-                    }
-                    let n = requests.fetch_add(1, Ordering::SeqCst);
-                    if let Some(bytes) = script(n, &req[0]) {
-                        if write.write_all(&bytes).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, accepted)
-}
 
 fn client(addr: &str) -> Client {
     Client::builder()
@@ -80,7 +42,7 @@ async fn wrong_statuses_on_the_blocking_path_are_protocol_errors() {
         "acquired 00000000000000070123456789abcdef 5\n",
     ] {
         // The try-once answer says busy; the blocking request gets the bad answer.
-        let (addr, _) = fake(move |n, _| {
+        let (addr, _) = scripted::serve(move |n, _| {
             Some(if n == 0 {
                 b"timeout\n".to_vec()
             } else {
@@ -95,7 +57,7 @@ async fn wrong_statuses_on_the_blocking_path_are_protocol_errors() {
         assert!(matches!(err, Error::Protocol { .. }), "{answer:?}: {err:?}");
     }
     // The blocking answer never comes: bounded by the wait plus the request timeout.
-    let (addr, _) = fake(|n, _| (n == 0).then(|| b"timeout\n".to_vec())).await;
+    let (addr, _) = scripted::serve(|n, _| (n == 0).then(|| b"timeout\n".to_vec())).await;
     let lock = client(&addr)
         .lock("k")
         .acquire_timeout(Duration::from_secs(1));
@@ -118,7 +80,8 @@ async fn hostile_leases_in_every_answer_that_carries_one() {
     for lease in leases {
         // Enqueue answered with a bad grant.
         let (addr, _) =
-            fake(move |_, _| Some(format!("acquired {TOKEN} {lease}\n").into_bytes())).await;
+            scripted::serve(move |_, _| Some(format!("acquired {TOKEN} {lease}\n").into_bytes()))
+                .await;
         let err = bounded(client(&addr).lock("k").enqueue())
             .await
             .unwrap_err();
@@ -127,7 +90,7 @@ async fn hostile_leases_in_every_answer_that_carries_one() {
             "enqueue {lease:?}: {err:?}"
         );
         // Wait answered with a bad grant.
-        let (addr, _) = fake(move |n, _| {
+        let (addr, _) = scripted::serve(move |n, _| {
             Some(if n == 0 {
                 b"queued\n".to_vec()
             } else {
@@ -144,7 +107,7 @@ async fn hostile_leases_in_every_answer_that_carries_one() {
             "wait {lease:?}: {err:?}"
         );
         // A good grant whose renewal is answered with a bad lease: the lease is lost.
-        let (addr, _) = fake(move |n, cmd| {
+        let (addr, _) = scripted::serve(move |n, cmd| {
             Some(match (n, cmd) {
                 (0, _) => format!("ok {TOKEN} 5\n").into_bytes(),
                 (_, "n") => format!("ok {lease}\n").into_bytes(),
@@ -167,7 +130,7 @@ async fn hostile_answers_to_release_and_stats() {
     // A release answered with garbage or not at all still returns, typed.
     for answer in [Some(b"released\n".to_vec()), Some(b"\xff\n".to_vec()), None] {
         let expected = answer.clone();
-        let (addr, _) = fake(move |n, _| {
+        let (addr, _) = scripted::serve(move |n, _| {
             if n == 0 {
                 Some(format!("ok {TOKEN} 5\n").into_bytes())
             } else {
@@ -191,7 +154,7 @@ async fn hostile_answers_to_release_and_stats() {
     };
     let endless = vec![b'{'; 4 << 20];
     for answer in [two_mib, endless, b"ok [1,2,3]\n".to_vec(), b"ok\n".to_vec()] {
-        let (addr, _) = fake(move |_, _| Some(answer.clone())).await;
+        let (addr, _) = scripted::serve(move |_, _| Some(answer.clone())).await;
         let err = bounded(client(&addr).stats()).await.unwrap_err();
         assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
     }
@@ -213,7 +176,7 @@ async fn hostile_auth_answers() {
     ];
     for (answer, check) in cases {
         let shown = format!("{answer:?}").chars().take(40).collect::<String>();
-        let (addr, _) = fake(move |_, _| answer.clone()).await;
+        let (addr, _) = scripted::serve(move |_, _| answer.clone()).await;
         let client = Client::builder()
             .servers([addr])
             .auth_token("s3cret")
@@ -238,7 +201,7 @@ async fn a_redirect_to_an_unconfigured_address_is_never_followed() {
         }
     });
     let answer = format!("error_not_leader {bait_addr}\n");
-    let (addr, accepted) = fake(move |_, _| Some(answer.clone().into_bytes())).await;
+    let (addr, accepted) = scripted::serve(move |_, _| Some(answer.clone().into_bytes())).await;
     let client = client(&addr);
     for _ in 0..3 {
         let err = bounded(client.lock("k").acquire()).await.unwrap_err();

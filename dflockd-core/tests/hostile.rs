@@ -1,87 +1,13 @@
 //! The client against a scripted, misbehaving server: every bad answer is a typed error,
 //! memory stays bounded, nothing panics, nothing hangs past the configured timeouts.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dflockd_core::{Client, Error};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use dflockd_testkit::scripted::{self, Act, say};
 
 const TOKEN: &str = "00000000000000070123456789abcdef";
-
-/// What the fake server does for one request.
-#[derive(Clone)]
-enum Act {
-    /// Write these bytes.
-    Say(Vec<u8>),
-    /// Write these bytes after a pause.
-    Late(Duration, Vec<u8>),
-    /// Write bytes forever.
-    Flood,
-    /// Answer nothing, keep the connection open.
-    Silence,
-}
-
-fn say(s: &str) -> Act {
-    Act::Say(s.as_bytes().to_vec())
-}
-
-/// A server that answers the n-th request (counted over all connections) with `script(n,
-/// command)`. Returns its address and the number of connections it accepted.
-async fn fake_server(
-    script: impl Fn(usize, &str) -> Act + Send + Sync + 'static,
-) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let script = Arc::new(script);
-    let requests = Arc::new(AtomicUsize::new(0));
-    let connections = Arc::new(AtomicUsize::new(0));
-    let conns = connections.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                return;
-            };
-            conns.fetch_add(1, Ordering::SeqCst);
-            let script = script.clone();
-            let requests = requests.clone();
-            tokio::spawn(async move {
-                let (read, mut write) = socket.into_split();
-                let mut lines = BufReader::new(read).lines();
-                loop {
-                    let mut req = Vec::new();
-                    for _ in 0..3 {
-                        match lines.next_line().await {
-                            Ok(Some(line)) => req.push(line),
-                            _ => return,
-                        }
-                    }
-                    let n = requests.fetch_add(1, Ordering::SeqCst);
-                    match script(n, &req[0]) {
-                        Act::Say(bytes) => {
-                            if write.write_all(&bytes).await.is_err() {
-                                return;
-                            }
-                        }
-                        Act::Late(pause, bytes) => {
-                            tokio::time::sleep(pause).await;
-                            let _ = write.write_all(&bytes).await;
-                        }
-                        Act::Flood => {
-                            let chunk = vec![b'x'; 64 * 1024];
-                            while write.write_all(&chunk).await.is_ok() {}
-                            return;
-                        }
-                        Act::Silence => {}
-                    }
-                }
-            });
-        }
-    });
-    (addr, connections)
-}
 
 fn client(addr: &str) -> Client {
     Client::builder()
@@ -95,7 +21,7 @@ fn client(addr: &str) -> Client {
 
 /// Runs a try-once acquire against a server that answers it with `act`; returns the error.
 async fn try_once_error(act: Act) -> Error {
-    let (addr, _) = fake_server(move |_, _| act.clone()).await;
+    let (addr, _) = scripted::serve(move |_, _| act.clone()).await;
     let started = Instant::now();
     let result = tokio::time::timeout(
         Duration::from_secs(5),
@@ -178,7 +104,7 @@ async fn a_late_answer_never_reaches_the_next_request() {
     // Request 0 is answered (with a grant) after the client gave up; request 1, on a new
     // connection, gets `timeout`. The late grant must not be taken for request 1's answer.
     let grant = format!("ok {TOKEN} 5\n").into_bytes();
-    let (addr, connections) = fake_server(move |n, _| match n {
+    let (addr, connections) = scripted::serve(move |n, _| match n {
         0 => Act::Late(Duration::from_millis(700), grant.clone()),
         _ => say("timeout\n"),
     })
@@ -196,7 +122,7 @@ async fn a_late_answer_never_reaches_the_next_request() {
 
 #[tokio::test]
 async fn two_answers_to_one_request_poison_the_connection() {
-    let (addr, connections) = fake_server(|n, _| match n {
+    let (addr, connections) = scripted::serve(|n, _| match n {
         0 => say("timeout\ntimeout\n"),
         _ => say("timeout\n"),
     })
@@ -256,7 +182,7 @@ async fn every_status_word_is_typed() {
 
 #[tokio::test]
 async fn auth_ok_then_error_auth_is_typed() {
-    let (addr, _) = fake_server(|n, _| match n {
+    let (addr, _) = scripted::serve(|n, _| match n {
         0 => say("ok\n"),
         _ => say("error_auth\n"),
     })
@@ -273,7 +199,7 @@ async fn auth_ok_then_error_auth_is_typed() {
 
 #[tokio::test]
 async fn wrong_auth_is_permission_denied() {
-    let (addr, _) = fake_server(|_, _| say("error_auth\n")).await;
+    let (addr, _) = scripted::serve(|_, _| say("error_auth\n")).await;
     let client = Client::builder()
         .servers([addr])
         .auth_token("wrong")
@@ -290,7 +216,7 @@ async fn renew_answers_are_checked_too() {
     // Grant with a 1 s lease, then answer the renew with garbage: the connection is closed
     // and the lease is reported lost instead of trusted.
     let grant = format!("ok {TOKEN} 1\n");
-    let (addr, _) = fake_server(move |n, cmd| match (n, cmd) {
+    let (addr, _) = scripted::serve(move |n, cmd| match (n, cmd) {
         (0, _) => say(&grant),
         (_, "n") => say("ok -5\n"),
         _ => say("ok\n"),

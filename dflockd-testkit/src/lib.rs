@@ -93,6 +93,7 @@ mod error;
 mod helpers;
 mod instance;
 mod json;
+pub mod scripted;
 mod server;
 mod state;
 mod stats;
