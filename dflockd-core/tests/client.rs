@@ -598,3 +598,37 @@ async fn an_acquire_right_after_a_reset_uses_a_fresh_connection() {
         guard.release().await.unwrap();
     }
 }
+
+/// A caller waiting for an answer reads the socket itself; one whose task stops running (busy,
+/// or never polled again) must not hide the server closing the connection from the locks held
+/// through it: the connection's maintenance reads what the socket signalled.
+#[tokio::test]
+async fn a_stalled_waiting_caller_does_not_hide_a_reset() {
+    let (servers, _) = default_client().await;
+    let upstream = servers.addrs()[0].parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let client = builder(&[proxy.addr.to_string()])
+        .max_shared_connections(1)
+        .build()
+        .unwrap();
+    let guard = client.lock(unique_key("stalled")).acquire().await.unwrap();
+    assert_eq!(client.open_connections(), 1);
+    // A request on the same connection, polled once (it sends and starts reading), then
+    // never again: its waker is a no-op.
+    let other = client.lock(unique_key("stalled-other"));
+    let mut stalled = Box::pin(other.try_acquire());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(stalled.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(client.open_connections(), 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    proxy.reset();
+    let reason = bounded(LIMIT, guard.lost()).await;
+    assert_eq!(reason, LossReason::ConnectionLost);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}

@@ -1,12 +1,15 @@
 //! Connections: one multiplexed, pipelined connection per [`Conn`], grouped per server in a
 //! [`pool::ServerPool`].
 //!
-//! A connection has two tasks: a reader that matches each answer line to the oldest pending
-//! request (the protocol answers strictly in order) and a maintenance task that renews the
-//! leases held through this connection, notices deadlines and retires the connection when it
-//! is idle. Callers write their requests themselves, under the writer lock, in the same
+//! Answer lines are matched to the oldest pending request (the protocol answers strictly in
+//! order). Callers write their requests themselves, under the writer lock, in the same
 //! critical section that records what answer they expect, so the pending queue and the bytes
-//! on the wire are always in the same order.
+//! on the wire are always in the same order. A caller waiting for its answer reads the socket
+//! itself when no one else is (see [`ReadWake`]): the answer then reaches it without a hop
+//! through another task. A connection has two tasks: a reader that reads whenever no caller
+//! is waiting (answers to renewals and background releases, the server closing the
+//! connection) and a maintenance task that renews the leases held through this connection,
+//! notices deadlines and retires the connection when it is idle.
 //!
 //! Rules that keep locks safe:
 //! * a lock lives and dies with the connection that acquired it, so its renewals go on that
@@ -29,12 +32,14 @@ pub(crate) mod tls;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::pin::Pin;
 use std::sync::atomic::AtomicU8;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 
 use crate::error::{Error, Result};
@@ -67,6 +72,8 @@ const COALESCE: Duration = Duration::from_millis(25);
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 static NEXT_LOCK_ID: AtomicU64 = AtomicU64::new(1);
 static NEXT_PARK_ID: AtomicU64 = AtomicU64::new(1);
+/// Ids of waiting callers, for [`ReadWake`] (0 is the reader task).
+static NEXT_READER_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What a successful request produced.
 #[derive(Debug)]
@@ -137,6 +144,8 @@ enum Pending {
         blocking: bool,
         command: &'static str,
         key: Option<Arc<str>>,
+        /// The [`Reading`] id of the caller.
+        reader: u64,
     },
     Renew {
         lock_id: u64,
@@ -216,6 +225,11 @@ pub(crate) struct Conn {
     settings: Arc<Settings>,
     state: Mutex<State>,
     writer: tokio::sync::Mutex<Writer>,
+    /// The read half: taken (never waited for) by whoever reads, for one poll at a time.
+    reader: Mutex<ReadSide>,
+    read_wake: Arc<ReadWake>,
+    /// A waker for [`Conn::read_wake`], the one every read registers with the socket.
+    read_waker: Waker,
     wake_maint: Notify,
     closed: CloseSignal,
     summary: Summary,
@@ -364,6 +378,7 @@ impl Conn {
         let parked = parked.then(|| NEXT_PARK_ID.fetch_add(1, Ordering::Relaxed));
         let opened = connect::open(&settings, &server).await?;
         let closed = CloseSignal::default();
+        let read_wake = Arc::new(ReadWake::default());
         let summary = Summary::default();
         if parked.is_some() {
             summary.flags.store(PARKED, Ordering::Release);
@@ -388,12 +403,15 @@ impl Conn {
                 io: Some(opened.write),
                 buf: Vec::with_capacity(512),
             }),
+            reader: Mutex::new(ReadSide::new(opened.read, &opened.leftover)),
+            read_wake: read_wake.clone(),
+            read_waker: Waker::from(read_wake),
             wake_maint: Notify::new(),
             closed,
             summary,
         });
         tracing::debug!(server = %conn.server, conn = conn.id, "connected");
-        tokio::spawn(conn.clone().read_loop(opened.read, opened.leftover));
+        tokio::spawn(conn.clone().read_loop());
         tokio::spawn(conn.clone().maint_loop());
         Ok((conn, parked))
     }
@@ -472,12 +490,16 @@ impl Conn {
     /// released), and a blocking request's connection is closed so the server drops the wait.
     pub(crate) async fn call(self: &Arc<Self>, call: Call<'_>) -> Result<Answer> {
         let (tx, rx) = oneshot::channel();
-        let mut slot = AnswerSlot { conn: self, rx };
+        let mut slot = AnswerSlot {
+            reading: Reading::new(self),
+            rx,
+        };
         let blocking = call.server_wait.is_some();
         let cancel_closes = call.cancel_closes || blocking;
         let limit = call.server_wait.unwrap_or_default() + self.settings.request_timeout;
         let request = call.request;
         let (expect, grant, key, patience) = (call.expect, call.grant, call.key, call.patience);
+        let reader = slot.reading.id;
         self.send(
             call.park,
             |buf| request.encode(buf),
@@ -491,6 +513,7 @@ impl Conn {
                 blocking,
                 command: request.command().as_str(),
                 key,
+                reader,
             },
         )
         .await?;
@@ -501,7 +524,7 @@ impl Conn {
         };
         // No timer here: the maintenance task answers a request that outlives its deadline
         // (or its caller's patience) with a timeout.
-        let result = match (&mut slot.rx).await {
+        let result = match slot.answer().await {
             Ok(result) => result,
             Err(_) => Err(self.dead_error(&self.death_reason())),
         };
@@ -622,62 +645,110 @@ impl Conn {
 
     // ---- reader ---------------------------------------------------------------------------
 
-    async fn read_loop(self: Arc<Self>, mut read: BoxRead, mut buf: Vec<u8>) {
-        // One future for the whole loop, cheap to poll on every read.
+    /// The reader task: reads whenever the socket has data and no waiting caller is the one
+    /// to be woken for it (see [`ReadWake`]); closes the connection's halves when it is closed.
+    async fn read_loop(self: Arc<Self>) {
         let mut closed = self.closed.wait(READER);
-        'outer: loop {
-            let mut start = 0;
-            loop {
-                let limit = match self.lock_state().pending.front().map(Pending::expect) {
-                    Some(Expect::Stats) => MAX_STATS_LINE,
-                    _ => MAX_REPLY_LINE,
-                };
-                match scan_line(&buf[start..], limit) {
-                    LineScan::Complete { line_len, consumed } => {
-                        let line = &buf[start..start + line_len];
-                        if let Err(reason) = self.on_line(line) {
-                            self.kill(reason);
-                            break 'outer;
-                        }
-                        start += consumed;
-                    }
-                    LineScan::Incomplete => break,
-                    LineScan::TooLong => {
-                        self.fail_head(Error::Protocol {
-                            server: self.server.to_string(),
-                            reason: "answer line too long",
-                        });
-                        self.kill("answer line too long");
-                        break 'outer;
-                    }
-                }
+        std::future::poll_fn(|cx| {
+            if Pin::new(&mut closed).poll(cx).is_ready() {
+                return Poll::Ready(());
             }
-            buf.drain(..start);
-            if buf.capacity() > 64 * 1024 && buf.len() < 1024 {
-                buf.shrink_to(4096);
+            self.read_wake.set_task(cx.waker());
+            let _ = self.read_answers(TASK_READER, cx.waker());
+            if self.is_dead() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            buf.reserve(4096);
-            tokio::select! {
-                biased;
-                _ = &mut closed => break,
-                read = read.read_buf(&mut buf) => match read {
-                    Ok(0) => {
-                        self.kill("server closed the connection");
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        self.kill(&format!("read failed: {e}"));
-                        break;
-                    }
-                },
-            }
-        }
+        })
+        .await;
+        let read = self
+            .reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .io
+            .take();
         drop(read);
         // Drop the write half too, so the socket closes and the server cleans up after us.
         let writer = self.writer.lock().await.io.take();
         if let Some(mut w) = writer {
             let _ = tokio::time::timeout(Duration::from_millis(100), w.shutdown()).await;
+        }
+    }
+
+    /// Reads and handles every answer available, until the socket has nothing more (so that
+    /// it wakes [`ReadWake`] when more comes). Does nothing when someone else is reading: they
+    /// do the same. `reader` is a waiting caller, which becomes the one woken for more data,
+    /// or [`TASK_READER`]. Returns the caller's own answer if it was among those read.
+    #[must_use]
+    fn read_answers(&self, reader: u64, waker: &Waker) -> Option<Direct> {
+        let Ok(mut guard) = self.reader.try_lock() else {
+            return None;
+        };
+        let rs = &mut *guard;
+        rs.io.as_ref()?;
+        let mut direct = None;
+        self.read_wake.start_reading(reader, waker);
+        let mut cx = Context::from_waker(&self.read_waker);
+        let failure = loop {
+            if let Err(reason) = self.handle_lines(rs, reader, &mut direct) {
+                break reason;
+            }
+            rs.make_room();
+            let Some(io) = rs.io.as_mut() else {
+                return direct;
+            };
+            let mut read_buf = ReadBuf::new(&mut rs.buf[rs.end..]);
+            match Pin::new(io).poll_read(&mut cx, &mut read_buf) {
+                Poll::Pending => return direct,
+                Poll::Ready(Ok(())) => {
+                    let n = read_buf.filled().len();
+                    if n == 0 {
+                        break "server closed the connection".to_owned();
+                    }
+                    rs.end += n;
+                }
+                Poll::Ready(Err(e)) => break format!("read failed: {e}"),
+            }
+        };
+        drop(guard);
+        self.kill(&failure);
+        direct
+    }
+
+    /// Handles every complete answer line in the buffer. An `Err` poisons the connection.
+    fn handle_lines(
+        &self,
+        rs: &mut ReadSide,
+        reader: u64,
+        direct: &mut Option<Direct>,
+    ) -> std::result::Result<(), String> {
+        loop {
+            let data = &rs.buf[rs.start..rs.end];
+            let mut scan = scan_line(data, MAX_REPLY_LINE);
+            if scan == LineScan::TooLong
+                && matches!(
+                    self.lock_state().pending.front().map(Pending::expect),
+                    Some(Expect::Stats)
+                )
+            {
+                scan = scan_line(data, MAX_STATS_LINE);
+            }
+            match scan {
+                LineScan::Complete { line_len, consumed } => {
+                    self.on_line(&data[..line_len], reader, direct)
+                        .map_err(str::to_owned)?;
+                    rs.start += consumed;
+                }
+                LineScan::Incomplete => return Ok(()),
+                LineScan::TooLong => {
+                    self.fail_head(Error::Protocol {
+                        server: self.server.to_string(),
+                        reason: "answer line too long",
+                    });
+                    return Err("answer line too long".to_owned());
+                }
+            }
         }
     }
 
@@ -694,8 +765,14 @@ impl Conn {
         }
     }
 
-    /// Handles one answer line. An `Err` poisons the connection.
-    fn on_line(&self, line: &[u8]) -> std::result::Result<(), &'static str> {
+    /// Handles one answer line. An `Err` poisons the connection. The answer of the caller
+    /// whose id is `reader` goes to `direct` instead of its channel (it is the one reading).
+    fn on_line(
+        &self,
+        line: &[u8],
+        reader: u64,
+        direct: &mut Option<Direct>,
+    ) -> std::result::Result<(), &'static str> {
         let mut st = self.lock_state();
         let Some(head) = st.pending.pop_front() else {
             return Err("answer to no request");
@@ -710,6 +787,7 @@ impl Conn {
                 blocking,
                 command,
                 key,
+                reader: caller,
                 ..
             } => {
                 if blocking {
@@ -758,6 +836,10 @@ impl Conn {
                 };
                 drop(st);
                 let undelivered = match tx {
+                    Some(tx) if caller == reader && reader != TASK_READER => {
+                        *direct = Some(Direct { answer: result, tx });
+                        None
+                    }
                     Some(tx) => tx.send(result).err(),
                     None => Some(result),
                 };
@@ -1004,7 +1086,8 @@ impl Conn {
         )
         .await?;
         // The maintenance task fails it with the connection if no answer comes in time.
-        match rx.await {
+        let mut rx = rx;
+        match Reading::new(self).answer(&mut rx).await {
             Ok(result) => result.map_err(|e| match e {
                 Error::LeaseLost { reason, .. } => Error::LeaseLost {
                     key: key.to_string(),
@@ -1049,6 +1132,11 @@ impl Conn {
     /// still reports its losses on time; writing renewals needs the writer, which is only
     /// tried (a caller holding it is writing and will be done in a moment).
     async fn maintain(&self) -> Option<Instant> {
+        // Data the socket signalled to a waiting caller whose task has not run since (it may
+        // be busy): read it here, so other answers and a closing server are not held up.
+        if self.read_wake.signalled() {
+            let _ = self.read_answers(TASK_READER, Waker::noop());
+        }
         let now = Instant::now();
         let mut lost = Vec::new();
         let mut kill = None;
@@ -1310,8 +1398,33 @@ impl Drop for PoisonGuard<'_> {
 /// already: without this, a grant that reached the channel just before the caller was
 /// cancelled stayed registered and renewed forever, with nobody left to release it.
 struct AnswerSlot<'a> {
-    conn: &'a Conn,
+    reading: Reading<'a>,
     rx: oneshot::Receiver<Result<Answer>>,
+}
+
+impl AnswerSlot<'_> {
+    /// Waits for the answer, reading answers (this one and others) meanwhile.
+    async fn answer(&mut self) -> std::result::Result<Result<Answer>, oneshot::error::RecvError> {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(answer) = Pin::new(&mut self.rx).poll(cx) {
+                return Poll::Ready(answer);
+            }
+            if let Some(direct) = self.reading.conn.read_answers(self.reading.id, cx.waker()) {
+                // Closed first, so dropping the sender does not wake this task for nothing.
+                self.rx.close();
+                drop(direct.tx);
+                return Poll::Ready(Ok(direct.answer));
+            }
+            Pin::new(&mut self.rx).poll(cx)
+        })
+        .await
+    }
+}
+
+/// A caller's answer, read by the caller itself, and the channel it did not need.
+struct Direct {
+    answer: Result<Answer>,
+    tx: oneshot::Sender<Result<Answer>>,
 }
 
 impl Drop for AnswerSlot<'_> {
@@ -1319,7 +1432,190 @@ impl Drop for AnswerSlot<'_> {
         self.rx.close();
         if let Ok(Ok(Answer::Granted(orphan))) = self.rx.try_recv() {
             tracing::debug!(token = %orphan.grant.token, "releasing a grant whose caller went away");
-            self.conn.drop_lock(orphan.lock_id, true);
+            self.reading.conn.drop_lock(orphan.lock_id, true);
+        }
+    }
+}
+
+/// A caller waiting for an answer on a connection, which reads the socket itself when no one
+/// else does. Dropping it hands the reading back to the reader task.
+struct Reading<'a> {
+    conn: &'a Conn,
+    id: u64,
+}
+
+impl<'a> Reading<'a> {
+    fn new(conn: &'a Conn) -> Self {
+        Reading {
+            conn,
+            id: NEXT_READER_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Waits for the answer in `rx`, reading answers (this one and others) meanwhile.
+    async fn answer<T>(
+        &self,
+        rx: &mut oneshot::Receiver<T>,
+    ) -> std::result::Result<T, oneshot::error::RecvError> {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(answer) = Pin::new(&mut *rx).poll(cx) {
+                return Poll::Ready(answer);
+            }
+            // Only calls are answered directly; a renewal's answer comes through `rx`.
+            let _ = self.conn.read_answers(self.id, cx.waker());
+            Pin::new(&mut *rx).poll(cx)
+        })
+        .await
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.conn.read_wake.stop_reading(self.id);
+    }
+}
+
+/// The read half of a connection and its buffer (`buf[start..end]` is unread data).
+struct ReadSide {
+    io: Option<BoxRead>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// Size of the read buffer, and how large it may stay when an answer made it grow.
+const READ_BUF: usize = 4096;
+
+impl ReadSide {
+    fn new(io: BoxRead, leftover: &[u8]) -> Self {
+        let mut buf = vec![0; READ_BUF.max(leftover.len() * 2)];
+        buf[..leftover.len()].copy_from_slice(leftover);
+        ReadSide {
+            io: Some(io),
+            buf,
+            start: 0,
+            end: leftover.len(),
+        }
+    }
+
+    /// Makes room for the next read: moves unread data to the front, grows the buffer when a
+    /// line does not fit (lines are capped, so this is bounded), shrinks it back after.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > READ_BUF * 16 {
+                self.buf = vec![0; READ_BUF];
+            }
+        }
+        if self.end < self.buf.len() {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        } else {
+            let len = self.buf.len() * 2;
+            self.buf.resize(len, 0);
+        }
+    }
+}
+
+/// The reader id of the connection's reader task.
+const TASK_READER: u64 = 0;
+
+/// Who reads a connection's socket when it has data.
+///
+/// Every read registers the same waker with the socket: this one. It wakes the current
+/// *reader*: the caller that last read while waiting for its answer, or the reader task when
+/// no caller waits. So with one caller waiting, the socket wakes that caller, which reads its
+/// answer itself, without a hop through the reader task. Whoever reads goes on until the
+/// socket has nothing more (which registers this waker again), handing other callers their
+/// answers. A caller that stops waiting hands the role back to the reader task, and wakes it
+/// if data came meanwhile that nobody has read.
+#[derive(Default)]
+struct ReadWake {
+    slot: Mutex<ReadSlot>,
+}
+
+#[derive(Default)]
+struct ReadSlot {
+    reader: u64,
+    waker: Option<Waker>,
+    task: Option<Waker>,
+    /// The socket signalled data since the last read began.
+    signalled: bool,
+}
+
+impl ReadWake {
+    fn slot(&self) -> MutexGuard<'_, ReadSlot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the reader task's waker.
+    fn set_task(&self, waker: &Waker) {
+        let mut slot = self.slot();
+        if !slot.task.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            slot.task = Some(waker.clone());
+            if slot.reader == TASK_READER {
+                slot.waker = slot.task.clone();
+            }
+        }
+    }
+
+    /// A read begins: data signalled so far will be read. A waiting caller becomes the one
+    /// woken for more.
+    fn start_reading(&self, reader: u64, waker: &Waker) {
+        let mut slot = self.slot();
+        slot.signalled = false;
+        if reader != TASK_READER
+            && (slot.reader != reader || !slot.waker.as_ref().is_some_and(|w| w.will_wake(waker)))
+        {
+            slot.reader = reader;
+            slot.waker = Some(waker.clone());
+        }
+    }
+
+    fn signalled(&self) -> bool {
+        self.slot().signalled
+    }
+
+    /// Caller `reader` no longer waits: the reader task takes over (and reads at once if the
+    /// socket signalled data that may be unread).
+    fn stop_reading(&self, reader: u64) {
+        let wake = {
+            let mut slot = self.slot();
+            if slot.reader != reader {
+                return;
+            }
+            slot.reader = TASK_READER;
+            slot.waker = slot.task.clone();
+            if slot.signalled {
+                slot.waker.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(waker) = wake {
+            waker.wake();
+        }
+    }
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let waker = {
+            let mut slot = self.slot();
+            slot.signalled = true;
+            slot.waker.clone()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 }
