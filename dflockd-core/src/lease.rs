@@ -67,7 +67,8 @@ pub(crate) struct LeaseShared {
     state: AtomicU8,
     reason: OnceLock<LossReason>,
     lease_ms: AtomicU64,
-    notify: Arc<Notify>,
+    /// Created by the first watch: most grants are never watched.
+    notify: OnceLock<Arc<Notify>>,
 }
 
 impl LeaseShared {
@@ -76,8 +77,19 @@ impl LeaseShared {
             state: AtomicU8::new(HELD),
             reason: OnceLock::new(),
             lease_ms: AtomicU64::new(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
-            notify: Arc::new(Notify::new()),
+            notify: OnceLock::new(),
         })
+    }
+
+    fn notify(&self) -> Arc<Notify> {
+        self.notify.get_or_init(Arc::default).clone()
+    }
+
+    /// Wakes the watches (a watch created before this call is woken even if not yet polled).
+    fn notify_watches(&self) {
+        if let Some(notify) = self.notify.get() {
+            notify.notify_waiters();
+        }
     }
 
     pub(crate) fn is_held(&self) -> bool {
@@ -103,7 +115,7 @@ impl LeaseShared {
             .compare_exchange(HELD, LOST, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if was_held {
-            self.notify.notify_waiters();
+            self.notify_watches();
         }
         was_held
     }
@@ -115,7 +127,7 @@ impl LeaseShared {
             .compare_exchange(HELD, RELEASED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if ok {
-            self.notify.notify_waiters();
+            self.notify_watches();
         }
         ok
     }
@@ -165,7 +177,7 @@ impl LeaseWatch {
     pub fn lost(&self) -> Lost {
         Lost {
             shared: self.shared.clone(),
-            notified: Box::pin(self.shared.notify.clone().notified_owned()),
+            notified: Box::pin(self.shared.notify().notified_owned()),
         }
     }
 }
@@ -198,7 +210,7 @@ impl Future for Lost {
             }
             match self.notified.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    let notify = self.shared.notify.clone();
+                    let notify = self.shared.notify();
                     self.notified = Box::pin(notify.notified_owned());
                 }
                 Poll::Pending => return Poll::Pending,
@@ -233,8 +245,7 @@ impl LeasePolicy {
 
     /// The renew interval before jitter.
     pub(crate) fn interval(&self, lease: Duration) -> Duration {
-        lease
-            .mul_f64(self.renew_ratio)
+        scale(lease, self.renew_ratio)
             .min(self.max_renew_interval)
             .max(Duration::from_millis(10))
     }
@@ -250,7 +261,7 @@ impl LeasePolicy {
     ) -> LeaseTimes {
         let deadline = sent + lease.saturating_sub(Self::margin(lease));
         let interval = self.interval(lease);
-        let jittered = interval.mul_f64(1.0 + 0.1 * jitter.clamp(-1.0, 1.0));
+        let jittered = scale(interval, 1.0 + 0.1 * jitter.clamp(-1.0, 1.0));
         // Renew no later than the deadline allows, and at least a little later than now.
         let next_renew = (sent + jittered).min(deadline).max(now);
         LeaseTimes {
@@ -266,6 +277,14 @@ impl LeasePolicy {
             (self.interval(lease) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         (now + pause).min(deadline).max(now)
     }
+}
+
+/// `d * factor` for a factor in `0..=2` and durations of at most years, to the nanosecond
+/// (`Duration::mul_f64` is exact to the last bit, and many times slower: this runs for every
+/// grant and renewal).
+fn scale(d: Duration, factor: f64) -> Duration {
+    // Saturating float-to-int cast: a negative or NaN product becomes 0.
+    Duration::from_nanos((d.as_nanos() as f64 * factor) as u64)
 }
 
 #[cfg(test)]

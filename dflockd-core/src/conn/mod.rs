@@ -493,6 +493,7 @@ impl Conn {
         let mut slot = AnswerSlot {
             reading: Reading::new(self),
             rx,
+            answered: false,
         };
         let blocking = call.server_wait.is_some();
         let cancel_closes = call.cancel_closes || blocking;
@@ -1400,6 +1401,8 @@ impl Drop for PoisonGuard<'_> {
 struct AnswerSlot<'a> {
     reading: Reading<'a>,
     rx: oneshot::Receiver<Result<Answer>>,
+    /// The caller has its answer: nothing can be left in the channel.
+    answered: bool,
 }
 
 impl AnswerSlot<'_> {
@@ -1407,15 +1410,19 @@ impl AnswerSlot<'_> {
     async fn answer(&mut self) -> std::result::Result<Result<Answer>, oneshot::error::RecvError> {
         std::future::poll_fn(|cx| {
             if let Poll::Ready(answer) = Pin::new(&mut self.rx).poll(cx) {
+                self.answered = true;
                 return Poll::Ready(answer);
             }
             if let Some(direct) = self.reading.conn.read_answers(self.reading.id, cx.waker()) {
                 // Closed first, so dropping the sender does not wake this task for nothing.
                 self.rx.close();
                 drop(direct.tx);
+                self.answered = true;
                 return Poll::Ready(Ok(direct.answer));
             }
-            Pin::new(&mut self.rx).poll(cx)
+            let answer = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
+            self.answered = true;
+            Poll::Ready(answer)
         })
         .await
     }
@@ -1429,6 +1436,9 @@ struct Direct {
 
 impl Drop for AnswerSlot<'_> {
     fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
         self.rx.close();
         if let Ok(Ok(Answer::Granted(orphan))) = self.rx.try_recv() {
             tracing::debug!(token = %orphan.grant.token, "releasing a grant whose caller went away");

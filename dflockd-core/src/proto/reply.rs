@@ -177,6 +177,9 @@ impl<'a> Reply<'a> {
     /// that is not an allowed answer to `expect`.
     pub fn parse(expect: Expect, line: &'a [u8]) -> Result<Reply<'a>, ReplyError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(reply) = parse_common(expect, line) {
+            return Ok(reply);
+        }
         let line = std::str::from_utf8(line).map_err(|_| ReplyError::Malformed("not UTF-8"))?;
         if expect == Expect::Stats {
             if let Some(json) = line.strip_prefix("ok ") {
@@ -206,6 +209,45 @@ impl<'a> Reply<'a> {
             (Expect::Stats, "ok") => Err(ReplyError::Malformed("stats answer without JSON")),
             _ => Err(ReplyError::Malformed("unexpected status for this request")),
         }
+    }
+}
+
+/// The answers of nearly every exchange, in their exact canonical form (`ok` to a release,
+/// `ok TOKEN LEASE` to a grant request), recognised without the general parser's UTF-8 check
+/// and field splitting. `None` for anything else, which [`Reply::parse`] then parses in full
+/// (and answers the same for these lines, as a test checks).
+fn parse_common(expect: Expect, line: &[u8]) -> Option<Reply<'static>> {
+    match expect {
+        Expect::Release | Expect::Auth if line == b"ok" => Some(Reply::Ok),
+        Expect::Grant => {
+            let rest = line.strip_prefix(b"ok ")?;
+            if rest.len() < Token::LEN + 2 || rest[Token::LEN] != b' ' {
+                return None;
+            }
+            let token = Token::from_bytes(&rest[..Token::LEN]).ok()?;
+            let digits = &rest[Token::LEN + 1..];
+            if digits.len() > 19 {
+                return None;
+            }
+            let mut lease_s = 0u64;
+            for &b in digits {
+                let digit = b.wrapping_sub(b'0');
+                if digit > 9 {
+                    return None;
+                }
+                lease_s = lease_s * 10 + u64::from(digit);
+            }
+            if !(1..=MAX_WIRE_INT).contains(&lease_s) {
+                return None;
+            }
+            Some(Reply::Granted(Grant {
+                token,
+                lease_s,
+                fence: token.prefix_fence(),
+                explicit_fence: false,
+            }))
+        }
+        _ => None,
     }
 }
 
@@ -258,6 +300,49 @@ mod tests {
             fence,
             explicit_fence,
         })
+    }
+
+    #[test]
+    fn the_shortcut_answers_as_the_general_parser() {
+        let lines = [
+            format!("ok {T} 33"),
+            format!("ok {T} 1"),
+            format!("ok {T} 0"),
+            format!("ok {T} 9999999999999999999"),
+            format!("ok {T} {MAX_WIRE_INT}"),
+            format!("ok {T} {}", MAX_WIRE_INT + 1),
+            format!("ok {T} 33 7"),
+            format!("ok {T} 33 "),
+            format!("ok {T}  33"),
+            format!("ok {T} 3a"),
+            format!("ok {T} -3"),
+            format!("ok {T} +3"),
+            format!("ok {T}"),
+            format!("ok {T} "),
+            format!("ok {}A 33", &T[..31]),
+            format!("ok {T}0 33"),
+            format!("ok\t{T} 33"),
+            "ok".to_owned(),
+            "ok ".to_owned(),
+            "timeout".to_owned(),
+        ];
+        for line in &lines {
+            for expect in [Expect::Grant, Expect::Release, Expect::Auth, Expect::Renew] {
+                if let Some(fast) = parse_common(expect, line.as_bytes()) {
+                    let mut fields = line.split_ascii_whitespace();
+                    let word = fields.next().unwrap();
+                    let general = match (expect, word) {
+                        (Expect::Grant, "ok") => Reply::Granted(parse_grant(fields).unwrap()),
+                        (_, "ok") => Reply::Ok,
+                        _ => panic!("shortcut took {line:?}"),
+                    };
+                    assert_eq!(fast, general, "{line:?} {expect:?}");
+                }
+                let _ = Reply::parse(expect, line.as_bytes());
+            }
+        }
+        assert!(parse_common(Expect::Grant, format!("ok {T} 33").as_bytes()).is_some());
+        assert!(parse_common(Expect::Release, b"ok").is_some());
     }
 
     #[test]
