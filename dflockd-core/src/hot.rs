@@ -5,46 +5,89 @@
 //! for the server) before the real wait. Keys found busy are therefore remembered for a
 //! moment, and acquires on them go straight to the wait. Entries expire by themselves, so a
 //! key that cools down gets the fast path back within [`HOT_FOR`].
+//!
+//! This is a hint, looked up by every acquire from every thread, so it is a fixed table of
+//! atomics read without any lock or write (a lock, or even a shared counter, would be a cache
+//! line that every acquiring thread takes from the others). A key is known by a seeded
+//! 64-bit hash of it; a collision or a lost race only costs a try-once, or skips one for a key
+//! that is free (the wait then answers at once): never a wrong answer.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a key counts as busy after a failed try.
 pub(crate) const HOT_FOR: Duration = Duration::from_secs(1);
 
-/// Entries per shard at most; past that, new busy keys are simply not remembered.
-const SHARD_CAP: usize = 1024;
+/// Slots in the table (a power of two); a busy key takes the slot its hash points at.
+const SLOTS: usize = 4096;
 
-const SHARDS: usize = 8;
+#[derive(Default)]
+struct Slot {
+    /// The key's hash; 0 for an empty slot.
+    hash: AtomicU64,
+    /// Busy until this many milliseconds after [`HotKeys::base`].
+    until_ms: AtomicU64,
+}
 
-#[derive(Debug, Default)]
 pub(crate) struct HotKeys {
-    shards: [Mutex<HashMap<Arc<str>, Instant>>; SHARDS],
+    slots: Box<[Slot]>,
+    base: Instant,
+    seed: u64,
+}
+
+impl std::fmt::Debug for HotKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotKeys").finish_non_exhaustive()
+    }
+}
+
+impl Default for HotKeys {
+    fn default() -> Self {
+        HotKeys {
+            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+            base: Instant::now(),
+            seed: fastrand::u64(..),
+        }
+    }
 }
 
 impl HotKeys {
-    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Instant>> {
-        let index = (crc32fast::hash(key.as_bytes()) as usize) % SHARDS;
-        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+    /// A seeded hash of the key (two CRC-32s, hardware-accelerated), never 0.
+    fn hash(&self, key: &str) -> u64 {
+        let half = |seed: u32| {
+            let mut h = crc32fast::Hasher::new_with_initial(seed);
+            h.update(key.as_bytes());
+            u64::from(h.finalize())
+        };
+        #[allow(clippy::cast_possible_truncation)]
+        let (lo, hi) = (self.seed as u32, (self.seed >> 32) as u32);
+        ((half(hi) << 32) | half(lo)).max(1)
+    }
+
+    fn slot(&self, hash: u64) -> &Slot {
+        #[allow(clippy::cast_possible_truncation)]
+        &self.slots[(hash as usize) & (SLOTS - 1)]
+    }
+
+    fn millis(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Whether `key` was found busy less than [`HOT_FOR`] before `now`.
     pub(crate) fn is_hot(&self, key: &str, now: Instant) -> bool {
-        let shard = self.shard(key);
-        shard.get(key).is_some_and(|&until| now < until)
+        let hash = self.hash(key);
+        let slot = self.slot(hash);
+        slot.hash.load(Ordering::Relaxed) == hash
+            && self.millis(now) < slot.until_ms.load(Ordering::Relaxed)
     }
 
-    /// Remembers that `key` was busy at `now`.
-    pub(crate) fn mark_hot(&self, key: &Arc<str>, now: Instant) {
-        let mut shard = self.shard(key);
-        if shard.len() >= SHARD_CAP && !shard.contains_key(&**key) {
-            shard.retain(|_, until| now < *until);
-            if shard.len() >= SHARD_CAP {
-                return;
-            }
-        }
-        shard.insert(key.clone(), now + HOT_FOR);
+    /// Remembers that `key` was busy at `now` (in place of any other key in its slot).
+    pub(crate) fn mark_hot(&self, key: &str, now: Instant) {
+        let hash = self.hash(key);
+        let slot = self.slot(hash);
+        let until = self.millis(now + HOT_FOR);
+        slot.until_ms.store(until, Ordering::Relaxed);
+        slot.hash.store(hash, Ordering::Relaxed);
     }
 }
 
@@ -56,26 +99,30 @@ mod tests {
     fn busy_keys_expire() {
         let hot = HotKeys::default();
         let t0 = Instant::now();
-        let key: Arc<str> = Arc::from("k");
         assert!(!hot.is_hot("k", t0));
-        hot.mark_hot(&key, t0);
+        hot.mark_hot("k", t0);
         assert!(hot.is_hot("k", t0 + HOT_FOR / 2));
         assert!(!hot.is_hot("k", t0 + HOT_FOR));
         assert!(!hot.is_hot("other", t0));
     }
 
     #[test]
-    fn memory_is_bounded() {
+    fn memory_is_fixed_and_recent_keys_are_remembered() {
         let hot = HotKeys::default();
         let t0 = Instant::now();
-        for i in 0..(SHARDS * SHARD_CAP * 3) {
-            hot.mark_hot(&Arc::from(format!("key-{i}")), t0);
+        for i in 0..(SLOTS * 3) {
+            hot.mark_hot(&format!("key-{i}"), t0);
         }
-        let total: usize = hot.shards.iter().map(|s| s.lock().unwrap().len()).sum();
-        assert!(total <= SHARDS * SHARD_CAP);
-        // Expired entries make room again.
-        let later = t0 + HOT_FOR;
-        hot.mark_hot(&Arc::from("fresh"), later);
-        assert!(hot.is_hot("fresh", later));
+        assert_eq!(hot.slots.len(), SLOTS);
+        hot.mark_hot("fresh", t0);
+        assert!(hot.is_hot("fresh", t0));
+        // Most of the last few hundred keys kept their slot (a few collided).
+        let kept = (SLOTS * 3 - 256..SLOTS * 3)
+            .filter(|i| hot.is_hot(&format!("key-{i}"), t0))
+            .count();
+        assert!(kept > 200, "{kept}");
+        // Hashes differ between tables (seeded), so collisions cannot be planned.
+        let other = HotKeys::default();
+        assert_ne!(hot.hash("k"), other.hash("k"));
     }
 }

@@ -257,7 +257,7 @@ impl Drop for Reservation {
 async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
     spec.check()?;
     let client = &spec.client;
-    let pool = client.pool(client.server_for(&spec.key)?).clone();
+    let pool = client.pool(client.server_for(&spec.key)?);
     let started = Instant::now();
     let settings = &client.inner.settings;
     let deadline = started + timeout + settings.request_timeout;
@@ -335,7 +335,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
 async fn enqueue(spec: &Spec) -> Result<Enqueued> {
     spec.check()?;
     let client = &spec.client;
-    let pool = client.pool(client.server_for(&spec.key)?).clone();
+    let pool = client.pool(client.server_for(&spec.key)?);
     let started = Instant::now();
     let deadline = started + client.inner.settings.request_timeout;
     let (conn, id) = pool.parked(deadline).await?;
@@ -716,7 +716,8 @@ impl Guard {
             key: &self.key,
             token: self.token.as_str(),
         };
-        let started = Instant::now();
+        // Only for the debug event: two clock reads per release otherwise spent for nothing.
+        let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let call = conn.call(Call {
             request,
             expect: Expect::Release,
@@ -738,7 +739,7 @@ impl Guard {
         tracing::debug!(
             key = %self.key,
             token = %self.token,
-            took_ms = started.elapsed().as_millis() as u64,
+            took_ms = started.map(|t| t.elapsed().as_millis() as u64),
             ok = result.is_ok(),
             "release"
         );

@@ -70,10 +70,6 @@ pub(crate) struct Settings {
 const COALESCE: Duration = Duration::from_millis(25);
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
-static NEXT_LOCK_ID: AtomicU64 = AtomicU64::new(1);
-static NEXT_PARK_ID: AtomicU64 = AtomicU64::new(1);
-/// Ids of waiting callers, for [`ReadWake`] (0 is the reader task).
-static NEXT_READER_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What a successful request produced.
 #[derive(Debug)]
@@ -233,6 +229,9 @@ pub(crate) struct Conn {
     wake_maint: Notify,
     closed: CloseSignal,
     summary: Summary,
+    /// Ids of this connection's locks, reservations and waiting callers (a counter per
+    /// connection: a global one would be a cache line every thread writes to).
+    ids: AtomicU64,
 }
 
 /// Tells the connection's two tasks that it is closed: a flag and one waker per task, far
@@ -337,10 +336,16 @@ impl Drop for StateGuard<'_> {
         if !st.held.is_empty() || !st.releases.is_empty() {
             flags |= BUSY;
         }
-        self.summary.flags.store(flags, Ordering::Release);
-        self.summary
-            .pending
-            .store(st.pending.len(), Ordering::Release);
+        // Stored only when changed: every thread that picks a connection reads these, and a
+        // store would take the cache line away from all of them.
+        if self.summary.flags.load(Ordering::Relaxed) != flags {
+            self.summary.flags.store(flags, Ordering::Release);
+        }
+        if self.summary.pending.load(Ordering::Relaxed) != st.pending.len() {
+            self.summary
+                .pending
+                .store(st.pending.len(), Ordering::Release);
+        }
     }
 }
 
@@ -375,7 +380,8 @@ impl Conn {
         parked: bool,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(Arc<Conn>, Option<u64>)> {
-        let parked = parked.then(|| NEXT_PARK_ID.fetch_add(1, Ordering::Relaxed));
+        // Id 1 is the first reservation; [`Conn::next_id`] continues from 2.
+        let parked = parked.then_some(1);
         let opened = connect::open(&settings, &server).await?;
         let closed = CloseSignal::default();
         let read_wake = Arc::new(ReadWake::default());
@@ -409,6 +415,7 @@ impl Conn {
             wake_maint: Notify::new(),
             closed,
             summary,
+            ids: AtomicU64::new(2),
         });
         tracing::debug!(server = %conn.server, conn = conn.id, "connected");
         tokio::spawn(conn.clone().read_loop());
@@ -435,6 +442,11 @@ impl Conn {
         }
     }
 
+    /// A new id, unique on this connection (never 0, which stands for "none").
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub(crate) fn is_dead(&self) -> bool {
         self.summary.flags.load(Ordering::Acquire) & DEAD != 0
     }
@@ -454,7 +466,7 @@ impl Conn {
             && st.pending.is_empty()
             && st.releases.is_empty()
         {
-            let id = NEXT_PARK_ID.fetch_add(1, Ordering::Relaxed);
+            let id = self.next_id();
             st.parked = Some(id);
             Some(id)
         } else {
@@ -778,7 +790,6 @@ impl Conn {
         let Some(head) = st.pending.pop_front() else {
             return Err("answer to no request");
         };
-        let now = Instant::now();
         match head {
             Pending::Call {
                 expect,
@@ -798,7 +809,9 @@ impl Conn {
                 let (result, poison) = match parsed {
                     Ok(Reply::Granted(g)) => {
                         let granted = match &grant {
-                            Some(meta) => self.register(&mut st, meta, g, sent, now, blocking),
+                            Some(meta) => {
+                                self.register(&mut st, meta, g, sent, Instant::now(), blocking)
+                            }
                             None => Granted {
                                 lock_id: 0,
                                 grant: g,
@@ -858,6 +871,7 @@ impl Conn {
                 lock_id, sent, tx, ..
             } => {
                 let parsed = Reply::parse(Expect::Renew, line);
+                let now = Instant::now();
                 let policy = self.settings.policy;
                 let mut lost = None;
                 let result = match parsed {
@@ -966,7 +980,7 @@ impl Conn {
         blocking: bool,
     ) -> Granted {
         let lease = Duration::from_secs(grant.lease_s);
-        let lock_id = NEXT_LOCK_ID.fetch_add(1, Ordering::Relaxed);
+        let lock_id = self.next_id();
         let shared = LeaseShared::new(lease);
         // The lease starts when the server grants (or, for a two-phase wait, answers the
         // wait), which is after the request was sent: the send time is a safe start for every
@@ -1067,7 +1081,8 @@ impl Conn {
                 }
             }
         };
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
+        let reading = Reading::new(self);
         let timeout = self.settings.request_timeout;
         let request = Request::Renew {
             family,
@@ -1087,8 +1102,7 @@ impl Conn {
         )
         .await?;
         // The maintenance task fails it with the connection if no answer comes in time.
-        let mut rx = rx;
-        match Reading::new(self).answer(&mut rx).await {
+        match reading.answer(&mut rx).await {
             Ok(result) => result.map_err(|e| match e {
                 Error::LeaseLost { reason, .. } => Error::LeaseLost {
                     key: key.to_string(),
@@ -1458,7 +1472,7 @@ impl<'a> Reading<'a> {
     fn new(conn: &'a Conn) -> Self {
         Reading {
             conn,
-            id: NEXT_READER_ID.fetch_add(1, Ordering::Relaxed),
+            id: conn.next_id(),
         }
     }
 

@@ -48,19 +48,25 @@ impl ServerPool {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The connections, without the dead ones.
+    fn live_conns(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Conn>>> {
+        let mut conns = self.conns();
+        if conns.iter().any(|c| c.is_dead()) {
+            conns.retain(|c| !c.is_dead());
+        }
+        conns
+    }
+
     /// Number of open connections (for diagnostics and tests).
     pub(crate) fn open_connections(&self) -> usize {
-        let mut conns = self.conns();
-        conns.retain(|c| !c.is_dead());
-        conns.len()
+        self.live_conns().len()
     }
 
     /// A connection for a non-blocking request: the least busy shared one, or a new one when
     /// all are busy and there is room for another.
     pub(crate) async fn shared(&self, deadline: Instant) -> Result<Arc<Conn>> {
         let fallback = {
-            let mut conns = self.conns();
-            conns.retain(|c| !c.is_dead());
+            let conns = self.live_conns();
             let mut best: Option<(usize, &Arc<Conn>)> = None;
             let mut shared = self.opening.load(Ordering::Acquire);
             for conn in conns.iter() {
@@ -130,8 +136,7 @@ impl ServerPool {
     /// to a blocking request ends the reservation; otherwise end it with [`Conn::unpark`].
     pub(crate) async fn parked(&self, deadline: Instant) -> Result<(Arc<Conn>, u64)> {
         {
-            let mut conns = self.conns();
-            conns.retain(|c| !c.is_dead());
+            let conns = self.live_conns();
             for conn in conns.iter() {
                 if let Some(id) = conn.try_park() {
                     return Ok((conn.clone(), id));
