@@ -252,7 +252,7 @@ pub(crate) mod __private {
         }
     }
 
-    /// Acquires, runs `body` with the lock held (and the task-local [`CurrentLock`] set),
+    /// Acquires, runs `body` with the lock held (and the task-local [`CurrentLock`](crate::CurrentLock) set),
     /// then releases (or keeps the lock for the rest of `hold_at_least`, in the background).
     pub async fn run<T, F>(
         spec: Spec,

@@ -37,8 +37,8 @@
 //! | try once, no wait | [`Lock::try_acquire`] (`Ok(None)` when busy) |
 //! | two-phase acquisition | [`Lock::enqueue`], [`Queued::wait`] |
 //! | background renewal | every [`Guard`]; [`ClientBuilder::renew_ratio`] |
-//! | lease loss reaches the critical section | [`Guard::is_held`], [`Guard::lost`], [`LeaseWatch`] |
-//! | fencing tokens | [`Guard::fence`] |
+//! | lease loss reaches the critical section | [`HeldLock::is_held`], [`HeldLock::lost`] (guards deref to [`HeldLock`]), [`LeaseWatch`] |
+//! | fencing tokens | [`HeldLock::fence`] |
 //! | typed errors | [`Error`], [`Error::is_timeout`], [`Error::is_lease_lost`] |
 //! | auth | [`ClientBuilder::auth_token`] |
 //! | TLS (feature `tls`) | [`ClientBuilder::tls`], [`TlsOptions`] |

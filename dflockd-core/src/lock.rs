@@ -514,9 +514,9 @@ impl Drop for Queued {
 /// in the background without blocking.
 ///
 /// The lease can be lost despite renewals (the server became unreachable, the connection
-/// broke, the process stalled past the lease). [`is_held`](Guard::is_held) and
-/// [`lost`](Guard::lost) tell the critical section, before the server can give the lock to
-/// anyone else. For writes to a shared resource, pass [`fence`](Guard::fence) along and let
+/// broke, the process stalled past the lease). [`is_held`](HeldLock::is_held) and
+/// [`lost`](HeldLock::lost) tell the critical section, before the server can give the lock to
+/// anyone else. For writes to a shared resource, pass [`fence`](HeldLock::fence) along and let
 /// the resource reject writes with an older fence.
 #[must_use = "dropping the guard releases the lock"]
 pub struct Guard {

@@ -3,7 +3,7 @@
 //!
 //! Every capability of the async client is here: locks and semaphores with background
 //! renewal, try-once, two-phase enqueue/wait, typed errors, auth, TLS, sharding, stats, fences,
-//! and lease loss ([`Guard::is_held`], [`Guard::wait_lost`]).
+//! and lease loss ([`HeldLock::is_held`](crate::HeldLock::is_held), [`Guard::wait_lost`]).
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
