@@ -632,3 +632,38 @@ async fn a_stalled_waiting_caller_does_not_hide_a_reset() {
     );
     drop(stalled);
 }
+
+/// After the maintenance read for a stalled caller once, the connection's reader task is the
+/// one woken: a later reset is noticed at once, not a maintenance tick later.
+#[tokio::test]
+async fn after_a_stalled_caller_the_reader_task_takes_over() {
+    let (servers, _) = default_client().await;
+    let upstream = servers.addrs()[0].parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let client = builder(&[proxy.addr.to_string()])
+        .max_shared_connections(1)
+        .build()
+        .unwrap();
+    let guard = client.lock(unique_key("takeover")).acquire().await.unwrap();
+    let other = client.lock(unique_key("takeover-other"));
+    let mut stalled = Box::pin(other.try_acquire());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(stalled.as_mut().poll(&mut cx).is_pending());
+    // Its answer arrives and wakes no one who reads; a maintenance round reads it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(client.open_connections(), 1);
+    let started = Instant::now();
+    proxy.reset();
+    assert_eq!(
+        bounded(LIMIT, guard.lost()).await,
+        LossReason::ConnectionLost
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    // The stalled request got its answer meanwhile (read for it): a grant, released at once
+    // when the future is dropped.
+    drop(stalled);
+}

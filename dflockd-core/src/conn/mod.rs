@@ -1149,7 +1149,8 @@ impl Conn {
     async fn maintain(&self) -> Option<Instant> {
         // Data the socket signalled to a waiting caller whose task has not run since (it may
         // be busy): read it here, so other answers and a closing server are not held up.
-        if self.read_wake.signalled() {
+        // The reader task takes the role over, so that what comes next wakes it at once.
+        if self.read_wake.take_over_if_signalled() {
             let _ = self.read_answers(TASK_READER, Waker::noop());
         }
         let now = Instant::now();
@@ -1601,8 +1602,16 @@ impl ReadWake {
         }
     }
 
-    fn signalled(&self) -> bool {
-        self.slot().signalled
+    /// If the socket signalled data that nobody has read since, makes the reader task the
+    /// reader (a caller that reads again takes the role back) and returns true.
+    fn take_over_if_signalled(&self) -> bool {
+        let mut slot = self.slot();
+        if !slot.signalled {
+            return false;
+        }
+        slot.reader = TASK_READER;
+        slot.waker = slot.task.clone();
+        true
     }
 
     /// Caller `reader` no longer waits: the reader task takes over (and reads at once if the
