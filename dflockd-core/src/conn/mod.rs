@@ -531,8 +531,9 @@ impl Conn {
         )
         .await?;
         // From here on, dropping this future must not leave a blocking wait behind.
-        let cancel = CancelGuard {
+        let cancel = KillOnDrop {
             conn: self,
+            reason: "a blocking request was cancelled",
             armed: cancel_closes,
         };
         // No timer here: the maintenance task answers a request that outlives its deadline
@@ -582,10 +583,7 @@ impl Conn {
         };
         // If this future is dropped mid-write, part of a request may be on the wire: the
         // connection can no longer be trusted.
-        let poison = PoisonGuard {
-            conn: self,
-            armed: true,
-        };
+        let poison = KillOnDrop::armed(self, "a write was cancelled half-way");
         let result = async {
             w.write_all(buf).await?;
             w.flush().await
@@ -705,7 +703,7 @@ impl Conn {
         let mut cx = Context::from_waker(&self.read_waker);
         let failure = loop {
             if let Err(reason) = self.handle_lines(rs, reader, &mut direct) {
-                break reason;
+                break reason.to_owned();
             }
             rs.make_room();
             let Some(io) = rs.io.as_mut() else {
@@ -735,7 +733,7 @@ impl Conn {
         rs: &mut ReadSide,
         reader: u64,
         direct: &mut Option<Direct>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), &'static str> {
         loop {
             let data = &rs.buf[rs.start..rs.end];
             let mut scan = scan_line(data, MAX_REPLY_LINE);
@@ -749,8 +747,7 @@ impl Conn {
             }
             match scan {
                 LineScan::Complete { line_len, consumed } => {
-                    self.on_line(&data[..line_len], reader, direct)
-                        .map_err(str::to_owned)?;
+                    self.on_line(&data[..line_len], reader, direct)?;
                     rs.start += consumed;
                 }
                 LineScan::Incomplete => return Ok(()),
@@ -759,7 +756,7 @@ impl Conn {
                         server: self.server.to_string(),
                         reason: "answer line too long",
                     });
-                    return Err("answer line too long".to_owned());
+                    return Err("answer line too long");
                 }
             }
         }
@@ -1345,10 +1342,7 @@ impl Conn {
             return;
         }
         let Some(w) = writer.as_mut() else { return };
-        let poison = PoisonGuard {
-            conn: self,
-            armed: true,
-        };
+        let poison = KillOnDrop::armed(self, "a write was cancelled half-way");
         let write = async {
             w.write_all(&bytes).await?;
             w.flush().await
@@ -1389,22 +1383,33 @@ fn jitter() -> f64 {
     fastrand::f64() * 2.0 - 1.0
 }
 
-/// Closes the connection if a write is abandoned half-way.
-struct PoisonGuard<'a> {
+/// Closes the connection when dropped while armed: a write abandoned half-way (part of a
+/// request may be on the wire), or a blocking request whose caller went away (the server then
+/// drops the wait, and releases the grant if it raced with the close).
+struct KillOnDrop<'a> {
     conn: &'a Conn,
+    reason: &'static str,
     armed: bool,
 }
 
-impl PoisonGuard<'_> {
+impl<'a> KillOnDrop<'a> {
+    fn armed(conn: &'a Conn, reason: &'static str) -> Self {
+        KillOnDrop {
+            conn,
+            reason,
+            armed: true,
+        }
+    }
+
     fn disarm(mut self) {
         self.armed = false;
     }
 }
 
-impl Drop for PoisonGuard<'_> {
+impl Drop for KillOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.conn.kill("a write was cancelled half-way");
+            self.conn.kill(self.reason);
         }
     }
 }
@@ -1649,27 +1654,6 @@ impl Wake for ReadWake {
         };
         if let Some(waker) = waker {
             waker.wake();
-        }
-    }
-}
-
-/// Closes the connection when a caller abandons a blocking request (the server then drops
-/// the wait, and releases the grant if it raced with the close).
-struct CancelGuard<'a> {
-    conn: &'a Conn,
-    armed: bool,
-}
-
-impl CancelGuard<'_> {
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for CancelGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.conn.kill("a blocking request was cancelled");
         }
     }
 }
