@@ -158,6 +158,7 @@ impl Client {
                 key: None,
                 patience: None,
                 park: None,
+                forget: None,
             })
             .await?;
         match answer {

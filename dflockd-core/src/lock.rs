@@ -276,6 +276,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
                 key: Some(spec.key.clone()),
                 patience: None,
                 park: None,
+                forget: None,
             })
             .await?;
         match answer {
@@ -309,6 +310,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
                 key: Some(spec.key.clone()),
                 patience: None,
                 park: Some(id),
+                forget: None,
             })
             .await;
         match result {
@@ -358,6 +360,7 @@ async fn enqueue(spec: &Spec) -> Result<Enqueued> {
             key: Some(spec.key.clone()),
             patience: None,
             park: Some(id),
+            forget: None,
         })
         .await?;
     match answer {
@@ -484,6 +487,7 @@ impl Queued {
                 key: Some(self.spec.key.clone()),
                 patience: None,
                 park: Some(self.park_id),
+                forget: None,
             })
             .await?;
         match answer {
@@ -697,7 +701,10 @@ impl Guard {
     /// the background if the future is dropped before sending it.
     pub async fn release(mut self) -> Result<()> {
         self.done = true;
-        if let Err(reason) = self.conn.begin_release(self.lock_id) {
+        // Stops the renewals (no lock needed: the connection looks at this state). A lease
+        // that was lost is no longer registered on the connection.
+        if !self.shared.mark_released() {
+            let reason = self.shared.loss().unwrap_or(LossReason::ConnectionLost);
             return Err(self.lost_error(reason));
         }
         let conn = self.conn.clone();
@@ -710,6 +717,7 @@ impl Guard {
             key: &self.key,
             token: self.token,
             armed: true,
+            forgotten: false,
         };
         let request = Request::Release {
             family: self.family,
@@ -728,9 +736,11 @@ impl Guard {
             // Bounded without a timer of its own: the connection's maintenance gives up for us.
             patience: Some(self.release_timeout),
             park: None,
+            forget: Some(self.lock_id),
         });
         let outcome = call.await;
-        fallback.disarm();
+        // A release the server answered was forgotten with its answer.
+        fallback.disarm(matches!(outcome, Ok(_) | Err(Error::Refused { .. })));
         let result = match outcome {
             Ok(_) => Ok(()),
             Err(Error::Refused { .. }) => Err(self.lost_error(LossReason::Expired)),
@@ -764,7 +774,8 @@ impl Drop for Guard {
     }
 }
 
-/// Sends a release in the background unless disarmed.
+/// Sends a release in the background unless disarmed, and forgets the lock on its connection
+/// unless the answer to the release did.
 struct BackgroundRelease<'a> {
     conn: &'a Conn,
     lock_id: u64,
@@ -772,11 +783,14 @@ struct BackgroundRelease<'a> {
     key: &'a Arc<str>,
     token: Token,
     armed: bool,
+    forgotten: bool,
 }
 
 impl BackgroundRelease<'_> {
-    fn disarm(mut self) {
+    /// The release was sent; `answered`: the server answered it, which forgot the lock.
+    fn disarm(mut self, answered: bool) {
         self.armed = false;
+        self.forgotten = answered;
     }
 }
 
@@ -788,7 +802,9 @@ impl Drop for BackgroundRelease<'_> {
             self.conn
                 .queue_release(self.family, self.key.clone(), self.token);
         }
-        self.conn.end_release(self.lock_id);
+        if !self.forgotten {
+            self.conn.forget_released(self.lock_id);
+        }
     }
 }
 

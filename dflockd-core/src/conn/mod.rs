@@ -121,6 +121,9 @@ pub(crate) struct Call<'a> {
     /// The reservation this request uses, for the one request a parked connection is for.
     /// Any other request refuses to go on a parked connection (see [`RESERVED`]).
     pub(crate) park: Option<u64>,
+    /// The lock this request releases: forgotten when the server answers, under the same
+    /// lock that takes the answer (see [`Conn::forget_released`]).
+    pub(crate) forget: Option<u64>,
 }
 
 /// Reason of the [`Error::ConnectionClosed`] a request gets, before anything is sent, when
@@ -142,6 +145,8 @@ enum Pending {
         key: Option<Arc<str>>,
         /// The [`Reading`] id of the caller.
         reader: u64,
+        /// See [`Call::forget`].
+        forget: Option<u64>,
     },
     Renew {
         lock_id: u64,
@@ -183,11 +188,17 @@ struct Held {
     next_renew: Instant,
     renew_in_flight: bool,
     seq: u64,
-    /// Its owner is releasing it: no more renewals, but it still counts as held here until
-    /// the release is answered, so the connection cannot be parked with the release queued
-    /// behind a blocking request.
-    releasing: bool,
+    /// Marked released when its owner releases it: no more renewals from then on, but it
+    /// still counts as held here until the release is answered, so the connection cannot be
+    /// parked with the release queued behind a blocking request.
     shared: Arc<LeaseShared>,
+}
+
+impl Held {
+    /// Its owner is releasing it.
+    fn releasing(&self) -> bool {
+        !self.shared.is_held()
+    }
 }
 
 impl Held {
@@ -476,6 +487,12 @@ impl Conn {
 
     /// Ends reservation `id`, if it is still the current one.
     pub(crate) fn unpark(&self, id: u64) {
+        // Usually the answer to the blocking request ended the reservation already. The
+        // summary shows every reservation in place (it is published before `try_park`
+        // returns), so when it shows none there is nothing to end.
+        if self.summary.flags.load(Ordering::Acquire) & PARKED == 0 {
+            return;
+        }
         let mut st = self.lock_state();
         if st.parked == Some(id) {
             st.parked = None;
@@ -512,6 +529,7 @@ impl Conn {
         let limit = call.server_wait.unwrap_or_default() + self.settings.request_timeout;
         let request = call.request;
         let (expect, grant, key, patience) = (call.expect, call.grant, call.key, call.patience);
+        let forget = call.forget;
         let reader = slot.reading.id;
         self.send(
             call.park,
@@ -527,6 +545,7 @@ impl Conn {
                 command: request.command().as_str(),
                 key,
                 reader,
+                forget,
             },
         )
         .await?;
@@ -562,7 +581,11 @@ impl Conn {
         encode: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), crate::proto::InvalidInput>,
         pending: impl FnOnce(Instant) -> Pending,
     ) -> Result<()> {
-        let mut writer = self.writer.lock().await;
+        // Uncontended almost always: taken without building the waiting future.
+        let mut writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(_) => self.writer.lock().await,
+        };
         let Writer { io, buf } = &mut *writer;
         buf.clear();
         encode(buf)?;
@@ -797,12 +820,18 @@ impl Conn {
                 command,
                 key,
                 reader: caller,
+                forget,
                 ..
             } => {
                 if blocking {
                     st.parked = None;
                 }
                 let parsed = Reply::parse(expect, line);
+                if let Some(lock_id) = forget {
+                    if matches!(parsed, Ok(_) | Err(ReplyError::Server(_))) {
+                        st.held.remove(&lock_id);
+                    }
+                }
                 let (result, poison) = match parsed {
                     Ok(Reply::Granted(g)) => {
                         let granted = match &grant {
@@ -997,7 +1026,6 @@ impl Conn {
             next_renew: times.next_renew,
             renew_in_flight: false,
             seq: 0,
-            releasing: false,
             shared: shared.clone(),
         };
         let at = held.next_event();
@@ -1040,27 +1068,13 @@ impl Conn {
         }
     }
 
-    /// Stops renewing a lock its owner is releasing; `Err` when it was lost. The lock stays
-    /// registered until [`Conn::end_release`].
-    pub(crate) fn begin_release(&self, lock_id: u64) -> std::result::Result<(), LossReason> {
-        let mut st = self.lock_state();
-        match st.held.get_mut(&lock_id) {
-            Some(h) => {
-                h.releasing = true;
-                if h.shared.mark_released() {
-                    Ok(())
-                } else {
-                    let reason = h.shared.loss().unwrap_or(LossReason::ConnectionLost);
-                    st.held.remove(&lock_id);
-                    Err(reason)
-                }
-            }
-            None => Err(LossReason::ConnectionLost),
-        }
-    }
-
-    /// Forgets a lock whose release is answered (or abandoned).
-    pub(crate) fn end_release(&self, lock_id: u64) {
+    /// Forgets a lock whose release was abandoned before the server answered it (a release
+    /// that is answered is forgotten with the answer: [`Call::forget`]).
+    ///
+    /// A lock its owner is releasing is marked released in its [`LeaseShared`] first, which
+    /// stops its renewals and deadline checks; it stays registered until then, so that the
+    /// connection is not parked with the release queued behind a blocking request.
+    pub(crate) fn forget_released(&self, lock_id: u64) {
         self.lock_state().held.remove(&lock_id);
     }
 
@@ -1205,7 +1219,7 @@ impl Conn {
                 let Some(h) = st.held.get(&lock_id) else {
                     continue;
                 };
-                if h.seq != seq || h.releasing {
+                if h.seq != seq || h.releasing() {
                     continue;
                 }
                 if h.deadline <= now {
@@ -1224,7 +1238,8 @@ impl Conn {
             if st.schedule.len() > 64 && st.schedule.len() > 4 * st.held.len() {
                 let State { schedule, held, .. } = &mut *st;
                 schedule.retain(|Reverse((_, id, seq))| {
-                    held.get(id).is_some_and(|h| h.seq == *seq && !h.releasing)
+                    held.get(id)
+                        .is_some_and(|h| h.seq == *seq && !h.releasing())
                 });
             }
             for h in &lost {
