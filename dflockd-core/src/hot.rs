@@ -52,8 +52,9 @@ impl Default for HotKeys {
 }
 
 impl HotKeys {
-    /// A seeded hash of the key (two CRC-32s, hardware-accelerated), never 0.
-    fn hash(&self, key: &str) -> u64 {
+    /// A seeded hash of the key (two CRC-32s, hardware-accelerated), never 0. A lock handle
+    /// computes it once; [`HotKeys::is_hot`] and [`HotKeys::mark_hot`] take it.
+    pub(crate) fn hash(&self, key: &str) -> u64 {
         let half = |seed: u32| {
             let mut h = crc32fast::Hasher::new_with_initial(seed);
             h.update(key.as_bytes());
@@ -73,17 +74,16 @@ impl HotKeys {
         u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Whether `key` was found busy less than [`HOT_FOR`] before `now`.
-    pub(crate) fn is_hot(&self, key: &str, now: Instant) -> bool {
-        let hash = self.hash(key);
+    /// Whether the key of `hash` was found busy less than [`HOT_FOR`] before `now`.
+    pub(crate) fn is_hot(&self, hash: u64, now: Instant) -> bool {
         let slot = self.slot(hash);
         slot.hash.load(Ordering::Relaxed) == hash
             && self.millis(now) < slot.until_ms.load(Ordering::Relaxed)
     }
 
-    /// Remembers that `key` was busy at `now` (in place of any other key in its slot).
-    pub(crate) fn mark_hot(&self, key: &str, now: Instant) {
-        let hash = self.hash(key);
+    /// Remembers that the key of `hash` was busy at `now` (in place of any other key in its
+    /// slot).
+    pub(crate) fn mark_hot(&self, hash: u64, now: Instant) {
         let slot = self.slot(hash);
         let until = self.millis(now + HOT_FOR);
         slot.until_ms.store(until, Ordering::Relaxed);
@@ -99,11 +99,11 @@ mod tests {
     fn busy_keys_expire() {
         let hot = HotKeys::default();
         let t0 = Instant::now();
-        assert!(!hot.is_hot("k", t0));
-        hot.mark_hot("k", t0);
-        assert!(hot.is_hot("k", t0 + HOT_FOR / 2));
-        assert!(!hot.is_hot("k", t0 + HOT_FOR));
-        assert!(!hot.is_hot("other", t0));
+        assert!(!hot.is_hot(hot.hash("k"), t0));
+        hot.mark_hot(hot.hash("k"), t0);
+        assert!(hot.is_hot(hot.hash("k"), t0 + HOT_FOR / 2));
+        assert!(!hot.is_hot(hot.hash("k"), t0 + HOT_FOR));
+        assert!(!hot.is_hot(hot.hash("other"), t0));
     }
 
     #[test]
@@ -111,14 +111,14 @@ mod tests {
         let hot = HotKeys::default();
         let t0 = Instant::now();
         for i in 0..(SLOTS * 3) {
-            hot.mark_hot(&format!("key-{i}"), t0);
+            hot.mark_hot(hot.hash(&format!("key-{i}")), t0);
         }
         assert_eq!(hot.slots.len(), SLOTS);
-        hot.mark_hot("fresh", t0);
-        assert!(hot.is_hot("fresh", t0));
+        hot.mark_hot(hot.hash("fresh"), t0);
+        assert!(hot.is_hot(hot.hash("fresh"), t0));
         // Most of the last few hundred keys kept their slot (a few collided).
         let kept = (SLOTS * 3 - 256..SLOTS * 3)
-            .filter(|i| hot.is_hot(&format!("key-{i}"), t0))
+            .filter(|i| hot.is_hot(hot.hash(&format!("key-{i}")), t0))
             .count();
         assert!(kept > 200, "{kept}");
         // Hashes differ between tables (seeded), so collisions cannot be planned.

@@ -20,6 +20,51 @@ struct Spec {
     limit: u64,
     acquire_timeout: Duration,
     lease: Option<Duration>,
+    /// What depends on the key only, worked out once per handle.
+    key_facts: KeyFacts,
+    /// The connection this handle last waited on: usually idle again by the next wait, and
+    /// found without looking at every connection of the pool.
+    park_hint: ParkHint,
+}
+
+#[derive(Clone, Copy)]
+struct KeyFacts {
+    /// The key passed validation (an invalid one is validated again, for its error).
+    valid: bool,
+    /// Its hash in the client's table of busy keys.
+    hot_hash: u64,
+}
+
+impl KeyFacts {
+    fn new(client: &Client, key: &str) -> Self {
+        KeyFacts {
+            valid: validate_client_key(key).is_ok(),
+            hot_hash: client.inner.hot_keys.hash(key),
+        }
+    }
+}
+
+/// A weak reference to a connection, behind a lock only this handle (and its clones, which
+/// start from a copy) takes.
+#[derive(Default)]
+struct ParkHint(std::sync::Mutex<std::sync::Weak<Conn>>);
+
+impl ParkHint {
+    fn get(&self) -> Option<Arc<Conn>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).upgrade()
+    }
+
+    fn set(&self, conn: &Arc<Conn>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(conn);
+    }
+}
+
+impl Clone for ParkHint {
+    fn clone(&self) -> Self {
+        ParkHint(std::sync::Mutex::new(
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        ))
+    }
 }
 
 impl fmt::Debug for Spec {
@@ -159,6 +204,7 @@ common_api!(Semaphore);
 impl Lock {
     pub(crate) fn new(client: Client, key: String) -> Self {
         let (acquire_timeout, lease) = (client.inner.acquire_timeout, client.inner.lease);
+        let key_facts = KeyFacts::new(&client, &key);
         Lock {
             spec: Spec {
                 client,
@@ -167,6 +213,8 @@ impl Lock {
                 limit: 1,
                 acquire_timeout,
                 lease,
+                key_facts,
+                park_hint: ParkHint::default(),
             },
         }
     }
@@ -175,6 +223,7 @@ impl Lock {
 impl Semaphore {
     pub(crate) fn new(client: Client, key: String, limit: u32) -> Self {
         let (acquire_timeout, lease) = (client.inner.acquire_timeout, client.inner.lease);
+        let key_facts = KeyFacts::new(&client, &key);
         Semaphore {
             spec: Spec {
                 client,
@@ -183,6 +232,8 @@ impl Semaphore {
                 limit: u64::from(limit),
                 acquire_timeout,
                 lease,
+                key_facts,
+                park_hint: ParkHint::default(),
             },
         }
     }
@@ -201,7 +252,9 @@ impl Spec {
 
     /// Validates what can be validated before touching the network.
     fn check(&self) -> Result<()> {
-        validate_client_key(&self.key)?;
+        if !self.key_facts.valid {
+            validate_client_key(&self.key)?;
+        }
         if self.lease.is_some_and(|l| l.is_zero()) {
             return Err(crate::proto::InvalidInput::ZeroLease.into());
         }
@@ -209,6 +262,26 @@ impl Spec {
             return Err(crate::proto::InvalidInput::ZeroLimit.into());
         }
         Ok(())
+    }
+
+    /// A connection reserved for a blocking request: the one this handle used last if it is
+    /// idle, otherwise one from the pool.
+    async fn parked(
+        &self,
+        pool: &crate::conn::pool::ServerPool,
+        deadline: Instant,
+    ) -> Result<(Arc<Conn>, u64)> {
+        if let Some(conn) = self.park_hint.get() {
+            // The same pool (a custom shard strategy may send the key elsewhere now).
+            if Arc::ptr_eq(&conn.server, &pool.addr) {
+                if let Some(id) = conn.try_park() {
+                    return Ok((conn, id));
+                }
+            }
+        }
+        let (conn, id) = pool.parked(deadline).await?;
+        self.park_hint.set(&conn);
+        Ok((conn, id))
     }
 
     fn meta(&self) -> Option<GrantMeta> {
@@ -265,7 +338,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
     // Fast path: a try-once on a shared connection, one round trip when the key is free.
     // Skipped for keys found busy a moment ago: they would only pay a round trip for nothing.
     let hot_keys = &client.inner.hot_keys;
-    if timeout.is_zero() || !hot_keys.is_hot(&spec.key, started) {
+    if timeout.is_zero() || !hot_keys.is_hot(spec.key_facts.hot_hash, started) {
         let (conn, answer) = pool
             .call_shared(deadline, || Call {
                 request: spec.acquire_request(0),
@@ -285,7 +358,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
                 tracing::debug!(key = %spec.key, outcome = "busy", "try-once acquire");
                 return Err(spec.timeout_error());
             }
-            Answer::Timeout => hot_keys.mark_hot(&spec.key, Instant::now()),
+            Answer::Timeout => hot_keys.mark_hot(spec.key_facts.hot_hash, Instant::now()),
             _ => return Err(spec.unexpected(&conn)),
         }
     }
@@ -293,9 +366,9 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
     // Busy: queue server-side on a connection that carries nothing else.
     let remaining = timeout.saturating_sub(started.elapsed());
     let wait_s = whole_seconds(remaining).max(1);
-    let mut retried = false;
+    let pooled_before = crate::conn::conn_id_mark();
     let (conn, answer) = loop {
-        let (conn, id) = pool.parked(deadline).await?;
+        let (conn, id) = spec.parked(pool, deadline).await?;
         let _reservation = Reservation {
             conn: conn.clone(),
             id,
@@ -315,12 +388,11 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
             .await;
         match result {
             // A pooled connection that died unnoticed: the server dropped whatever it had
-            // for it; queue again once, on a fresh connection.
+            // for it; queue again. Every pooled connection may have died at once (a reset,
+            // a restart): each one that failed is out of the pool, and a connection opened
+            // for this request that fails is an error.
             Err(Error::ConnectionClosed { .. } | Error::Io { .. })
-                if !retried && conn.is_dead() =>
-            {
-                retried = true;
-            }
+                if conn.is_dead() && conn.opened_before(pooled_before) => {}
             result => break (conn, result?),
         }
     };
@@ -340,7 +412,7 @@ async fn enqueue(spec: &Spec) -> Result<Enqueued> {
     let pool = client.pool(client.server_for(&spec.key)?);
     let started = Instant::now();
     let deadline = started + client.inner.settings.request_timeout;
-    let (conn, id) = pool.parked(deadline).await?;
+    let (conn, id) = spec.parked(pool, deadline).await?;
     let reservation = Reservation {
         conn: conn.clone(),
         id,

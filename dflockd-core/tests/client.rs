@@ -599,6 +599,51 @@ async fn an_acquire_right_after_a_reset_uses_a_fresh_connection() {
     }
 }
 
+/// A lock handle waits again on the connection it waited on last (found without looking at the
+/// whole pool). When a reset killed every pooled connection, that one and any other the pool
+/// offers may not have noticed yet: the wait goes on to a live one instead of failing (it
+/// failed after the second dead connection, before).
+#[tokio::test]
+async fn a_wait_after_every_pooled_connection_was_reset_gets_a_live_one() {
+    let (servers, _) = default_client().await;
+    let proxy = Proxy::start(servers.addrs()[0].parse().unwrap()).await;
+    let client = builder(&[proxy.addr.to_string()]).build().unwrap();
+    let key = unique_key("hint-reset");
+    let holder = client.lock(&key);
+    let waiter = client.lock(&key).acquire_timeout(Duration::from_secs(5));
+    for round in 0..10 {
+        // The waiter queues behind the holder (on a connection of its own, which it
+        // remembers), gets the lock when the holder lets go, and releases it.
+        let held = bounded(LIMIT, holder.acquire()).await.unwrap();
+        let wait = tokio::spawn({
+            let waiter = waiter.clone();
+            async move { waiter.acquire().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        held.release().await.unwrap();
+        let guard = bounded(LIMIT, wait)
+            .await
+            .unwrap()
+            .expect("waiter gets the lock");
+        guard.release().await.unwrap();
+        if round % 2 == 0 {
+            // Every connection is cut; the remembered one may not have noticed yet.
+            proxy.reset();
+        }
+    }
+    let held = bounded(LIMIT, holder.acquire()).await.unwrap();
+    let wait = tokio::spawn(async move { waiter.acquire().await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    held.release().await.unwrap();
+    bounded(LIMIT, wait)
+        .await
+        .unwrap()
+        .expect("a wait after a reset must not fail")
+        .release()
+        .await
+        .unwrap();
+}
+
 /// A caller waiting for an answer reads the socket itself; one whose task stops running (busy,
 /// or never polled again) must not hide the server closing the connection from the locks held
 /// through it: the connection's maintenance reads what the socket signalled.

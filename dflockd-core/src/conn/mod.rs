@@ -71,6 +71,12 @@ const COALESCE: Duration = Duration::from_millis(25);
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Marks a moment: connections opened after it have ids from this one on (see
+/// [`Conn::opened_before`]).
+pub(crate) fn conn_id_mark() -> u64 {
+    NEXT_CONN_ID.load(Ordering::Relaxed)
+}
+
 /// What a successful request produced.
 #[derive(Debug)]
 pub(crate) enum Answer {
@@ -451,6 +457,12 @@ impl Conn {
             parked: flags & PARKED != 0,
             dead: flags & DEAD != 0,
         }
+    }
+
+    /// Whether this connection was opened before `mark` (from [`conn_id_mark`]): a pooled
+    /// one that may have died unnoticed, rather than one opened for the request at hand.
+    pub(crate) fn opened_before(&self, mark: u64) -> bool {
+        self.id < mark
     }
 
     /// A new id, unique on this connection (never 0, which stands for "none").
@@ -1587,6 +1599,7 @@ struct ReadWake {
 #[derive(Default)]
 struct ReadSlot {
     reader: u64,
+    /// The waiting caller's waker; `None` when the reader task is the reader.
     waker: Option<Waker>,
     task: Option<Waker>,
     /// The socket signalled data since the last read began.
@@ -1603,9 +1616,6 @@ impl ReadWake {
         let mut slot = self.slot();
         if !slot.task.as_ref().is_some_and(|w| w.will_wake(waker)) {
             slot.task = Some(waker.clone());
-            if slot.reader == TASK_READER {
-                slot.waker = slot.task.clone();
-            }
         }
     }
 
@@ -1630,7 +1640,7 @@ impl ReadWake {
             return false;
         }
         slot.reader = TASK_READER;
-        slot.waker = slot.task.clone();
+        slot.waker = None;
         true
     }
 
@@ -1643,14 +1653,17 @@ impl ReadWake {
                 return;
             }
             slot.reader = TASK_READER;
-            slot.waker = slot.task.clone();
-            if slot.signalled {
-                slot.waker.clone()
+            // Dropped after the lock is let go.
+            let caller = slot.waker.take();
+            let task = if slot.signalled {
+                slot.task.clone()
             } else {
                 None
-            }
+            };
+            (caller, task)
         };
-        if let Some(waker) = wake {
+        let (_caller, task) = wake;
+        if let Some(waker) = task {
             waker.wake();
         }
     }
@@ -1665,7 +1678,11 @@ impl Wake for ReadWake {
         let waker = {
             let mut slot = self.slot();
             slot.signalled = true;
-            slot.waker.clone()
+            if slot.reader == TASK_READER {
+                slot.task.clone()
+            } else {
+                slot.waker.clone()
+            }
         };
         if let Some(waker) = waker {
             waker.wake();

@@ -110,7 +110,8 @@ impl ServerPool {
         deadline: Instant,
         call: impl Fn() -> super::Call<'a>,
     ) -> Result<(Arc<Conn>, super::Answer)> {
-        let (mut reserved, mut died) = (0, 0);
+        let mut reserved = 0;
+        let pooled_before = super::conn_id_mark();
         loop {
             let conn = self.shared(deadline).await?;
             match conn.call(call()).await {
@@ -120,13 +121,11 @@ impl ServerPool {
                     reserved += 1;
                 }
                 // A pooled connection that died unnoticed (the server restarted, a reset):
-                // nothing was granted on it that the server kept, so try once more on a
-                // fresh one.
+                // nothing was granted on it that the server kept, so try again. Each dead
+                // one leaves the pool; a connection opened for this call that fails is an
+                // error.
                 Err(Error::ConnectionClosed { .. } | Error::Io { .. })
-                    if conn.is_dead() && died == 0 =>
-                {
-                    died += 1;
-                }
+                    if conn.is_dead() && conn.opened_before(pooled_before) => {}
                 result => return result.map(|answer| (conn, answer)),
             }
         }
