@@ -140,8 +140,10 @@ pub(crate) const RESERVED: &str = "connection reserved for a blocking request";
 enum Pending {
     Call {
         expect: Expect,
-        /// Taken when the caller's patience runs out before the answer.
-        tx: Option<oneshot::Sender<Result<Answer>>>,
+        /// Woken when someone other than the caller reads its answer (which then waits in
+        /// [`State::delivered`]). `None` once the caller gave up (its patience ran out, or it
+        /// went away): its answer is then dropped, a grant in it released.
+        waiter: Option<Waker>,
         sent: Instant,
         deadline: Instant,
         give_up: Option<Instant>,
@@ -219,6 +221,9 @@ impl Held {
 
 struct State {
     pending: VecDeque<Pending>,
+    /// Answers read by someone other than their caller, by the caller's [`Reading`] id,
+    /// until the caller takes them (no channel per request).
+    delivered: Vec<(u64, Result<Answer>)>,
     held: HashMap<u64, Held, BuildHasherDefault<IdHasher>>,
     schedule: BinaryHeap<Reverse<(Instant, u64, u64)>>,
     releases: Vec<(Family, Arc<str>, Token)>,
@@ -313,6 +318,8 @@ impl std::future::Future for CloseWait<'_> {
 struct Summary {
     pending: AtomicUsize,
     flags: AtomicU8,
+    /// Answers in [`State::delivered`]: callers look without the lock (usually there are none).
+    delivered: AtomicUsize,
 }
 
 const IDLE: u8 = 0;
@@ -363,6 +370,11 @@ impl Drop for StateGuard<'_> {
                 .pending
                 .store(st.pending.len(), Ordering::Release);
         }
+        if self.summary.delivered.load(Ordering::Relaxed) != st.delivered.len() {
+            self.summary
+                .delivered
+                .store(st.delivered.len(), Ordering::Release);
+        }
     }
 }
 
@@ -412,6 +424,7 @@ impl Conn {
             settings,
             state: Mutex::new(State {
                 pending: VecDeque::new(),
+                delivered: Vec::new(),
                 held: HashMap::default(),
                 schedule: BinaryHeap::new(),
                 releases: Vec::new(),
@@ -530,10 +543,10 @@ impl Conn {
     /// non-blocking request's answer is still consumed by the reader (a grant in it is
     /// released), and a blocking request's connection is closed so the server drops the wait.
     pub(crate) async fn call(self: &Arc<Self>, call: Call<'_>) -> Result<Answer> {
-        let (tx, rx) = oneshot::channel();
+        let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
         let mut slot = AnswerSlot {
             reading: Reading::new(self),
-            rx,
+            waker: waker.clone(),
             answered: false,
         };
         let blocking = call.server_wait.is_some();
@@ -548,7 +561,7 @@ impl Conn {
             |buf| request.encode(buf),
             |now| Pending::Call {
                 expect,
-                tx: Some(tx),
+                waiter: Some(waker),
                 sent: now,
                 deadline: now + limit,
                 give_up: patience.map(|p| now + p),
@@ -569,10 +582,7 @@ impl Conn {
         };
         // No timer here: the maintenance task answers a request that outlives its deadline
         // (or its caller's patience) with a timeout.
-        let result = match slot.answer().await {
-            Ok(result) => result,
-            Err(_) => Err(self.dead_error(&self.death_reason())),
-        };
+        let result = slot.answer().await;
         cancel.disarm();
         result
     }
@@ -678,15 +688,70 @@ impl Conn {
         }
         for p in pending {
             match p {
-                Pending::Call { tx: Some(tx), .. } => {
-                    let _ = tx.send(Err(self.dead_error(reason)));
-                }
+                // It finds the connection closed (after any answer delivered to it before).
+                Pending::Call {
+                    waiter: Some(waker),
+                    ..
+                } => waker.wake(),
                 Pending::Renew { tx: Some(tx), .. } => {
                     let _ = tx.send(Err(self.dead_error(reason)));
                 }
                 _ => {}
             }
         }
+    }
+
+    /// Takes the answer delivered to caller `reader`, if any. Looks without the lock first:
+    /// usually nothing waits there.
+    fn take_delivered(&self, reader: u64) -> Option<Result<Answer>> {
+        if self.summary.delivered.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut st = self.lock_state();
+        let at = st.delivered.iter().position(|(r, _)| *r == reader)?;
+        Some(st.delivered.swap_remove(at).1)
+    }
+
+    /// The pending request of caller `reader` wakes `waker` from now on; or, if it was
+    /// answered meanwhile, its answer.
+    fn set_waiter(&self, reader: u64, waker: &Waker) -> Option<Result<Answer>> {
+        let mut st = self.lock_state();
+        for p in st.pending.iter_mut() {
+            if let Pending::Call {
+                waiter: Some(w),
+                reader: r,
+                ..
+            } = p
+            {
+                if *r == reader {
+                    *w = waker.clone();
+                    return None;
+                }
+            }
+        }
+        let at = st.delivered.iter().position(|(r, _)| *r == reader)?;
+        Some(st.delivered.swap_remove(at).1)
+    }
+
+    /// Caller `reader` goes away without its answer: an answer delivered to it is returned
+    /// (to be disposed of), one still to come will be dropped.
+    fn give_up(&self, reader: u64) -> Option<Result<Answer>> {
+        let mut st = self.lock_state();
+        if let Some(at) = st.delivered.iter().position(|(r, _)| *r == reader) {
+            return Some(st.delivered.swap_remove(at).1);
+        }
+        for p in st.pending.iter_mut() {
+            if let Pending::Call {
+                waiter, reader: r, ..
+            } = p
+            {
+                if *r == reader {
+                    *waiter = None;
+                    break;
+                }
+            }
+        }
+        None
     }
 
     // ---- reader ---------------------------------------------------------------------------
@@ -798,10 +863,17 @@ impl Conn {
     }
 
     fn fail_head(&self, error: Error) {
-        let head = self.lock_state().pending.pop_front();
+        let mut st = self.lock_state();
+        let head = st.pending.pop_front();
         match head {
-            Some(Pending::Call { tx: Some(tx), .. }) => {
-                let _ = tx.send(Err(error));
+            Some(Pending::Call {
+                waiter: Some(waker),
+                reader,
+                ..
+            }) => {
+                st.delivered.push((reader, Err(error)));
+                drop(st);
+                waker.wake();
             }
             Some(Pending::Renew { tx: Some(tx), .. }) => {
                 let _ = tx.send(Err(error));
@@ -811,7 +883,8 @@ impl Conn {
     }
 
     /// Handles one answer line. An `Err` poisons the connection. The answer of the caller
-    /// whose id is `reader` goes to `direct` instead of its channel (it is the one reading).
+    /// whose id is `reader` goes to `direct` (it is the one reading); another caller's waits in
+    /// [`State::delivered`], and that caller is woken.
     fn on_line(
         &self,
         line: &[u8],
@@ -825,7 +898,7 @@ impl Conn {
         match head {
             Pending::Call {
                 expect,
-                tx,
+                waiter,
                 sent,
                 grant,
                 blocking,
@@ -886,15 +959,21 @@ impl Conn {
                         )
                     }
                 };
-                drop(st);
-                let undelivered = match tx {
-                    Some(tx) if caller == reader && reader != TASK_READER => {
-                        *direct = Some(Direct { answer: result, tx });
-                        None
+                let (undelivered, wake) = match waiter {
+                    Some(_) if caller == reader && reader != TASK_READER => {
+                        *direct = Some(Direct { answer: result });
+                        (None, None)
                     }
-                    Some(tx) => tx.send(result).err(),
-                    None => Some(result),
+                    Some(waker) => {
+                        st.delivered.push((caller, result));
+                        (None, Some(waker))
+                    }
+                    None => (Some(result), None),
                 };
+                drop(st);
+                if let Some(waker) = wake {
+                    waker.wake();
+                }
                 if let Some(Ok(Answer::Granted(orphan))) = undelivered {
                     // The caller gave up (cancelled): nobody will release this grant.
                     tracing::debug!(key = key.as_deref().unwrap_or(""), token = %orphan.grant.token, "releasing a grant whose caller went away");
@@ -1180,6 +1259,8 @@ impl Conn {
         let mut lost = Vec::new();
         let mut kill = None;
         let mut due = Vec::new();
+        // Callers whose answer is a timeout, woken once the state lock is let go.
+        let mut wake: Vec<Waker> = Vec::new();
         {
             let mut st = self.lock_state();
             if st.dead.is_some() {
@@ -1189,38 +1270,46 @@ impl Conn {
                 kill = Some("no answer within the request timeout");
                 // The request that waited in vain learns of it as a timeout.
                 if let Some(Pending::Call {
-                    tx: Some(tx),
+                    waiter: Some(waker),
                     sent,
                     deadline,
+                    reader,
                     ..
                 }) = st.pending.pop_front()
                 {
-                    let _ = tx.send(Err(Error::RequestTimeout {
+                    let timeout = Error::RequestTimeout {
                         server: self.server.to_string(),
                         after: deadline.saturating_duration_since(sent),
-                    }));
+                    };
+                    st.delivered.push((reader, Err(timeout)));
+                    wake.push(waker);
                 }
             }
             // Callers whose patience ran out get their timeout now; the answer, when it
             // comes, is dropped (and a grant in it released).
+            let mut timed_out = Vec::new();
             for p in st.pending.iter_mut() {
                 if let Pending::Call {
-                    tx,
+                    waiter,
                     give_up: Some(at),
                     sent,
+                    reader,
                     ..
                 } = p
                 {
                     if *at <= now {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(Err(Error::RequestTimeout {
+                        if let Some(waker) = waiter.take() {
+                            let timeout = Error::RequestTimeout {
                                 server: self.server.to_string(),
                                 after: at.saturating_duration_since(*sent),
-                            }));
+                            };
+                            timed_out.push((*reader, Err(timeout)));
+                            wake.push(waker);
                         }
                     }
                 }
             }
+            st.delivered.append(&mut timed_out);
             let mut later = Vec::new();
             while let Some(&Reverse(entry)) = st.schedule.peek() {
                 let (at, lock_id, seq) = entry;
@@ -1265,6 +1354,9 @@ impl Conn {
             } else if idle && now.duration_since(st.last_used) >= self.settings.idle_timeout {
                 kill = kill.or(Some("idle"));
             }
+        }
+        for waker in wake {
+            waker.wake();
         }
         for h in lost {
             // The server may still hold it for a moment: it is given back explicitly below.
@@ -1441,44 +1533,63 @@ impl Drop for KillOnDrop<'_> {
     }
 }
 
-/// The receiving end of a call's answer. If the caller goes away before taking the answer,
-/// dropping it stops the reader from delivering one, and releases a grant that was delivered
-/// already: without this, a grant that reached the channel just before the caller was
-/// cancelled stayed registered and renewed forever, with nobody left to release it.
+/// Where a call's answer arrives: read by the caller itself ([`Direct`]), or by someone else,
+/// who leaves it in [`State::delivered`] and wakes the caller. If the caller goes away before
+/// taking its answer, dropping this stops the answer from being delivered, and releases a
+/// grant that was delivered already: without this, a grant delivered just before the caller
+/// was cancelled stayed registered and renewed forever, with nobody left to release it.
 struct AnswerSlot<'a> {
     reading: Reading<'a>,
-    rx: oneshot::Receiver<Result<Answer>>,
-    /// The caller has its answer: nothing can be left in the channel.
+    /// The waker the pending request holds for this caller.
+    waker: Waker,
+    /// The caller has its answer: nothing can be left for it.
     answered: bool,
 }
 
 impl AnswerSlot<'_> {
     /// Waits for the answer, reading answers (this one and others) meanwhile.
-    async fn answer(&mut self) -> std::result::Result<Result<Answer>, oneshot::error::RecvError> {
+    async fn answer(&mut self) -> Result<Answer> {
         std::future::poll_fn(|cx| {
-            if let Poll::Ready(answer) = Pin::new(&mut self.rx).poll(cx) {
+            let answer = self.poll_answer(cx);
+            if answer.is_ready() {
                 self.answered = true;
-                return Poll::Ready(answer);
             }
-            if let Some(direct) = self.reading.conn.read_answers(self.reading.id, cx.waker()) {
-                // Closed first, so dropping the sender does not wake this task for nothing.
-                self.rx.close();
-                drop(direct.tx);
-                self.answered = true;
-                return Poll::Ready(Ok(direct.answer));
-            }
-            let answer = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
-            self.answered = true;
-            Poll::Ready(answer)
+            answer
         })
         .await
     }
+
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Result<Answer>> {
+        let (conn, id) = (self.reading.conn, self.reading.id);
+        if let Some(answer) = conn.take_delivered(id) {
+            return Poll::Ready(answer);
+        }
+        if let Some(direct) = conn.read_answers(id, cx.waker()) {
+            return Poll::Ready(direct.answer);
+        }
+        // Read meanwhile by someone else, who delivered it or is about to (and then wakes the
+        // waker registered below), or the connection closed.
+        if let Some(answer) = conn.take_delivered(id) {
+            return Poll::Ready(answer);
+        }
+        if conn.is_dead() {
+            // Closed: nothing more can be delivered (what was delivered before is taken above).
+            return Poll::Ready(Err(conn.dead_error(&conn.death_reason())));
+        }
+        if !self.waker.will_wake(cx.waker()) {
+            // Polled from another task: the request must wake that one.
+            if let Some(answer) = conn.set_waiter(id, cx.waker()) {
+                return Poll::Ready(answer);
+            }
+            self.waker = cx.waker().clone();
+        }
+        Poll::Pending
+    }
 }
 
-/// A caller's answer, read by the caller itself, and the channel it did not need.
+/// A caller's answer, read by the caller itself.
 struct Direct {
     answer: Result<Answer>,
-    tx: oneshot::Sender<Result<Answer>>,
 }
 
 impl Drop for AnswerSlot<'_> {
@@ -1486,8 +1597,7 @@ impl Drop for AnswerSlot<'_> {
         if self.answered {
             return;
         }
-        self.rx.close();
-        if let Ok(Ok(Answer::Granted(orphan))) = self.rx.try_recv() {
+        if let Some(Ok(Answer::Granted(orphan))) = self.reading.conn.give_up(self.reading.id) {
             tracing::debug!(token = %orphan.grant.token, "releasing a grant whose caller went away");
             self.reading.conn.drop_lock(orphan.lock_id, true);
         }
