@@ -338,7 +338,8 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
     // Fast path: a try-once on a shared connection, one round trip when the key is free.
     // Skipped for keys found busy a moment ago: they would only pay a round trip for nothing.
     let hot_keys = &client.inner.hot_keys;
-    if timeout.is_zero() || !hot_keys.is_hot(spec.key_facts.hot_hash, started) {
+    let try_once = timeout.is_zero() || !hot_keys.is_hot(spec.key_facts.hot_hash, started);
+    if try_once {
         let (conn, answer) = pool
             .call_shared(deadline, || Call {
                 request: spec.acquire_request(0),
@@ -364,7 +365,12 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
     }
 
     // Busy: queue server-side on a connection that carries nothing else.
-    let remaining = timeout.saturating_sub(started.elapsed());
+    // (No clock read when nothing was tried: a hot key goes straight here.)
+    let remaining = if try_once {
+        timeout.saturating_sub(started.elapsed())
+    } else {
+        timeout
+    };
     let wait_s = whole_seconds(remaining).max(1);
     let pooled_before = crate::conn::conn_id_mark();
     let (conn, answer) = loop {
@@ -779,11 +785,11 @@ impl Guard {
             let reason = self.shared.loss().unwrap_or(LossReason::ConnectionLost);
             return Err(self.lost_error(reason));
         }
-        let conn = self.conn.clone();
+        let conn = &self.conn;
         // If this future is dropped before the answer, release in the background (a duplicate
         // release is answered `error` and ignored). Either way the lock is forgotten at the end.
         let fallback = BackgroundRelease {
-            conn: &conn,
+            conn,
             lock_id: self.lock_id,
             family: self.family,
             key: &self.key,
