@@ -712,3 +712,58 @@ async fn after_a_stalled_caller_the_reader_task_takes_over() {
     // when the future is dropped.
     drop(stalled);
 }
+
+/// Requests pipelined on one shared connection: most answers are read by another caller (or
+/// the reader task) and left for their caller in the connection's state. Each reaches its
+/// caller, and callers cancelled at random points leave nothing held: a grant read for a
+/// caller that went away is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_answers_reach_their_callers_and_cancelled_ones_leave_nothing_held() {
+    let servers = TestServers::default_config(1).await.unwrap();
+    let client = builder(&servers.addrs())
+        .max_shared_connections(1)
+        .build()
+        .unwrap();
+    let prefix = unique_key("piped");
+    let keys: Vec<String> = (0..32).map(|i| format!("{prefix}-{i}")).collect();
+    for round in 0..40u64 {
+        let tasks: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                let (client, key) = (client.clone(), key.clone());
+                tokio::spawn(async move {
+                    let guard = client.lock(&key).try_acquire().await.unwrap();
+                    let guard =
+                        guard.unwrap_or_else(|| panic!("round {round}: a free key is granted"));
+                    assert_eq!(guard.key(), key);
+                    guard.release().await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            bounded(LIMIT, task).await.unwrap();
+        }
+        // A burst on a cold pool opened one connection, not one per caller.
+        assert_eq!(client.open_connections(), 1, "round {round}");
+        // The same, cancelled at random points (before sending, after, after the grant).
+        let tasks: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                let (client, key) = (client.clone(), key.clone());
+                let cancel_after = Duration::from_micros(fastrand::u64(0..(200 + round * 50)));
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(cancel_after, client.lock(&key).try_acquire()).await;
+                })
+            })
+            .collect();
+        for task in tasks {
+            bounded(LIMIT, task).await.unwrap();
+        }
+        // Grants whose callers went away are released in the background: soon, all of them.
+        for key in &keys {
+            wait_stats(&client, key, |s| s.usage(key) == (0, 0)).await;
+        }
+    }
+    assert_eq!(client.open_connections(), 1);
+}

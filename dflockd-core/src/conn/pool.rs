@@ -22,6 +22,9 @@ pub(crate) struct ServerPool {
     permits: Arc<Semaphore>,
     /// Shared connections being opened right now (so a burst opens only as many as allowed).
     opening: AtomicUsize,
+    /// Signalled when a shared connection finished opening (or failed to): callers that
+    /// found one opening wait for it instead of opening more.
+    opened: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for ServerPool {
@@ -41,6 +44,7 @@ impl ServerPool {
             conns: Mutex::new(Vec::new()),
             permits,
             opening: AtomicUsize::new(0),
+            opened: tokio::sync::Notify::new(),
         }
     }
 
@@ -65,41 +69,60 @@ impl ServerPool {
     /// A connection for a non-blocking request: the least busy shared one, or a new one when
     /// all are busy and there is room for another.
     pub(crate) async fn shared(&self, deadline: Instant) -> Result<Arc<Conn>> {
-        let fallback = {
-            let conns = self.live_conns();
-            let mut best: Option<(usize, &Arc<Conn>)> = None;
-            let mut shared = self.opening.load(Ordering::Acquire);
-            for conn in conns.iter() {
-                let load = conn.load();
-                if load.dead || load.parked {
-                    continue;
+        loop {
+            // Registered before looking, so an open that ends meanwhile is not missed.
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            let (fallback, live) = {
+                let conns = self.live_conns();
+                let mut best: Option<(usize, &Arc<Conn>)> = None;
+                let mut live = 0;
+                for conn in conns.iter() {
+                    let load = conn.load();
+                    if load.dead || load.parked {
+                        continue;
+                    }
+                    live += 1;
+                    if best.is_none_or(|(p, _)| load.pending < p) {
+                        best = Some((load.pending, conn));
+                    }
                 }
-                shared += 1;
-                if best.is_none_or(|(p, _)| load.pending < p) {
-                    best = Some((load.pending, conn));
+                match best {
+                    Some((0, conn)) => return Ok(conn.clone()),
+                    Some((_, conn)) => (Some(conn.clone()), live),
+                    None => (None, live),
+                }
+            };
+            // Every shared connection is busy (or there is none): open one more if there is
+            // room, counting those being opened (a slot is taken before looking, so a burst
+            // of callers opens no more than allowed).
+            let opening = self.opening.fetch_add(1, Ordering::AcqRel);
+            if live + opening < self.settings.max_shared_connections {
+                if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+                    let result = self.open(false, Some(permit)).await;
+                    self.opening.fetch_sub(1, Ordering::AcqRel);
+                    self.opened.notify_waiters();
+                    return result.map(|(conn, _)| conn);
                 }
             }
-            match best {
-                Some((0, conn)) => return Ok(conn.clone()),
-                Some((_, conn)) if shared >= self.settings.max_shared_connections => {
-                    return Ok(conn.clone());
-                }
-                Some((_, conn)) => Some(conn.clone()),
-                None => None,
-            }
-        };
-        // Every shared connection is busy and there is room for one more.
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            self.opening.fetch_add(1, Ordering::AcqRel);
-            let opened = self.open(false, Some(permit)).await;
             self.opening.fetch_sub(1, Ordering::AcqRel);
-            return opened.map(|(conn, _)| conn);
+            if let Some(conn) = fallback {
+                return Ok(conn);
+            }
+            if opening > 0 {
+                // None open yet, others opening: wait for them, then look again.
+                if tokio::time::timeout_at(deadline.into(), opened)
+                    .await
+                    .is_err()
+                {
+                    return Err(self.busy_error());
+                }
+                continue;
+            }
+            let permit = self.wait_permit(deadline).await?;
+            return self.open(false, Some(permit)).await.map(|(conn, _)| conn);
         }
-        if let Some(conn) = fallback {
-            return Ok(conn);
-        }
-        let permit = self.wait_permit(deadline).await?;
-        self.open(false, Some(permit)).await.map(|(conn, _)| conn)
     }
 
     /// Sends a non-blocking request on a shared connection and returns the answer with the
@@ -154,16 +177,20 @@ impl ServerPool {
         let wait = tokio::time::timeout_at(deadline.into(), self.permits.clone().acquire_owned());
         match wait.await {
             Ok(Ok(permit)) => Ok(permit),
-            _ => Err(Error::Connect {
-                server: self.addr.to_string(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::WouldBlock,
-                    format!(
-                        "all {} connections to this server are in use",
-                        self.settings.max_connections
-                    ),
+            _ => Err(self.busy_error()),
+        }
+    }
+
+    fn busy_error(&self) -> Error {
+        Error::Connect {
+            server: self.addr.to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!(
+                    "all {} connections to this server are in use",
+                    self.settings.max_connections
                 ),
-            }),
+            ),
         }
     }
 
