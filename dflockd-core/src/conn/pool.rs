@@ -14,6 +14,16 @@ use tokio::sync::Semaphore;
 use super::{Conn, Settings};
 use crate::error::{Error, Result};
 
+/// A slot in [`ServerPool::opening`], given back (and the waiters woken) when dropped.
+struct OpeningSlot<'a>(&'a ServerPool);
+
+impl Drop for OpeningSlot<'_> {
+    fn drop(&mut self) {
+        self.0.opening.fetch_sub(1, Ordering::AcqRel);
+        self.0.opened.notify_waiters();
+    }
+}
+
 /// The pool of one server.
 pub(crate) struct ServerPool {
     pub(crate) addr: Arc<str>,
@@ -70,10 +80,6 @@ impl ServerPool {
     /// all are busy and there is room for another.
     pub(crate) async fn shared(&self, deadline: Instant) -> Result<Arc<Conn>> {
         loop {
-            // Registered before looking, so an open that ends meanwhile is not missed.
-            let opened = self.opened.notified();
-            tokio::pin!(opened);
-            opened.as_mut().enable();
             let (fallback, live) = {
                 let conns = self.live_conns();
                 let mut best: Option<(usize, &Arc<Conn>)> = None;
@@ -95,26 +101,45 @@ impl ServerPool {
                 }
             };
             // Every shared connection is busy (or there is none): open one more if there is
-            // room, counting those being opened (a slot is taken before looking, so a burst
-            // of callers opens no more than allowed).
-            let opening = self.opening.fetch_add(1, Ordering::AcqRel);
-            if live + opening < self.settings.max_shared_connections {
+            // room, counting those being opened. The slot is taken with a compare-exchange,
+            // so a burst of callers opens no more than allowed, and `opening` counts only
+            // callers that are opening (each signals `opened` when done).
+            let max = self.settings.max_shared_connections;
+            let mut opening = self.opening.load(Ordering::Acquire);
+            let reserved = loop {
+                if live + opening >= max {
+                    break false;
+                }
+                match self.opening.compare_exchange_weak(
+                    opening,
+                    opening + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break true,
+                    Err(now) => opening = now,
+                }
+            };
+            if reserved {
+                // Gives the slot back and wakes the waiters however this ends (cancelled too).
+                let _slot = OpeningSlot(self);
                 if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-                    let result = self.open(false, Some(permit)).await;
-                    self.opening.fetch_sub(1, Ordering::AcqRel);
-                    self.opened.notify_waiters();
-                    return result.map(|(conn, _)| conn);
+                    return self.open(false, Some(permit)).await.map(|(conn, _)| conn);
                 }
             }
-            self.opening.fetch_sub(1, Ordering::AcqRel);
             if let Some(conn) = fallback {
                 return Ok(conn);
             }
-            if opening > 0 {
-                // None open yet, others opening: wait for them, then look again.
-                if tokio::time::timeout_at(deadline.into(), opened)
-                    .await
-                    .is_err()
+            if self.opening.load(Ordering::Acquire) > 0 {
+                // None open yet, others opening: wait for them, then look again. Registered
+                // before looking at the count again, so an open that ends meanwhile is seen.
+                let opened = self.opened.notified();
+                tokio::pin!(opened);
+                opened.as_mut().enable();
+                if self.opening.load(Ordering::Acquire) > 0
+                    && tokio::time::timeout_at(deadline.into(), opened)
+                        .await
+                        .is_err()
                 {
                     return Err(self.busy_error());
                 }
