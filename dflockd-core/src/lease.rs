@@ -155,6 +155,11 @@ impl LeaseWatch {
         LeaseWatch { shared }
     }
 
+    /// The state it watches (which a guard also releases through).
+    pub(crate) fn shared(&self) -> &Arc<LeaseShared> {
+        &self.shared
+    }
+
     /// Whether the lease is still held: not lost, not released.
     #[must_use]
     pub fn is_held(&self) -> bool {

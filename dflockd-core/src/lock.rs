@@ -393,12 +393,8 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
             })
             .await;
         match result {
-            // A pooled connection that died unnoticed: the server dropped whatever it had
-            // for it; queue again. Every pooled connection may have died at once (a reset,
-            // a restart): each one that failed is out of the pool, and a connection opened
-            // for this request that fails is an error.
-            Err(Error::ConnectionClosed { .. } | Error::Io { .. })
-                if conn.is_dead() && conn.opened_before(pooled_before) => {}
+            // Queue again: see `Conn::died_unnoticed`.
+            Err(e) if conn.died_unnoticed(&e, pooled_before) => {}
             result => break (conn, result?),
         }
     };
@@ -605,9 +601,8 @@ pub struct Guard {
     conn: Arc<Conn>,
     lock_id: u64,
     family: Family,
-    /// Key, token, fence, limit and lease watch; the guard derefs to it.
+    /// Key, token, fence, limit and lease state; the guard derefs to it.
     held: HeldLock,
-    shared: Arc<LeaseShared>,
     release_timeout: Duration,
     /// See [`Granted::unconfirmed`](crate::conn::Granted).
     unconfirmed: bool,
@@ -617,11 +612,8 @@ pub struct Guard {
 impl fmt::Debug for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guard")
-            .field("key", &self.key)
-            .field("token", &self.token)
-            .field("fence", &self.fence)
+            .field("lock", &self.held)
             .field("lease", &self.lease())
-            .field("held", &self.is_held())
             .field("server", &self.conn.server)
             .finish()
     }
@@ -647,13 +639,16 @@ impl Guard {
                 token: granted.grant.token,
                 fence: granted.grant.fence,
                 limit: spec.limit,
-                watch: LeaseWatch::new(granted.shared.clone()),
+                watch: LeaseWatch::new(granted.shared),
             },
-            shared: granted.shared,
             release_timeout: spec.client.inner.release_timeout,
             unconfirmed: granted.unconfirmed,
             done: false,
         }
+    }
+
+    fn shared(&self) -> &Arc<LeaseShared> {
+        self.held.watch.shared()
     }
 
     /// Confirms a grant that came after a server-side wait, when nothing vouches for its lease
@@ -671,7 +666,7 @@ impl Guard {
             return Ok(self);
         }
         self.renew().await?;
-        match self.shared.loss() {
+        match self.shared().loss() {
             Some(reason) => Err(self.lost_error(reason)),
             None => Ok(self),
         }
@@ -680,7 +675,7 @@ impl Guard {
     /// The lease the server applied (updated by renewals).
     #[must_use]
     pub fn lease(&self) -> Duration {
-        self.shared.lease()
+        self.shared().lease()
     }
 
     /// The address of the server that holds it.
@@ -716,7 +711,7 @@ impl Guard {
         &self,
     ) -> impl std::future::Future<Output = Result<Duration>> + Send + 'static {
         let conn = self.conn.clone();
-        let shared = self.shared.clone();
+        let shared = self.shared().clone();
         let (lock_id, key) = (self.lock_id, self.held.key.clone());
         let lost = move |reason| Error::LeaseLost {
             key: key.to_string(),
@@ -781,8 +776,8 @@ impl Guard {
         self.done = true;
         // Stops the renewals (no lock needed: the connection looks at this state). A lease
         // that was lost is no longer registered on the connection.
-        if !self.shared.mark_released() {
-            let reason = self.shared.loss().unwrap_or(LossReason::ConnectionLost);
+        if !self.shared().mark_released() {
+            let reason = self.shared().loss().unwrap_or(LossReason::ConnectionLost);
             return Err(self.lost_error(reason));
         }
         let conn = &self.conn;

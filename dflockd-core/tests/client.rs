@@ -21,6 +21,23 @@ async fn default_client() -> (TestServers, Client) {
     (servers, client)
 }
 
+/// A test server behind a chaos proxy, and a client builder for the proxy.
+async fn behind_proxy() -> (TestServers, Proxy, dflockd_core::ClientBuilder) {
+    let servers = TestServers::default_config(1).await.unwrap();
+    let proxy = Proxy::start(servers.addrs()[0].parse().unwrap()).await;
+    let builder = builder(&[proxy.addr.to_string()]);
+    (servers, proxy, builder)
+}
+
+/// Polls `future` once (it sends its request and starts reading), as a task that never runs
+/// again: its waker is a no-op.
+fn stalled<F: std::future::Future>(future: F) -> std::pin::Pin<Box<F>> {
+    let mut future = Box::pin(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(future.as_mut().poll(&mut cx).is_pending());
+    future
+}
+
 #[tokio::test]
 async fn acquire_release_and_guard_fields() {
     let (_servers, client) = default_client().await;
@@ -214,10 +231,8 @@ async fn blocked_renewals_report_loss_before_the_next_holder_gets_the_lock() {
 
 #[tokio::test]
 async fn a_reset_connection_reports_loss_at_once() {
-    let (servers, _) = default_client().await;
-    let upstream = servers.addrs()[0].parse().unwrap();
-    let proxy = Proxy::start(upstream).await;
-    let client = builder(&[proxy.addr.to_string()]).build().unwrap();
+    let (_servers, proxy, builder) = behind_proxy().await;
+    let client = builder.build().unwrap();
     let guard = client.lock(unique_key("reset")).acquire().await.unwrap();
     let started = Instant::now();
     proxy.reset();
@@ -576,9 +591,8 @@ async fn hot_key_hand_over_never_queues_a_release_behind_a_wait() {
 
 #[tokio::test]
 async fn an_acquire_right_after_a_reset_uses_a_fresh_connection() {
-    let (servers, _) = default_client().await;
-    let proxy = Proxy::start(servers.addrs()[0].parse().unwrap()).await;
-    let client = builder(&[proxy.addr.to_string()]).build().unwrap();
+    let (_servers, proxy, builder) = behind_proxy().await;
+    let client = builder.build().unwrap();
     for round in 0..20 {
         // Warm the pool, cut every connection, and acquire at once: the pooled connection
         // may not have noticed the reset yet.
@@ -605,9 +619,8 @@ async fn an_acquire_right_after_a_reset_uses_a_fresh_connection() {
 /// failed after the second dead connection, before).
 #[tokio::test]
 async fn a_wait_after_every_pooled_connection_was_reset_gets_a_live_one() {
-    let (servers, _) = default_client().await;
-    let proxy = Proxy::start(servers.addrs()[0].parse().unwrap()).await;
-    let client = builder(&[proxy.addr.to_string()]).build().unwrap();
+    let (_servers, proxy, builder) = behind_proxy().await;
+    let client = builder.build().unwrap();
     let key = unique_key("hint-reset");
     let holder = client.lock(&key);
     let waiter = client.lock(&key).acquire_timeout(Duration::from_secs(5));
@@ -649,21 +662,13 @@ async fn a_wait_after_every_pooled_connection_was_reset_gets_a_live_one() {
 /// through it: the connection's maintenance reads what the socket signalled.
 #[tokio::test]
 async fn a_stalled_waiting_caller_does_not_hide_a_reset() {
-    let (servers, _) = default_client().await;
-    let upstream = servers.addrs()[0].parse().unwrap();
-    let proxy = Proxy::start(upstream).await;
-    let client = builder(&[proxy.addr.to_string()])
-        .max_shared_connections(1)
-        .build()
-        .unwrap();
+    let (_servers, proxy, builder) = behind_proxy().await;
+    let client = builder.max_shared_connections(1).build().unwrap();
     let guard = client.lock(unique_key("stalled")).acquire().await.unwrap();
     assert_eq!(client.open_connections(), 1);
-    // A request on the same connection, polled once (it sends and starts reading), then
-    // never again: its waker is a no-op.
+    // A request on the same connection, polled once, then never again.
     let other = client.lock(unique_key("stalled-other"));
-    let mut stalled = Box::pin(other.try_acquire());
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    assert!(stalled.as_mut().poll(&mut cx).is_pending());
+    let stuck = stalled(other.try_acquire());
     assert_eq!(client.open_connections(), 1);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = Instant::now();
@@ -675,25 +680,18 @@ async fn a_stalled_waiting_caller_does_not_hide_a_reset() {
         "{:?}",
         started.elapsed()
     );
-    drop(stalled);
+    drop(stuck);
 }
 
 /// After the maintenance read for a stalled caller once, the connection's reader task is the
 /// one woken: a later reset is noticed at once, not a maintenance tick later.
 #[tokio::test]
 async fn after_a_stalled_caller_the_reader_task_takes_over() {
-    let (servers, _) = default_client().await;
-    let upstream = servers.addrs()[0].parse().unwrap();
-    let proxy = Proxy::start(upstream).await;
-    let client = builder(&[proxy.addr.to_string()])
-        .max_shared_connections(1)
-        .build()
-        .unwrap();
+    let (_servers, proxy, builder) = behind_proxy().await;
+    let client = builder.max_shared_connections(1).build().unwrap();
     let guard = client.lock(unique_key("takeover")).acquire().await.unwrap();
     let other = client.lock(unique_key("takeover-other"));
-    let mut stalled = Box::pin(other.try_acquire());
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    assert!(stalled.as_mut().poll(&mut cx).is_pending());
+    let stuck = stalled(other.try_acquire());
     // Its answer arrives and wakes no one who reads; a maintenance round reads it.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(client.open_connections(), 1);
@@ -710,7 +708,7 @@ async fn after_a_stalled_caller_the_reader_task_takes_over() {
     );
     // The stalled request got its answer meanwhile (read for it): a grant, released at once
     // when the future is dropped.
-    drop(stalled);
+    drop(stuck);
 }
 
 /// Requests pipelined on one shared connection: most answers are read by another caller (or

@@ -72,7 +72,7 @@ const COALESCE: Duration = Duration::from_millis(25);
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Marks a moment: connections opened after it have ids from this one on (see
-/// [`Conn::opened_before`]).
+/// [`Conn::died_unnoticed`]).
 pub(crate) fn conn_id_mark() -> u64 {
     NEXT_CONN_ID.load(Ordering::Relaxed)
 }
@@ -207,15 +207,31 @@ impl Held {
     fn releasing(&self) -> bool {
         !self.shared.is_held()
     }
-}
 
-impl Held {
     fn next_event(&self) -> Instant {
         if self.renew_in_flight {
             self.deadline
         } else {
             self.next_renew.min(self.deadline)
         }
+    }
+}
+
+impl State {
+    /// Takes the answer delivered to caller `reader`, if any.
+    fn take_delivered(&mut self, reader: u64) -> Option<Result<Answer>> {
+        let at = self.delivered.iter().position(|(r, _)| *r == reader)?;
+        Some(self.delivered.swap_remove(at).1)
+    }
+
+    /// The waker slot of caller `reader`'s pending request, if it is still pending.
+    fn waiter_of(&mut self, reader: u64) -> Option<&mut Option<Waker>> {
+        self.pending.iter_mut().find_map(|p| match p {
+            Pending::Call {
+                waiter, reader: r, ..
+            } if *r == reader => Some(waiter),
+            _ => None,
+        })
     }
 }
 
@@ -472,10 +488,15 @@ impl Conn {
         }
     }
 
-    /// Whether this connection was opened before `mark` (from [`conn_id_mark`]): a pooled
-    /// one that may have died unnoticed, rather than one opened for the request at hand.
-    pub(crate) fn opened_before(&self, mark: u64) -> bool {
-        self.id < mark
+    /// Whether a request failed with `error` because this connection was already dead when
+    /// the pool offered it: closed, and opened before `mark` (from [`conn_id_mark`], taken
+    /// when the request began), so a pooled one that died unnoticed (a reset, a server
+    /// restart) rather than one opened for the request. The server kept nothing of the
+    /// request: it can go again on another connection, and each dead one leaves the pool.
+    pub(crate) fn died_unnoticed(&self, error: &Error, mark: u64) -> bool {
+        matches!(error, Error::ConnectionClosed { .. } | Error::Io { .. })
+            && self.is_dead()
+            && self.id < mark
     }
 
     /// A new id, unique on this connection (never 0, which stands for "none").
@@ -707,51 +728,33 @@ impl Conn {
         if self.summary.delivered.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let mut st = self.lock_state();
-        let at = st.delivered.iter().position(|(r, _)| *r == reader)?;
-        Some(st.delivered.swap_remove(at).1)
+        self.lock_state().take_delivered(reader)
     }
 
     /// The pending request of caller `reader` wakes `waker` from now on; or, if it was
     /// answered meanwhile, its answer.
     fn set_waiter(&self, reader: u64, waker: &Waker) -> Option<Result<Answer>> {
         let mut st = self.lock_state();
-        for p in st.pending.iter_mut() {
-            if let Pending::Call {
-                waiter: Some(w),
-                reader: r,
-                ..
-            } = p
-            {
-                if *r == reader {
-                    *w = waker.clone();
-                    return None;
-                }
+        match st.waiter_of(reader) {
+            Some(w @ Some(_)) => {
+                *w = Some(waker.clone());
+                None
             }
+            _ => st.take_delivered(reader),
         }
-        let at = st.delivered.iter().position(|(r, _)| *r == reader)?;
-        Some(st.delivered.swap_remove(at).1)
     }
 
     /// Caller `reader` goes away without its answer: an answer delivered to it is returned
     /// (to be disposed of), one still to come will be dropped.
     fn give_up(&self, reader: u64) -> Option<Result<Answer>> {
         let mut st = self.lock_state();
-        if let Some(at) = st.delivered.iter().position(|(r, _)| *r == reader) {
-            return Some(st.delivered.swap_remove(at).1);
-        }
-        for p in st.pending.iter_mut() {
-            if let Pending::Call {
-                waiter, reader: r, ..
-            } = p
-            {
-                if *r == reader {
-                    *waiter = None;
-                    break;
-                }
+        let delivered = st.take_delivered(reader);
+        if delivered.is_none() {
+            if let Some(waiter) = st.waiter_of(reader) {
+                *waiter = None;
             }
         }
-        None
+        delivered
     }
 
     // ---- reader ---------------------------------------------------------------------------
@@ -1716,6 +1719,14 @@ struct ReadSlot {
     signalled: bool,
 }
 
+impl ReadSlot {
+    /// Makes the reader task the reader; returns the caller's waker it held.
+    fn hand_to_task(&mut self) -> Option<Waker> {
+        self.reader = TASK_READER;
+        self.waker.take()
+    }
+}
+
 impl ReadWake {
     fn slot(&self) -> MutexGuard<'_, ReadSlot> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
@@ -1749,30 +1760,22 @@ impl ReadWake {
         if !slot.signalled {
             return false;
         }
-        slot.reader = TASK_READER;
-        slot.waker = None;
+        slot.hand_to_task();
         true
     }
 
     /// Caller `reader` no longer waits: the reader task takes over (and reads at once if the
     /// socket signalled data that may be unread).
     fn stop_reading(&self, reader: u64) {
-        let wake = {
+        // The caller's waker is dropped after the lock is let go.
+        let (_caller, task) = {
             let mut slot = self.slot();
             if slot.reader != reader {
                 return;
             }
-            slot.reader = TASK_READER;
-            // Dropped after the lock is let go.
-            let caller = slot.waker.take();
-            let task = if slot.signalled {
-                slot.task.clone()
-            } else {
-                None
-            };
-            (caller, task)
+            let caller = slot.hand_to_task();
+            (caller, slot.signalled.then(|| slot.task.clone()).flatten())
         };
-        let (_caller, task) = wake;
         if let Some(waker) = task {
             waker.wake();
         }

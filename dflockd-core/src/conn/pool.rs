@@ -168,12 +168,8 @@ impl ServerPool {
                 {
                     reserved += 1;
                 }
-                // A pooled connection that died unnoticed (the server restarted, a reset):
-                // nothing was granted on it that the server kept, so try again. Each dead
-                // one leaves the pool; a connection opened for this call that fails is an
-                // error.
-                Err(Error::ConnectionClosed { .. } | Error::Io { .. })
-                    if conn.is_dead() && conn.opened_before(pooled_before) => {}
+                // Try again: see `Conn::died_unnoticed`.
+                Err(e) if conn.died_unnoticed(&e, pooled_before) => {}
                 result => return result.map(|answer| (conn, answer)),
             }
         }
