@@ -802,11 +802,17 @@ impl Conn {
         let rs = &mut *guard;
         rs.io.as_ref()?;
         let mut direct = None;
-        self.read_wake.start_reading(reader, waker);
+        // Nothing came since the last read, which left the socket holding the waker: it will
+        // wake the new reader when something comes (a request just sent is never answered
+        // that fast, so this spares most callers' first poll of the socket).
+        let mut quiet = !self.read_wake.start_reading(reader, waker);
         let mut cx = Context::from_waker(&self.read_waker);
         let failure = loop {
             if let Err(reason) = self.handle_lines(rs, reader, &mut direct) {
                 break reason.to_owned();
+            }
+            if std::mem::take(&mut quiet) {
+                return direct;
             }
             rs.make_room();
             let Some(io) = rs.io.as_mut() else {
@@ -1709,14 +1715,27 @@ struct ReadWake {
     slot: Mutex<ReadSlot>,
 }
 
-#[derive(Default)]
 struct ReadSlot {
     reader: u64,
     /// The waiting caller's waker; `None` when the reader task is the reader.
     waker: Option<Waker>,
     task: Option<Waker>,
-    /// The socket signalled data since the last read began.
+    /// The socket signalled data since the last read began. While it is false, the last read
+    /// ended with the socket holding this waker (every read goes on until the socket has
+    /// nothing more), so there is nothing to read yet and the socket will wake the reader:
+    /// a new reader need not poll it. True at first: nobody has read yet.
     signalled: bool,
+}
+
+impl Default for ReadSlot {
+    fn default() -> Self {
+        ReadSlot {
+            reader: TASK_READER,
+            waker: None,
+            task: None,
+            signalled: true,
+        }
+    }
 }
 
 impl ReadSlot {
@@ -1741,16 +1760,18 @@ impl ReadWake {
     }
 
     /// A read begins: data signalled so far will be read. A waiting caller becomes the one
-    /// woken for more.
-    fn start_reading(&self, reader: u64, waker: &Waker) {
+    /// woken for more. Returns whether the socket signalled since the last read began (when
+    /// it did not, polling it would only find nothing: see [`ReadSlot::signalled`]).
+    fn start_reading(&self, reader: u64, waker: &Waker) -> bool {
         let mut slot = self.slot();
-        slot.signalled = false;
+        let signalled = std::mem::replace(&mut slot.signalled, false);
         if reader != TASK_READER
             && (slot.reader != reader || !slot.waker.as_ref().is_some_and(|w| w.will_wake(waker)))
         {
             slot.reader = reader;
             slot.waker = Some(waker.clone());
         }
+        signalled
     }
 
     /// If the socket signalled data that nobody has read since, makes the reader task the
