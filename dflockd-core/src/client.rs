@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::conn::pool::ServerPool;
-use crate::conn::{Answer, Call, Settings};
+use crate::conn::{Answer, Call, Settings, Wire};
 use crate::error::{Error, Result, parse_duration};
 use crate::lease::LeasePolicy;
 use crate::lock::{Lock, Semaphore};
@@ -151,6 +151,7 @@ impl Client {
         let (_, answer) = pool
             .call_shared(deadline, || Call {
                 request: Request::Stats,
+                wire: Wire::Encode,
                 expect: Expect::Stats,
                 grant: None,
                 server_wait: None,

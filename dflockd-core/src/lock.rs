@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::conn::connect::whole_seconds;
-use crate::conn::{Answer, Call, Conn, GrantMeta, Granted};
+use crate::conn::{Answer, Call, Conn, GrantMeta, Granted, Wire};
 use crate::error::{Error, Result};
 use crate::lease::{LeaseShared, LeaseWatch, LossReason, Lost};
 use crate::proto::{Expect, Family, Request, Token, validate_client_key};
@@ -25,6 +25,17 @@ struct Spec {
     /// The connection this handle last waited on: usually idle again by the next wait, and
     /// found without looking at every connection of the pool.
     park_hint: ParkHint,
+    /// Its acquire requests, encoded once (cleared when the timeout or lease changes).
+    wire: WireCache,
+}
+
+/// The two acquire requests a handle sends over and over: the try-once, and the wait for the
+/// whole acquire timeout (which a busy key goes straight to). `None` inside: the request does
+/// not encode (it is encoded again, for its error, when sent).
+#[derive(Clone, Default)]
+struct WireCache {
+    try_once: std::sync::OnceLock<Option<Box<[u8]>>>,
+    wait: std::sync::OnceLock<Option<(u64, Box<[u8]>)>>,
 }
 
 #[derive(Clone, Copy)]
@@ -120,6 +131,7 @@ macro_rules! common_api {
             #[must_use]
             pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
                 self.spec.acquire_timeout = timeout;
+                self.spec.wire = WireCache::default();
                 self
             }
 
@@ -129,6 +141,7 @@ macro_rules! common_api {
             #[must_use]
             pub fn lease_ttl(mut self, lease: Duration) -> Self {
                 self.spec.lease = Some(lease);
+                self.spec.wire = WireCache::default();
                 self
             }
 
@@ -215,6 +228,7 @@ impl Lock {
                 lease,
                 key_facts,
                 park_hint: ParkHint::default(),
+                wire: WireCache::default(),
             },
         }
     }
@@ -234,6 +248,7 @@ impl Semaphore {
                 lease,
                 key_facts,
                 park_hint: ParkHint::default(),
+                wire: WireCache::default(),
             },
         }
     }
@@ -301,6 +316,29 @@ impl Spec {
         }
     }
 
+    /// How to send [`acquire_request`](Self::acquire_request)`(timeout_s)`: as bytes encoded
+    /// before, for the timeouts this handle uses most.
+    fn acquire_wire(&self, timeout_s: u64) -> Wire<'_> {
+        let encoded = |t| {
+            let mut buf = Vec::new();
+            self.acquire_request(t).encode(&mut buf).ok()?;
+            Some(buf.into_boxed_slice())
+        };
+        let bytes = if timeout_s == 0 {
+            self.wire.try_once.get_or_init(|| encoded(0)).as_deref()
+        } else {
+            match self
+                .wire
+                .wait
+                .get_or_init(|| Some((timeout_s, encoded(timeout_s)?)))
+            {
+                Some((t, bytes)) if *t == timeout_s => Some(&**bytes),
+                _ => None,
+            }
+        };
+        bytes.map_or(Wire::Encode, Wire::Bytes)
+    }
+
     fn timeout_error(&self) -> Error {
         Error::Timeout {
             key: self.key.to_string(),
@@ -343,6 +381,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
         let (conn, answer) = pool
             .call_shared(deadline, || Call {
                 request: spec.acquire_request(0),
+                wire: spec.acquire_wire(0),
                 expect: Expect::Grant,
                 grant: spec.meta(),
                 server_wait: None,
@@ -382,6 +421,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
         let result = conn
             .call(Call {
                 request: spec.acquire_request(wait_s),
+                wire: spec.acquire_wire(wait_s),
                 expect: Expect::Grant,
                 grant: spec.meta(),
                 server_wait: Some(Duration::from_secs(wait_s)),
@@ -427,6 +467,7 @@ async fn enqueue(spec: &Spec) -> Result<Enqueued> {
                 limit: spec.limit,
                 lease_s: spec.lease_s(),
             },
+            wire: Wire::Encode,
             expect: Expect::Enqueue,
             grant: spec.meta(),
             server_wait: None,
@@ -554,6 +595,7 @@ impl Queued {
                     key: &self.spec.key,
                     timeout_s: wait_s,
                 },
+                wire: Wire::Encode,
                 expect: Expect::Grant,
                 grant: self.spec.meta(),
                 server_wait: Some(Duration::from_secs(wait_s)),
@@ -801,6 +843,8 @@ impl Guard {
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let call = conn.call(Call {
             request,
+            // The key went out with the acquire, the token came in the grant.
+            wire: Wire::Validated,
             expect: Expect::Release,
             grant: None,
             server_wait: None,
@@ -973,5 +1017,59 @@ impl HeldLock {
     #[must_use]
     pub fn watch(&self) -> LeaseWatch {
         self.watch.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(request: &Request<'_>) -> Option<Vec<u8>> {
+        let mut buf = Vec::new();
+        request.encode(&mut buf).ok().map(|()| buf)
+    }
+
+    fn sent(wire: Wire<'_>) -> Option<Vec<u8>> {
+        match wire {
+            Wire::Bytes(bytes) => Some(bytes.to_vec()),
+            Wire::Encode | Wire::Validated => None,
+        }
+    }
+
+    #[test]
+    fn cached_acquire_requests_match_their_encoding_and_follow_the_settings() {
+        let client = Client::builder().build().unwrap();
+        let lock = client.lock("k").acquire_timeout(Duration::from_secs(7));
+        let spec = &lock.spec;
+        for timeout_s in [0, 7] {
+            let want = encoded(&spec.acquire_request(timeout_s)).unwrap();
+            // Filled on first use, then the same bytes.
+            assert_eq!(sent(spec.acquire_wire(timeout_s)), Some(want.clone()));
+            assert_eq!(sent(spec.acquire_wire(timeout_s)), Some(want));
+        }
+        // Another wait timeout is encoded as it is sent.
+        assert_eq!(sent(spec.acquire_wire(3)), None);
+
+        // A new lease or timeout is a new request.
+        let leased = lock.clone().lease_ttl(Duration::from_secs(5));
+        let bytes = sent(leased.spec.acquire_wire(7)).unwrap();
+        assert_eq!(bytes, b"l\nk\n7 5\n");
+        let sem = client
+            .semaphore("s", 3)
+            .acquire_timeout(Duration::from_secs(2));
+        assert_eq!(sent(sem.spec.acquire_wire(2)).unwrap(), b"sl\ns\n2 3\n");
+        assert_eq!(sent(sem.spec.acquire_wire(0)).unwrap(), b"sl\ns\n0 3\n");
+    }
+
+    #[test]
+    fn requests_that_do_not_encode_are_never_cached() {
+        let client = Client::builder().build().unwrap();
+        let bad = client.lock("a key");
+        assert_eq!(sent(bad.spec.acquire_wire(0)), None);
+        assert!(encoded(&bad.spec.acquire_request(0)).is_none());
+        let huge = client
+            .lock("k")
+            .lease_ttl(Duration::from_secs(u64::MAX / 2));
+        assert_eq!(sent(huge.spec.acquire_wire(10)), None);
     }
 }

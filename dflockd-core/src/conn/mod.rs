@@ -106,9 +106,22 @@ pub(crate) struct GrantMeta {
     pub(crate) key: Arc<str>,
 }
 
+/// How a request is put on the wire.
+#[derive(Clone, Copy)]
+pub(crate) enum Wire<'a> {
+    /// Validated and encoded now.
+    Encode,
+    /// Encoded without validation: its parts passed it before (see
+    /// [`Request::encode_validated`]).
+    Validated,
+    /// Bytes encoded (and validated) before for this very request.
+    Bytes(&'a [u8]),
+}
+
 /// A request about to be sent, and how its answer is handled.
 pub(crate) struct Call<'a> {
     pub(crate) request: Request<'a>,
+    pub(crate) wire: Wire<'a>,
     pub(crate) expect: Expect,
     /// Register a grant in the answer for renewal.
     pub(crate) grant: Option<GrantMeta>,
@@ -573,13 +586,23 @@ impl Conn {
         let blocking = call.server_wait.is_some();
         let cancel_closes = call.cancel_closes || blocking;
         let limit = call.server_wait.unwrap_or_default() + self.settings.request_timeout;
-        let request = call.request;
+        let (request, wire) = (call.request, call.wire);
         let (expect, grant, key, patience) = (call.expect, call.grant, call.key, call.patience);
         let forget = call.forget;
         let reader = slot.reading.id;
         self.send(
             call.park,
-            |buf| request.encode(buf),
+            |buf| match wire {
+                Wire::Encode => request.encode(buf),
+                Wire::Validated => {
+                    request.encode_validated(buf);
+                    Ok(())
+                }
+                Wire::Bytes(bytes) => {
+                    buf.extend_from_slice(bytes);
+                    Ok(())
+                }
+            },
             |now| Pending::Call {
                 expect,
                 waiter: Some(waker),

@@ -307,6 +307,27 @@ impl<'a> Request<'a> {
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), InvalidInput> {
         self.validate()?;
         let start = out.len();
+        self.encode_validated(out);
+        // The argument line is the only one whose length is not bounded by validation.
+        let arg_start = out[start..out.len() - 1]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(start, |p| start + p + 1);
+        let arg_len = out.len() - 1 - arg_start;
+        if arg_len > MAX_REQUEST_LINE {
+            out.truncate(start);
+            return Err(InvalidInput::LineTooLong {
+                len: arg_len,
+                max: MAX_REQUEST_LINE,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`encode`](Self::encode) without its checks, for a request whose parts passed them
+    /// before (the release of a guard: its key was sent with the acquire, its token came in
+    /// the grant and has a fixed length).
+    pub(crate) fn encode_validated(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.command().as_str().as_bytes());
         out.push(b'\n');
         match *self {
@@ -364,20 +385,6 @@ impl<'a> Request<'a> {
             Request::Stats => push_line(out, "_"),
         }
         out.push(b'\n');
-        // The argument line is the only one whose length is not bounded by validation.
-        let arg_start = out[start..out.len() - 1]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(start, |p| start + p + 1);
-        let arg_len = out.len() - 1 - arg_start;
-        if arg_len > MAX_REQUEST_LINE {
-            out.truncate(start);
-            return Err(InvalidInput::LineTooLong {
-                len: arg_len,
-                max: MAX_REQUEST_LINE,
-            });
-        }
-        Ok(())
     }
 
     fn validate(&self) -> Result<(), InvalidInput> {
@@ -1201,6 +1208,36 @@ mod tests {
             }
         );
         assert!(!s.contains(TOKEN));
+    }
+
+    #[test]
+    fn validated_encoding_is_the_same_bytes() {
+        let token = Token::from_parts(7, 42);
+        let requests = [
+            Request::Release {
+                family: Family::Lock,
+                key: "k",
+                token: token.as_str(),
+            },
+            Request::Release {
+                family: Family::Semaphore,
+                key: "pool:1",
+                token: token.as_str(),
+            },
+            Request::Acquire {
+                family: Family::Semaphore,
+                key: "s",
+                timeout_s: 10,
+                limit: 3,
+                lease_s: Some(30),
+            },
+        ];
+        for request in requests {
+            let (mut checked, mut validated) = (b"prefix".to_vec(), b"prefix".to_vec());
+            request.encode(&mut checked).unwrap();
+            request.encode_validated(&mut validated);
+            assert_eq!(checked, validated);
+        }
     }
 
     #[test]
