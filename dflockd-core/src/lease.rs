@@ -288,8 +288,10 @@ impl LeasePolicy {
 /// (`Duration::mul_f64` is exact to the last bit, and many times slower: this runs for every
 /// grant and renewal).
 fn scale(d: Duration, factor: f64) -> Duration {
-    // Saturating float-to-int cast: a negative or NaN product becomes 0.
-    Duration::from_nanos((d.as_nanos() as f64 * factor) as u64)
+    // Through `u64` (centuries of nanoseconds): converting a `u128` to a float is a library
+    // call. Saturating float-to-int cast: a negative or NaN product becomes 0.
+    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos((nanos as f64 * factor) as u64)
 }
 
 #[cfg(test)]
