@@ -34,7 +34,7 @@ pub enum LineScan {
 pub fn scan_line(buf: &[u8], max_len: usize) -> LineScan {
     // Only look as far as a maximal line could reach: the content and the `\n`.
     let window = &buf[..buf.len().min(max_len.saturating_add(1))];
-    match window.iter().position(|&b| b == b'\n') {
+    match find_newline(window) {
         Some(nl) => {
             let content = &window[..nl];
             let line_len = content
@@ -51,9 +51,55 @@ pub fn scan_line(buf: &[u8], max_len: usize) -> LineScan {
     }
 }
 
+/// The position of the first `\n`, looking at eight bytes at a time (answer lines are tens
+/// of bytes long: a byte at a time costs more than the rest of handling the answer).
+fn find_newline(buf: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut chunks = buf.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // Bytes equal to `\n` become zero; the lowest zero byte sets its high bit here (bytes
+        // after it may too, which does not matter: the lowest is taken).
+        let x = u64::from_le_bytes(word) ^ NEWLINES;
+        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zeros != 0 {
+            return Some(offset + (zeros.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|p| offset + p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn newline_search_agrees_with_a_byte_scan() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let len = rng.usize(0..40);
+            let buf: Vec<u8> = (0..len)
+                .map(|_| match rng.u8(0..6) {
+                    0 => b'\n',
+                    1 => 0x8a, // `\n` with the high bit set
+                    2 => 0x0b,
+                    3 => 0x09,
+                    _ => rng.u8(..),
+                })
+                .collect();
+            let want = buf.iter().position(|&b| b == b'\n');
+            assert_eq!(find_newline(&buf), want, "{buf:?}");
+        }
+    }
 
     #[test]
     fn table() {
