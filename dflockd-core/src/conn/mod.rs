@@ -231,6 +231,17 @@ impl Held {
 }
 
 impl State {
+    /// Forgets a held lock. Its renewal schedule entries go stale (skipped, and pruned when
+    /// they pile up); once nothing is held they are all stale, and dropped at once: a
+    /// connection that takes and gives back one lock after another keeps an empty schedule.
+    fn forget(&mut self, lock_id: u64) -> Option<Held> {
+        let held = self.held.remove(&lock_id);
+        if self.held.is_empty() {
+            self.schedule.clear();
+        }
+        held
+    }
+
     /// Takes the answer delivered to caller `reader`, if any.
     fn take_delivered(&mut self, reader: u64) -> Option<Result<Answer>> {
         let at = self.delivered.iter().position(|(r, _)| *r == reader)?;
@@ -946,7 +957,7 @@ impl Conn {
                 let parsed = Reply::parse(expect, line);
                 if let Some(lock_id) = forget {
                     if matches!(parsed, Ok(_) | Err(ReplyError::Server(_))) {
-                        st.held.remove(&lock_id);
+                        st.forget(lock_id);
                     }
                 }
                 let (result, poison) = match parsed {
@@ -1050,7 +1061,7 @@ impl Conn {
                         return Err("malformed renew answer");
                     }
                     Err(ReplyError::Server(ServerStatus::Error)) => {
-                        lost = st.held.remove(&lock_id);
+                        lost = st.forget(lock_id);
                         Err(LossReason::RenewRefused)
                     }
                     Err(ReplyError::Server(status)) => {
@@ -1169,7 +1180,7 @@ impl Conn {
     /// dropped guards and abandoned grants). Returns whether the lock was still held.
     pub(crate) fn drop_lock(&self, lock_id: u64, release: bool) -> bool {
         let mut st = self.lock_state();
-        let Some(h) = st.held.remove(&lock_id) else {
+        let Some(h) = st.forget(lock_id) else {
             return false;
         };
         let held = h.shared.mark_released();
@@ -1198,7 +1209,7 @@ impl Conn {
     /// stops its renewals and deadline checks; it stays registered until then, so that the
     /// connection is not parked with the release queued behind a blocking request.
     pub(crate) fn forget_released(&self, lock_id: u64) {
-        self.lock_state().held.remove(&lock_id);
+        self.lock_state().forget(lock_id);
     }
 
     /// Renews one lock now and waits for the answer.
