@@ -71,7 +71,12 @@ impl HotKeys {
     }
 
     fn millis(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+        // In `u64` arithmetic (`as_millis` works in `u128`): this runs for every acquire.
+        let since = now.saturating_duration_since(self.base);
+        since
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(since.subsec_millis()))
     }
 
     /// Whether the key of `hash` was found busy less than [`HOT_FOR`] before `now`.

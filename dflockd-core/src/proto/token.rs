@@ -84,10 +84,19 @@ impl Token {
     /// do newer dflockd servers); with older servers the prefix is random and so is this value.
     #[must_use]
     pub fn prefix_fence(&self) -> u64 {
-        // Only `0-9` (0x30..) and `a-f` (0x61..) are stored: the low nibble, plus 9 for letters.
-        self.0[..16].iter().fold(0u64, |acc, &b| {
-            (acc << 4) | u64::from((b & 0xf) + 9 * (b >> 6))
-        })
+        // Only `0-9` (0x30..) and `a-f` (0x61..) are stored: the low nibble, plus 9 for letters
+        // (bit 6 set). Eight digits at a time: each byte of the word becomes its digit's value.
+        let digits = |half: &[u8]| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(half);
+            let x = u64::from_be_bytes(word);
+            let values = (x & 0x0f0f_0f0f_0f0f_0f0f) + 9 * ((x >> 6) & 0x0101_0101_0101_0101);
+            // Pack the eight nibbles (one per byte, most significant first) into 32 bits.
+            let pairs = (values | (values >> 4)) & 0x00ff_00ff_00ff_00ff;
+            let quads = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
+            (quads | (quads >> 16)) & 0xffff_ffff
+        };
+        (digits(&self.0[..8]) << 32) | digits(&self.0[8..16])
     }
 }
 
@@ -143,6 +152,18 @@ mod tests {
             Token::from_parts(1, 0xabc).as_str(),
             "00000000000000010000000000000abc"
         );
+    }
+
+    #[test]
+    fn fences_of_random_tokens() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..10_000 {
+            let fence = rng.u64(..) >> rng.u32(0..64);
+            let t = Token::from_parts(fence, rng.u64(..));
+            assert_eq!(t.prefix_fence(), fence, "{}", t.as_str());
+            let parsed = Token::parse(&format!("{fence:016x}{:016x}", rng.u64(..))).unwrap();
+            assert_eq!(parsed.prefix_fence(), fence);
+        }
     }
 
     #[test]
