@@ -829,7 +829,7 @@ impl Conn {
     /// do the same. `reader` is a waiting caller, which becomes the one woken for more data,
     /// or [`TASK_READER`]. Returns the caller's own answer if it was among those read.
     #[must_use]
-    fn read_answers(&self, reader: u64, waker: &Waker) -> Option<Direct> {
+    fn read_answers(&self, reader: u64, waker: &Waker) -> Option<Result<Answer>> {
         let Ok(mut guard) = self.reader.try_lock() else {
             return None;
         };
@@ -875,7 +875,7 @@ impl Conn {
         &self,
         rs: &mut ReadSide,
         reader: u64,
-        direct: &mut Option<Direct>,
+        direct: &mut Option<Result<Answer>>,
     ) -> std::result::Result<(), &'static str> {
         loop {
             let data = &rs.buf[rs.start..rs.end];
@@ -932,7 +932,7 @@ impl Conn {
         &self,
         line: &[u8],
         reader: u64,
-        direct: &mut Option<Direct>,
+        direct: &mut Option<Result<Answer>>,
     ) -> std::result::Result<(), &'static str> {
         let mut st = self.lock_state();
         let Some(head) = st.pending.pop_front() else {
@@ -1004,7 +1004,7 @@ impl Conn {
                 };
                 let (undelivered, wake) = match waiter {
                     Some(_) if caller == reader && reader != TASK_READER => {
-                        *direct = Some(Direct { answer: result });
+                        *direct = Some(result);
                         (None, None)
                     }
                     Some(waker) => {
@@ -1330,8 +1330,10 @@ impl Conn {
             }
             // Callers whose patience ran out get their timeout now; the answer, when it
             // comes, is dropped (and a grant in it released).
-            let mut timed_out = Vec::new();
-            for p in st.pending.iter_mut() {
+            let State {
+                pending, delivered, ..
+            } = &mut *st;
+            for p in pending.iter_mut() {
                 if let Pending::Call {
                     waiter,
                     give_up: Some(at),
@@ -1346,13 +1348,12 @@ impl Conn {
                                 server: self.server.to_string(),
                                 after: at.saturating_duration_since(*sent),
                             };
-                            timed_out.push((*reader, Err(timeout)));
+                            delivered.push((*reader, Err(timeout)));
                             wake.push(waker);
                         }
                     }
                 }
             }
-            st.delivered.append(&mut timed_out);
             let mut later = Vec::new();
             while let Some(&Reverse(entry)) = st.schedule.peek() {
                 let (at, lock_id, seq) = entry;
@@ -1576,7 +1577,7 @@ impl Drop for KillOnDrop<'_> {
     }
 }
 
-/// Where a call's answer arrives: read by the caller itself ([`Direct`]), or by someone else,
+/// Where a call's answer arrives: read by the caller itself, or by someone else,
 /// who leaves it in [`State::delivered`] and wakes the caller. If the caller goes away before
 /// taking its answer, dropping this stops the answer from being delivered, and releases a
 /// grant that was delivered already: without this, a grant delivered just before the caller
@@ -1607,8 +1608,8 @@ impl AnswerSlot<'_> {
         if let Some(answer) = conn.take_delivered(id) {
             return Poll::Ready(answer);
         }
-        if let Some(direct) = conn.read_answers(id, cx.waker()) {
-            return Poll::Ready(direct.answer);
+        if let Some(answer) = conn.read_answers(id, cx.waker()) {
+            return Poll::Ready(answer);
         }
         // Read meanwhile by someone else, who delivered it or is about to (and then wakes the
         // waker registered below), or the connection closed.
@@ -1628,11 +1629,6 @@ impl AnswerSlot<'_> {
         }
         Poll::Pending
     }
-}
-
-/// A caller's answer, read by the caller itself.
-struct Direct {
-    answer: Result<Answer>,
 }
 
 impl Drop for AnswerSlot<'_> {
