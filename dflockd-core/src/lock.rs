@@ -35,7 +35,7 @@ struct Spec {
 #[derive(Clone, Default)]
 struct WireCache {
     try_once: std::sync::OnceLock<Option<Box<[u8]>>>,
-    wait: std::sync::OnceLock<Option<(u64, Box<[u8]>)>>,
+    wait: std::sync::OnceLock<Option<Box<[u8]>>>,
 }
 
 #[derive(Clone, Copy)]
@@ -317,26 +317,21 @@ impl Spec {
     }
 
     /// How to send [`acquire_request`](Self::acquire_request)`(timeout_s)`: as bytes encoded
-    /// before, for the timeouts this handle uses most.
+    /// before, for the two timeouts this handle uses most (0, and its whole acquire timeout).
     fn acquire_wire(&self, timeout_s: u64) -> Wire<'_> {
-        let encoded = |t| {
-            let mut buf = Vec::new();
-            self.acquire_request(t).encode(&mut buf).ok()?;
-            Some(buf.into_boxed_slice())
-        };
-        let bytes = if timeout_s == 0 {
-            self.wire.try_once.get_or_init(|| encoded(0)).as_deref()
+        let slot = if timeout_s == 0 {
+            &self.wire.try_once
+        } else if timeout_s == whole_seconds(self.acquire_timeout).max(1) {
+            &self.wire.wait
         } else {
-            match self
-                .wire
-                .wait
-                .get_or_init(|| Some((timeout_s, encoded(timeout_s)?)))
-            {
-                Some((t, bytes)) if *t == timeout_s => Some(&**bytes),
-                _ => None,
-            }
+            return Wire::Encode;
         };
-        bytes.map_or(Wire::Encode, Wire::Bytes)
+        let bytes = slot.get_or_init(|| {
+            let mut buf = Vec::new();
+            self.acquire_request(timeout_s).encode(&mut buf).ok()?;
+            Some(buf.into_boxed_slice())
+        });
+        bytes.as_deref().map_or(Wire::Encode, Wire::Bytes)
     }
 
     fn timeout_error(&self) -> Error {
@@ -1054,6 +1049,9 @@ mod tests {
         let leased = lock.clone().lease_ttl(Duration::from_secs(5));
         let bytes = sent(leased.spec.acquire_wire(7)).unwrap();
         assert_eq!(bytes, b"l\nk\n7 5\n");
+        let sooner = lock.clone().acquire_timeout(Duration::from_millis(2500));
+        assert_eq!(sent(sooner.spec.acquire_wire(3)).unwrap(), b"l\nk\n3\n");
+        assert_eq!(sent(sooner.spec.acquire_wire(7)), None);
         let sem = client
             .semaphore("s", 3)
             .acquire_timeout(Duration::from_secs(2));
