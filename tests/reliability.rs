@@ -422,3 +422,54 @@ async fn a_grant_that_arrives_after_its_lease_ran_out_is_not_handed_out() {
     let report = history.check();
     assert!(report.violations.is_empty(), "{report}");
 }
+
+/// A release sent while the lease was vouched for ends a fully protected section, even when it
+/// reaches the server after the lease ran out there (held up in the network): `Ok`, not a
+/// lease-lost error (which would say the section was not protected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_held_up_in_the_network_after_a_protected_section_is_ok() {
+    let server = TestServer::builder()
+        .lease_sweep_interval(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    let proxy = ChaosProxy::start(server.addr()).unwrap();
+    let client = Client::builder()
+        .servers([proxy.addr_string()])
+        .request_timeout(Duration::from_secs(6))
+        .release_timeout(Duration::from_secs(6))
+        .build()
+        .unwrap();
+    let observer = client_for_stats(&server);
+    for family in ["lock", "semaphore"] {
+        let key = unique_key("late-release");
+        let guard = if family == "lock" {
+            client
+                .lock(&key)
+                .lease_ttl(Duration::from_secs(1))
+                .acquire()
+                .await
+        } else {
+            client
+                .semaphore(&key, 2)
+                .lease_ttl(Duration::from_secs(1))
+                .acquire()
+                .await
+        }
+        .unwrap();
+        // Renewed a few times, then the section ends and the release leaves at once, while
+        // the network holds everything up for longer than the lease.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(guard.is_held());
+        proxy.set_latency(Duration::from_millis(1300), Duration::ZERO);
+        let released = guard.release().await;
+        // The server had let the lease go before the release arrived.
+        assert_eq!(observer.stats_for_key(&key).await.unwrap().usage(&key).0, 0);
+        assert!(released.is_ok(), "{family}: {released:?}");
+        proxy.heal();
+    }
+}
+
+fn client_for_stats(server: &TestServer) -> Client {
+    client(&server.addr_string())
+}

@@ -41,8 +41,9 @@ pub enum LossReason {
     /// No renew succeeded in time: the local deadline (a margin before the server-side
     /// expiry) passed.
     DeadlineExceeded,
-    /// The server no longer knew the token when it was released: the lease had expired
-    /// there (reported by a release, not by the background renewal).
+    /// The server no longer knew the token when it was released, and the release left after
+    /// the local deadline: the lease had expired there before the section ended (reported by
+    /// a release, not by the background renewal).
     Expired,
 }
 

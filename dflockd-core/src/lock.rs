@@ -157,14 +157,20 @@ macro_rules! common_api {
             /// connection. When the key is busy the request joins the server's queue on a
             /// connection of its own, so that its wait cannot hold up anything else.
             ///
+            /// The wait may be far longer than the lease: a grant that arrives after a wait
+            /// past its first renewal is confirmed with a renew (one more round trip) before
+            /// it is handed out, and its lease then counts from that renew.
+            ///
             /// # Errors
             /// [`Error::Timeout`] when no slot opened in time ([`Error::is_timeout`]);
             /// [`Error::InvalidArgument`] for a bad key or a zero lease (nothing is sent);
             /// [`Error::LimitMismatch`], [`Error::MaxLocks`], [`Error::MaxWaiters`],
             /// [`Error::Draining`], [`Error::AuthRejected`] from the server; connection and
-            /// protocol errors; [`Error::LeaseLost`] when a grant that came after a wait
-            /// arrived too late to be used (its lease had run out at the server: a grant
-            /// after a wait is confirmed with a renew before it is handed out).
+            /// protocol errors; [`Error::LeaseLost`] when the renew confirming a grant after
+            /// a long wait was refused ([`LossReason::RenewRefused`]: the grant's lease had
+            /// run out at the server before the answer reached this client, which only a
+            /// network or process stall makes possible) or its connection failed
+            /// ([`LossReason::ConnectionLost`]).
             ///
             /// # Cancel safety
             /// Cancel safe: dropping the future never leaves the lock held or a wait queued.
@@ -603,9 +609,15 @@ impl Queued {
             .await?;
         match answer {
             Answer::Granted(granted) => {
-                Guard::new(&self.spec, conn, granted, self.started)
-                    .confirmed()
-                    .await
+                let mut guard = Guard::new(&self.spec, conn, granted, self.started);
+                // The grant may have come at any moment since the enqueue. A server that
+                // restarts the lease with the `w` answers for a lease it still knows, but the
+                // v1.10.0 release also answers `ok` with a grant whose lease ran out before
+                // the `w`: unless the whole acquisition took less than a renew interval (the
+                // lease then cannot have run out), confirm it like any grant after a long wait.
+                let policy = &self.spec.client.inner.settings.policy;
+                guard.unconfirmed |= self.started.elapsed() >= policy.interval(guard.lease());
+                guard.confirmed().await
             }
             Answer::Timeout => Err(self.spec.timeout_error()),
             _ => Err(self.spec.unexpected(&conn)),
@@ -801,10 +813,21 @@ impl Guard {
     ///
     /// Renewals stop at once either way, so even an unanswered release ends with the lease.
     ///
+    /// The outcomes:
+    /// * `Ok(())`: the critical section was protected until the release was sent. That
+    ///   includes a release that left before the lease's local deadline but reached the server
+    ///   after the lease had run out there (held up in the network): nobody else could be
+    ///   granted the lock before the section ended.
+    /// * [`Error::LeaseLost`]: the section was **not** fully protected. The lease was lost
+    ///   before the release ([`LossReason::DeadlineExceeded`], [`LossReason::RenewRefused`],
+    ///   [`LossReason::ConnectionLost`]: [`is_held`](HeldLock::is_held) had turned false and
+    ///   [`lost`](HeldLock::lost) had completed), or the release left after the local deadline
+    ///   and the server no longer knew the token ([`LossReason::Expired`]).
+    /// * [`Error::RequestTimeout`] or a connection error: the release's fate is unknown; the
+    ///   lease ends at the server anyway, when it expires or when the connection closes.
+    ///
     /// # Errors
-    /// [`Error::LeaseLost`] when the lease had been lost before the release (the critical
-    /// section was not fully protected); [`Error::RequestTimeout`] when the server did not
-    /// answer in time; connection errors.
+    /// As listed above.
     ///
     /// # Cancel safety
     /// Cancel safe: renewals stop as soon as it is first polled, and the release goes out in

@@ -25,13 +25,12 @@
 //!   held through it is reported lost.
 
 pub(crate) mod connect;
+mod leases;
 pub(crate) mod pool;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU8;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -49,6 +48,7 @@ use crate::proto::{
     ServerStatus, Token, scan_line,
 };
 use connect::{BoxRead, BoxWrite};
+use leases::Leases;
 
 /// Settings shared by every connection of a client.
 pub(crate) struct Settings {
@@ -200,48 +200,7 @@ impl Pending {
     }
 }
 
-struct Held {
-    key: Arc<str>,
-    family: Family,
-    token: Token,
-    lease: Duration,
-    deadline: Instant,
-    next_renew: Instant,
-    renew_in_flight: bool,
-    seq: u64,
-    /// Marked released when its owner releases it: no more renewals from then on, but it
-    /// still counts as held here until the release is answered, so the connection cannot be
-    /// parked with the release queued behind a blocking request.
-    shared: Arc<LeaseShared>,
-}
-
-impl Held {
-    /// Its owner is releasing it.
-    fn releasing(&self) -> bool {
-        !self.shared.is_held()
-    }
-
-    fn next_event(&self) -> Instant {
-        if self.renew_in_flight {
-            self.deadline
-        } else {
-            self.next_renew.min(self.deadline)
-        }
-    }
-}
-
 impl State {
-    /// Forgets a held lock. Its renewal schedule entries go stale (skipped, and pruned when
-    /// they pile up); once nothing is held they are all stale, and dropped at once: a
-    /// connection that takes and gives back one lock after another keeps an empty schedule.
-    fn forget(&mut self, lock_id: u64) -> Option<Held> {
-        let held = self.held.remove(&lock_id);
-        if self.held.is_empty() {
-            self.schedule.clear();
-        }
-        held
-    }
-
     /// Takes the answer delivered to caller `reader`, if any.
     fn take_delivered(&mut self, reader: u64) -> Option<Result<Answer>> {
         let at = self.delivered.iter().position(|(r, _)| *r == reader)?;
@@ -264,8 +223,8 @@ struct State {
     /// Answers read by someone other than their caller, by the caller's [`Reading`] id,
     /// until the caller takes them (no channel per request).
     delivered: Vec<(u64, Result<Answer>)>,
-    held: HashMap<u64, Held, BuildHasherDefault<IdHasher>>,
-    schedule: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    /// The leases held through this connection and their renewal schedule.
+    leases: Leases,
     releases: Vec<(Family, Arc<str>, Token)>,
     /// The id of the reservation for a blocking request, if any.
     parked: Option<u64>,
@@ -397,7 +356,7 @@ impl Drop for StateGuard<'_> {
         if st.dead.is_some() {
             flags |= DEAD;
         }
-        if !st.held.is_empty() || !st.releases.is_empty() {
+        if !st.leases.is_empty() || !st.releases.is_empty() {
             flags |= BUSY;
         }
         // Stored only when changed: every thread that picks a connection reads these, and a
@@ -452,6 +411,7 @@ impl Conn {
         // Id 1 is the first reservation; [`Conn::next_id`] continues from 2.
         let parked = parked.then_some(1);
         let opened = connect::open(&settings, &server).await?;
+        let policy = settings.policy;
         let closed = CloseSignal::default();
         let read_wake = Arc::new(ReadWake::default());
         let summary = Summary::default();
@@ -465,8 +425,7 @@ impl Conn {
             state: Mutex::new(State {
                 pending: VecDeque::new(),
                 delivered: Vec::new(),
-                held: HashMap::default(),
-                schedule: BinaryHeap::new(),
+                leases: Leases::new(policy),
                 releases: Vec::new(),
                 parked,
                 dead: None,
@@ -543,7 +502,7 @@ impl Conn {
         let mut st = self.lock_state();
         if st.dead.is_none()
             && st.parked.is_none()
-            && st.held.is_empty()
+            && st.leases.is_empty()
             && st.pending.is_empty()
             && st.releases.is_empty()
         {
@@ -723,11 +682,7 @@ impl Conn {
             }
             st.dead = Some(reason.to_owned());
             st.permit = None;
-            st.schedule.clear();
-            (
-                std::mem::take(&mut st.pending),
-                std::mem::take(&mut st.held),
-            )
+            (std::mem::take(&mut st.pending), st.leases.take_all())
         };
         self.closed.set();
         self.wake_maint.notify_one();
@@ -736,7 +691,7 @@ impl Conn {
         } else {
             tracing::debug!(server = %self.server, conn = self.id, reason, "connection closed");
         }
-        for h in held.into_values() {
+        for h in held {
             if h.shared.mark_lost(LossReason::ConnectionLost) {
                 tracing::warn!(key = %h.key, token = %h.token, reason = %LossReason::ConnectionLost, "lease lost");
             }
@@ -954,10 +909,22 @@ impl Conn {
                 if blocking {
                     st.parked = None;
                 }
-                let parsed = Reply::parse(expect, line);
+                let mut parsed = Reply::parse(expect, line);
                 if let Some(lock_id) = forget {
                     if matches!(parsed, Ok(_) | Err(ReplyError::Server(_))) {
-                        st.forget(lock_id);
+                        let released = st.leases.forget(lock_id);
+                        // Refused because the lease had run out at the server, although the
+                        // release left while the lease was vouched for: the section it ended
+                        // was protected throughout; the release was late on the way.
+                        if matches!(parsed, Err(ReplyError::Server(ServerStatus::Error)))
+                            && released.is_some_and(|h| h.vouched_for_at(sent))
+                        {
+                            tracing::debug!(
+                                key = key.as_deref().unwrap_or(""),
+                                "release reached the server after the lease ran out there; it was sent in time"
+                            );
+                            parsed = Ok(Reply::Ok);
+                        }
                     }
                 }
                 let (result, poison) = match parsed {
@@ -1032,21 +999,12 @@ impl Conn {
             } => {
                 let parsed = Reply::parse(Expect::Renew, line);
                 let now = Instant::now();
-                let policy = self.settings.policy;
                 let mut lost = None;
                 let result = match parsed {
                     Ok(Reply::Renewed { lease_s, .. }) => {
                         let lease = Duration::from_secs(lease_s);
-                        if let Some(h) = st.held.get_mut(&lock_id) {
-                            let times = policy.after_success(sent, now, lease, jitter());
-                            h.lease = lease;
-                            h.deadline = times.deadline;
-                            h.next_renew = times.next_renew;
-                            h.renew_in_flight = false;
-                            h.seq += 1;
-                            h.shared.set_lease(lease);
-                            let entry = Reverse((h.next_event(), lock_id, h.seq));
-                            st.schedule.push(entry);
+                        if let Some(at) = st.leases.renewed(lock_id, sent, now, lease, jitter()) {
+                            self.maint_by(&mut st, at);
                         }
                         Ok(lease)
                     }
@@ -1061,32 +1019,24 @@ impl Conn {
                         return Err("malformed renew answer");
                     }
                     Err(ReplyError::Server(ServerStatus::Error)) => {
-                        lost = st.forget(lock_id);
+                        lost = st.leases.forget(lock_id);
                         Err(LossReason::RenewRefused)
                     }
                     Err(ReplyError::Server(status)) => {
                         // Transient (draining, not leader, unknown word): retry before the
                         // deadline; the deadline itself does not move.
-                        if let Some(h) = st.held.get_mut(&lock_id) {
-                            h.renew_in_flight = false;
-                            h.next_renew = policy.retry_at(now, h.lease, h.deadline);
-                            h.seq += 1;
+                        let key = st.leases.get(lock_id).map(|h| h.key.clone());
+                        if let Some(h) = st.leases.get(lock_id) {
                             tracing::debug!(key = %h.key, token = %h.token, %status, "renew refused for now, will retry");
-                            let entry = Reverse((h.next_event(), lock_id, h.seq));
-                            st.schedule.push(entry);
                         }
-                        let retry = st
-                            .held
-                            .get(&lock_id)
-                            .map(|h| (h.key.to_string(), h.next_event()));
-                        if let Some((_, at)) = &retry {
-                            self.maint_by(&mut st, *at);
+                        if let Some(at) = st.leases.retry_later(lock_id, now) {
+                            self.maint_by(&mut st, at);
                         }
                         drop(st);
                         if let Some(tx) = tx {
-                            let key = retry.map(|(k, _)| k).unwrap_or_default();
+                            let key = key.as_deref().unwrap_or_default();
                             let _ =
-                                tx.send(Err(Error::from_status(status, &self.server, "n", &key)));
+                                tx.send(Err(Error::from_status(status, &self.server, "n", key)));
                         }
                         return Ok(());
                     }
@@ -1143,34 +1093,29 @@ impl Conn {
         let lock_id = self.next_id();
         let shared = LeaseShared::new(lease);
         // The lease starts when the server grants (or, for a two-phase wait, answers the
-        // wait), which is after the request was sent: the send time is a safe start for every
-        // grant, however long the answer took. When a wait lasted so long that the lease may
-        // be over by now, the caller confirms the grant with a renew before using it.
-        let times = self
-            .settings
-            .policy
-            .after_success(sent, now, lease, jitter());
-        let unconfirmed = blocking && times.deadline <= now;
-        let held = Held {
-            key: meta.key.clone(),
-            family: meta.family,
-            token: grant.token,
+        // wait), which is after the request was sent: the send time is a safe start for a
+        // grant answered at once. After a long wait, the caller confirms it with a renew
+        // first (see `leases`).
+        let registered = st.leases.register(
+            lock_id,
+            meta.family,
+            meta.key.clone(),
+            grant.token,
             lease,
-            deadline: times.deadline,
-            next_renew: times.next_renew,
-            renew_in_flight: false,
-            seq: 0,
-            shared: shared.clone(),
-        };
-        let at = held.next_event();
-        st.schedule.push(Reverse((at, lock_id, 0)));
-        st.held.insert(lock_id, held);
-        self.maint_by(st, at);
+            shared.clone(),
+            sent,
+            now,
+            blocking,
+            jitter(),
+        );
+        if let Some(at) = registered.wake_at {
+            self.maint_by(st, at);
+        }
         Granted {
             lock_id,
             grant,
             shared,
-            unconfirmed,
+            unconfirmed: registered.unconfirmed,
         }
     }
 
@@ -1180,7 +1125,7 @@ impl Conn {
     /// dropped guards and abandoned grants). Returns whether the lock was still held.
     pub(crate) fn drop_lock(&self, lock_id: u64, release: bool) -> bool {
         let mut st = self.lock_state();
-        let Some(h) = st.forget(lock_id) else {
+        let Some(h) = st.leases.forget(lock_id) else {
             return false;
         };
         let held = h.shared.mark_released();
@@ -1209,14 +1154,14 @@ impl Conn {
     /// stops its renewals and deadline checks; it stays registered until then, so that the
     /// connection is not parked with the release queued behind a blocking request.
     pub(crate) fn forget_released(&self, lock_id: u64) {
-        self.lock_state().forget(lock_id);
+        self.lock_state().leases.forget(lock_id);
     }
 
     /// Renews one lock now and waits for the answer.
     pub(crate) async fn renew_now(&self, lock_id: u64) -> Result<Duration> {
         let (family, key, token, lease) = {
             let st = self.lock_state();
-            match st.held.get(&lock_id) {
+            match st.leases.get(lock_id) {
                 Some(h) => (h.family, h.key.clone(), h.token, h.lease),
                 None => {
                     return Err(Error::LeaseLost {
@@ -1299,9 +1244,9 @@ impl Conn {
             let _ = self.read_answers(TASK_READER, Waker::noop());
         }
         let now = Instant::now();
-        let mut lost = Vec::new();
+        let lost;
         let mut kill = None;
-        let mut due = Vec::new();
+        let due;
         // Callers whose answer is a timeout, woken once the state lock is let go.
         let mut wake: Vec<Waker> = Vec::new();
         {
@@ -1354,45 +1299,14 @@ impl Conn {
                     }
                 }
             }
-            let mut later = Vec::new();
-            while let Some(&Reverse(entry)) = st.schedule.peek() {
-                let (at, lock_id, seq) = entry;
-                if at > now + COALESCE {
-                    break;
-                }
-                st.schedule.pop();
-                let Some(h) = st.held.get(&lock_id) else {
-                    continue;
-                };
-                if h.seq != seq || h.releasing() {
-                    continue;
-                }
-                if h.deadline <= now {
-                    if let Some(h) = st.held.remove(&lock_id) {
-                        lost.push(h);
-                    }
-                } else if !h.renew_in_flight && h.next_renew <= now + COALESCE {
-                    due.push(lock_id);
-                    later.push(entry);
-                } else {
-                    later.push(entry);
-                }
-            }
-            st.schedule.extend(later.into_iter().map(Reverse));
-            // Released locks leave stale entries behind; drop them when they dominate.
-            if st.schedule.len() > 64 && st.schedule.len() > 4 * st.held.len() {
-                let State { schedule, held, .. } = &mut *st;
-                schedule.retain(|Reverse((_, id, seq))| {
-                    held.get(id)
-                        .is_some_and(|h| h.seq == *seq && !h.releasing())
-                });
-            }
+            let found = st.leases.due(now, COALESCE);
+            (lost, due) = (found.lost, found.renew);
             for h in &lost {
                 if st.dead.is_none() {
                     st.releases.push((h.family, h.key.clone(), h.token));
                 }
             }
-            let idle = st.pending.is_empty() && st.held.is_empty() && st.parked.is_none();
+            let idle = st.pending.is_empty() && st.leases.is_empty() && st.parked.is_none();
             if idle && st.client_gone {
                 kill = kill.or(Some("client dropped"));
             } else if idle && now.duration_since(st.last_used) >= self.settings.idle_timeout {
@@ -1424,11 +1338,11 @@ impl Conn {
         if st.dead.is_some() {
             return None;
         }
-        let mut next: Option<Instant> = st.schedule.peek().map(|Reverse((at, _, _))| *at);
+        let mut next: Option<Instant> = st.leases.next_event();
         if let Some(p) = st.pending.front() {
             next = Some(next.map_or(p.deadline(), |n| n.min(p.deadline())));
         }
-        if st.pending.is_empty() && st.held.is_empty() && st.parked.is_none() {
+        if st.pending.is_empty() && st.leases.is_empty() && st.parked.is_none() {
             let retire = st.last_used + self.settings.idle_timeout;
             next = Some(next.map_or(retire, |n| n.min(retire)));
         }
@@ -1456,26 +1370,10 @@ impl Conn {
             }
             let timeout = self.settings.request_timeout;
             for &lock_id in due {
-                let Some(h) = st.held.get_mut(&lock_id) else {
+                let Some(deadline) = st.leases.start_renew(lock_id, &mut bytes) else {
                     continue;
                 };
-                if h.renew_in_flight {
-                    continue;
-                }
-                let request = Request::Renew {
-                    family: h.family,
-                    key: &h.key,
-                    token: h.token.as_str(),
-                    lease_s: Some(h.lease.as_secs()),
-                };
-                if request.encode(&mut bytes).is_err() {
-                    continue;
-                }
-                h.renew_in_flight = true;
-                h.seq += 1;
-                limit = limit.min(h.deadline.saturating_duration_since(now));
-                let entry = Reverse((h.deadline, lock_id, h.seq));
-                st.schedule.push(entry);
+                limit = limit.min(deadline.saturating_duration_since(now));
                 st.pending.push_back(Pending::Renew {
                     lock_id,
                     sent: now,
@@ -1518,27 +1416,6 @@ impl Conn {
             Ok(Err(e)) => self.kill(&format!("write failed: {e}")),
             Err(_) => self.kill("the socket accepted no data before a lease deadline"),
         }
-    }
-}
-
-/// Hashes the sequential lock ids: a multiply spreads them well enough, far cheaper than
-/// SipHash (they come from this process, so there is nothing to defend against).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
