@@ -1,6 +1,8 @@
-//! Safety checkers for fault-injection tests: a [`History`] of critical sections, a
-//! [`FencedRegister`] standing for the protected resource, and the analysis that finds
-//! mutual-exclusion violations in them.
+//! Checkers for fault-injection tests: a [`History`] of acquire attempts, critical sections and
+//! faults, a [`FencedRegister`] standing for the protected resource, and the analysis that
+//! finds what went wrong: safety ([`Report::violations`]: two holders at once, a stale write)
+//! and liveness ([`Report::liveness`]: work that should have been granted and was not). A
+//! client that never grants anything is perfectly safe; only the liveness checks catch it.
 //!
 //! Each critical section records its key, token, fence, start (when the acquire returned),
 //! end (when the holder stopped, before releasing) and, if the holder was told that its lease
@@ -25,6 +27,20 @@
 //! [`DISCONNECT_TOLERANCE`] after the next holder's grant is a race, not a violation; its
 //! interval is taken to end at the hand-over. Anything later is a violation as usual.
 //!
+//! # Liveness
+//!
+//! Each acquire attempt records when it started and ended and how it ended
+//! ([`History::attempt`]): granted, busy (a try-once), timed out, a grant thrown away (the
+//! server granted, the client did not hand the grant out), or failed with an error. Each fault
+//! records when it was in force ([`History::fault`]). [`History::check`] then reports as
+//! [`Liveness`] findings, outside the faults (and their [`aftermath`](History::aftermath)):
+//! * every grant thrown away and every failed attempt: with no fault in force, an acquire
+//!   either gets the key or times out;
+//! * every wait that timed out although its key had room (fewer believed holders than its
+//!   limit) for longer than the [`starvation tolerance`](History::starvation_tolerance) while
+//!   it waited: a waiter starving behind a free key;
+//! * every key that was tried but never granted, and a history without any grant.
+//!
 //! ```
 //! use dflockd_testkit::checker::History;
 //! use dflockd_core::Token;
@@ -42,9 +58,11 @@
 //! assert_eq!(report.stale_writes, 0);
 //! assert_eq!(report.rejected_writes, 1);
 //! assert!(report.violations.is_empty(), "{report}");
+//! // Two sections, but no attempt recorded: nothing to judge liveness by.
+//! assert!(report.liveness.is_empty(), "{report}");
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -144,6 +162,64 @@ struct Inner {
     created: Instant,
     sections: Vec<SectionRecord>,
     writes: Vec<WriteRecord>,
+    attempts: Vec<AttemptRecord>,
+    faults: Vec<FaultRecord>,
+    aftermath: Duration,
+    starvation_tolerance: Duration,
+}
+
+/// How long after a fault heals its effects may still show (connections it killed, leases it
+/// lost, a restarted server's empty table): findings then are not counted against liveness.
+pub const DEFAULT_AFTERMATH: Duration = Duration::from_secs(5);
+
+/// How long a timed-out waiter's key may have had room, while it waited, before the wait
+/// counts as starved (a hand-over takes a round trip or two, far less).
+pub const DEFAULT_STARVATION_TOLERANCE: Duration = Duration::from_secs(1);
+
+/// How an acquire attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Not yet ended.
+    Pending,
+    /// The holder got its grant (a [`Section`] began).
+    Granted,
+    /// A try-once found the key busy.
+    Busy,
+    /// The wait ran out its whole timeout.
+    TimedOut,
+    /// The server granted, and the client threw the grant away instead of handing it out.
+    GrantDiscarded(String),
+    /// Any other error.
+    Failed(String),
+}
+
+/// One recorded acquire attempt.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AttemptRecord {
+    /// The key.
+    pub key: String,
+    /// Holders allowed at once (1 for a lock).
+    pub limit: u64,
+    /// When the attempt began.
+    pub start: Instant,
+    /// When it ended, if it did.
+    pub end: Option<Instant>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// One recorded fault: when it began and when it healed.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct FaultRecord {
+    /// What it was.
+    pub kind: String,
+    /// When it began.
+    pub start: Instant,
+    /// When it healed (`None`: still in force).
+    pub end: Option<Instant>,
 }
 
 /// The record of every critical section of a test, and the register they write to.
@@ -170,6 +246,10 @@ impl History {
                 created: Instant::now(),
                 sections: Vec::new(),
                 writes: Vec::new(),
+                attempts: Vec::new(),
+                faults: Vec::new(),
+                aftermath: DEFAULT_AFTERMATH,
+                starvation_tolerance: DEFAULT_STARVATION_TOLERANCE,
             })),
             register: Arc::new(FencedRegister::new()),
         }
@@ -177,6 +257,59 @@ impl History {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets how long after a fault heals findings are still put down to it. Default is
+    /// [`DEFAULT_AFTERMATH`].
+    #[must_use]
+    pub fn aftermath(self, aftermath: Duration) -> Self {
+        self.lock().aftermath = aftermath;
+        self
+    }
+
+    /// Sets how long a timed-out waiter's key may have had room before the wait counts as
+    /// starved. Default is [`DEFAULT_STARVATION_TOLERANCE`].
+    #[must_use]
+    pub fn starvation_tolerance(self, tolerance: Duration) -> Self {
+        self.lock().starvation_tolerance = tolerance;
+        self
+    }
+
+    /// Records the start of an acquire attempt, now: call it just before the acquire.
+    pub fn attempt(&self, key: &str, limit: u64) -> Attempt {
+        let mut inner = self.lock();
+        inner.attempts.push(AttemptRecord {
+            key: key.to_owned(),
+            limit,
+            start: Instant::now(),
+            end: None,
+            outcome: Outcome::Pending,
+        });
+        Attempt {
+            history: self.clone(),
+            index: inner.attempts.len() - 1,
+        }
+    }
+
+    /// Records that a fault began, now; it is in force until [`Fault::healed`] (or for ever,
+    /// if that is never called).
+    pub fn fault(&self, kind: &str) -> Fault {
+        let mut inner = self.lock();
+        inner.faults.push(FaultRecord {
+            kind: kind.to_owned(),
+            start: Instant::now(),
+            end: None,
+        });
+        Fault {
+            history: self.clone(),
+            index: inner.faults.len() - 1,
+        }
+    }
+
+    /// A copy of every attempt recorded so far.
+    #[must_use]
+    pub fn attempts(&self) -> Vec<AttemptRecord> {
+        self.lock().attempts.clone()
     }
 
     /// Records the start of a critical section, now: call it as soon as the acquire returns.
@@ -222,7 +355,91 @@ impl History {
     #[must_use]
     pub fn check(&self) -> Report {
         let inner = self.lock();
-        analyse(&inner, Instant::now())
+        let now = Instant::now();
+        let sections = &inner.sections;
+        let attempts = &inner.attempts;
+        let count = |o: fn(&Outcome) -> bool| attempts.iter().filter(|a| o(&a.outcome)).count();
+        let mut report = Report {
+            grants: sections.len(),
+            lost_notices: sections.iter().filter(|s| s.lost_at.is_some()).count(),
+            refused_releases: sections.iter().filter(|s| s.release_refused).count(),
+            writes: inner.writes.len(),
+            rejected_writes: inner.writes.iter().filter(|w| !w.accepted).count(),
+            attempts: attempts.len(),
+            timeouts: count(|o| *o == Outcome::TimedOut),
+            busy: count(|o| *o == Outcome::Busy),
+            discarded_grants: count(|o| matches!(o, Outcome::GrantDiscarded(_))),
+            failures: count(|o| matches!(o, Outcome::Failed(_))),
+            faults: inner.faults.len(),
+            ..Report::default()
+        };
+        safety::analyse(&inner, now, &mut report);
+        liveness::analyse(&inner, now, &mut report);
+        report
+    }
+}
+
+/// The handle of one acquire attempt in a [`History`]: end it with one of its methods.
+#[derive(Debug)]
+pub struct Attempt {
+    history: History,
+    index: usize,
+}
+
+impl Attempt {
+    fn finish(&self, outcome: Outcome) {
+        let mut inner = self.history.lock();
+        let record = &mut inner.attempts[self.index];
+        record.end = Some(Instant::now());
+        record.outcome = outcome;
+    }
+
+    /// The acquire returned a grant: the critical section begins now (see [`History::begin`]).
+    pub fn granted(self, token: Token, fence: u64) -> Section {
+        self.finish(Outcome::Granted);
+        let (key, limit) = {
+            let inner = self.history.lock();
+            let record = &inner.attempts[self.index];
+            (record.key.clone(), record.limit)
+        };
+        self.history.begin(&key, limit, token, fence)
+    }
+
+    /// A try-once found the key busy.
+    pub fn busy(self) {
+        self.finish(Outcome::Busy);
+    }
+
+    /// The wait ran out its timeout.
+    pub fn timed_out(self) {
+        self.finish(Outcome::TimedOut);
+    }
+
+    /// The server granted, and the client threw the grant away (for example an acquire that
+    /// returned a lease-lost error): `why` is shown in the report.
+    pub fn grant_discarded(self, why: impl fmt::Display) {
+        self.finish(Outcome::GrantDiscarded(why.to_string()));
+    }
+
+    /// The acquire failed with an error other than a timeout: `error` is shown in the report.
+    pub fn failed(self, error: impl fmt::Display) {
+        self.finish(Outcome::Failed(error.to_string()));
+    }
+}
+
+/// The handle of one fault in a [`History`].
+#[derive(Debug)]
+#[must_use = "a fault is in force until healed"]
+pub struct Fault {
+    history: History,
+    index: usize,
+}
+
+impl Fault {
+    /// The fault healed, now.
+    pub fn healed(self) {
+        let mut inner = self.history.lock();
+        inner.faults[self.index].end = Some(Instant::now());
     }
 }
 
@@ -402,6 +619,71 @@ impl fmt::Display for Violation {
     }
 }
 
+/// A liveness finding: something that should have been granted and was not, with no fault in
+/// force (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Liveness {
+    /// The history holds no grant at all.
+    NothingGranted,
+    /// A key was tried and never granted.
+    KeyNeverGranted {
+        /// The key.
+        key: String,
+    },
+    /// A grant was thrown away instead of handed out.
+    GrantDiscarded {
+        /// The key.
+        key: String,
+        /// When the attempt ended, since the history was created.
+        at: Duration,
+        /// What the client said.
+        why: String,
+    },
+    /// An attempt failed with an error.
+    Failed {
+        /// The key.
+        key: String,
+        /// When the attempt ended, since the history was created.
+        at: Duration,
+        /// The error.
+        error: String,
+    },
+    /// A wait timed out although its key had room for this long while it waited.
+    Starved {
+        /// The key.
+        key: String,
+        /// When the wait ended, since the history was created.
+        at: Duration,
+        /// The longest stretch during which the key had room.
+        free_for: Duration,
+    },
+}
+
+impl fmt::Display for Liveness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Liveness::NothingGranted => f.write_str("nothing was granted"),
+            Liveness::KeyNeverGranted { key } => write!(f, "{key}: tried, never granted"),
+            Liveness::GrantDiscarded { key, at, why } => write!(
+                f,
+                "{key}: a grant was thrown away at {:.3} s with no fault in force: {why}",
+                at.as_secs_f64()
+            ),
+            Liveness::Failed { key, at, error } => write!(
+                f,
+                "{key}: an acquire failed at {:.3} s with no fault in force: {error}",
+                at.as_secs_f64()
+            ),
+            Liveness::Starved { key, at, free_for } => write!(
+                f,
+                "{key}: a wait timed out at {:.3} s although the key had room for {free_for:?}",
+                at.as_secs_f64()
+            ),
+        }
+    }
+}
+
 /// The outcome of [`History::check`].
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
@@ -421,23 +703,49 @@ pub struct Report {
     /// Holders told of a closed connection within [`DISCONNECT_TOLERANCE`] after the server
     /// had handed their lock on (see the module documentation).
     pub disconnect_races: usize,
-    /// Every broken property (stale writes included).
+    /// Every broken safety property (stale writes included).
     pub violations: Vec<Violation>,
+    /// Acquire attempts recorded.
+    pub attempts: usize,
+    /// Attempts whose wait timed out.
+    pub timeouts: usize,
+    /// Try-once attempts that found the key busy.
+    pub busy: usize,
+    /// Attempts whose grant was thrown away, faults or not.
+    pub discarded_grants: usize,
+    /// Attempts that failed with an error, faults or not.
+    pub failures: usize,
+    /// Timed-out waits whose key had room for longer than the tolerance, faults or not.
+    pub starved_waits: usize,
+    /// Faults recorded.
+    pub faults: usize,
+    /// Every liveness finding (with no fault in force).
+    pub liveness: Vec<Liveness>,
 }
 
 impl Report {
     /// The one-line summary scenarios print: `violations=N stale_writes=N grants=N faults=N
-    /// lost_notices=N`.
+    /// lost_notices=N liveness=N discarded_grants=N failures=N starved_waits=N`.
     #[must_use]
-    pub fn summary(&self, faults: u64) -> String {
+    pub fn summary(&self) -> String {
         format!(
-            "violations={} stale_writes={} grants={} faults={} lost_notices={}",
+            "violations={} stale_writes={} grants={} faults={} lost_notices={} liveness={} discarded_grants={} failures={} starved_waits={}",
             self.violations.len(),
             self.stale_writes,
             self.grants,
-            faults,
-            self.lost_notices
+            self.faults,
+            self.lost_notices,
+            self.liveness.len(),
+            self.discarded_grants,
+            self.failures,
+            self.starved_waits,
         )
+    }
+
+    /// Whether the run is both safe and live: no violation, no liveness finding.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty() && self.liveness.is_empty()
     }
 }
 
@@ -455,332 +763,33 @@ impl fmt::Display for Report {
             self.disconnect_races,
             self.violations.len()
         )?;
+        write!(
+            f,
+            "\nattempts={} timeouts={} busy={} discarded_grants={} failures={} starved_waits={} faults={} liveness={}",
+            self.attempts,
+            self.timeouts,
+            self.busy,
+            self.discarded_grants,
+            self.failures,
+            self.starved_waits,
+            self.faults,
+            self.liveness.len()
+        )?;
         for v in self.violations.iter().take(20) {
             write!(f, "\n  {v}")?;
         }
         if self.violations.len() > 20 {
             write!(f, "\n  … and {} more", self.violations.len() - 20)?;
         }
+        for l in self.liveness.iter().take(20) {
+            write!(f, "\n  {l}")?;
+        }
+        if self.liveness.len() > 20 {
+            write!(f, "\n  … and {} more", self.liveness.len() - 20)?;
+        }
         Ok(())
     }
 }
 
-fn analyse(inner: &Inner, now: Instant) -> Report {
-    let sections = &inner.sections;
-    let mut report = Report {
-        grants: sections.len(),
-        lost_notices: sections.iter().filter(|s| s.lost_at.is_some()).count(),
-        refused_releases: sections.iter().filter(|s| s.release_refused).count(),
-        writes: inner.writes.len(),
-        rejected_writes: inner.writes.iter().filter(|w| !w.accepted).count(),
-        ..Report::default()
-    };
-    let mut tokens = HashSet::new();
-    let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, s) in sections.iter().enumerate() {
-        if !tokens.insert(s.token) {
-            report
-                .violations
-                .push(Violation::TokenReused { key: s.key.clone() });
-        }
-        by_key.entry(&s.key).or_default().push(i);
-    }
-    let since = |t: Instant| t.saturating_duration_since(inner.created);
-    // Disconnect races: the interval of such a holder ends at the hand-over.
-    let mut cut: HashMap<usize, Instant> = HashMap::new();
-    for idx in by_key.values() {
-        for &i in idx {
-            let a = &sections[i];
-            let Some(lost) = a.lost_at.filter(|_| a.disconnected) else {
-                continue;
-            };
-            if a.believed_until(now) != lost {
-                continue;
-            }
-            let handover = idx
-                .iter()
-                .map(|&j| &sections[j])
-                .filter(|b| {
-                    b.fence > a.fence && b.start < lost && b.start + DISCONNECT_TOLERANCE >= lost
-                })
-                .map(|b| b.start)
-                .min();
-            if let Some(at) = handover {
-                cut.insert(i, at.max(a.start));
-                report.disconnect_races += 1;
-            }
-        }
-    }
-    let until = |i: usize| {
-        cut.get(&i)
-            .copied()
-            .unwrap_or_else(|| sections[i].believed_until(now))
-    };
-    // Per key: the sections in fence order, for the stale-write check.
-    let mut fence_order: HashMap<&str, (Vec<u64>, Vec<Instant>)> = HashMap::new();
-    for (key, idx) in &by_key {
-        let mut order: Vec<usize> = idx.clone();
-        order.sort_by_key(|&i| sections[i].fence);
-        let by_fence: Vec<&SectionRecord> = order.iter().map(|&i| &sections[i]).collect();
-        for pair in by_fence.windows(2) {
-            if pair[0].fence == pair[1].fence {
-                report.violations.push(Violation::FenceReused {
-                    key: (*key).to_owned(),
-                    fence: pair[0].fence,
-                });
-            }
-        }
-        let limit = by_fence.iter().map(|s| s.limit).max().unwrap_or(1);
-        if limit == 1 {
-            // Fences increase in the order grants were observed.
-            let mut by_start = by_fence.clone();
-            by_start.sort_by_key(|s| (s.start, s.fence));
-            for pair in by_start.windows(2) {
-                if pair[1].fence <= pair[0].fence {
-                    report.violations.push(Violation::FenceOrder {
-                        key: (*key).to_owned(),
-                        earlier: pair[0].fence,
-                        later: pair[1].fence,
-                    });
-                }
-            }
-            // Every loss notice before the hand-over to the next holder.
-            for pair in order.windows(2) {
-                let (a, b) = (&sections[pair[0]], &sections[pair[1]]);
-                if let Some(lost) = a.lost_at {
-                    let noticed = lost == a.believed_until(now) && !cut.contains_key(&pair[0]);
-                    if noticed && lost > b.start {
-                        report.violations.push(Violation::LateLossNotice {
-                            key: (*key).to_owned(),
-                            fence: a.fence,
-                            late_by: lost - b.start,
-                        });
-                    }
-                }
-            }
-            // Suffix minimum of starts: the earliest moment any later fence was granted.
-            let fences: Vec<u64> = by_fence.iter().map(|s| s.fence).collect();
-            let mut earliest_later = vec![now + Duration::from_secs(1 << 30); fences.len()];
-            let mut min = earliest_later[0];
-            for i in (0..by_fence.len()).rev() {
-                earliest_later[i] = min;
-                min = min.min(by_fence[i].start);
-            }
-            fence_order.insert(key, (fences, earliest_later));
-        }
-        // At most `limit` believed holders at once.
-        let mut events: Vec<(Instant, i64)> = Vec::with_capacity(order.len() * 2);
-        for &i in &order {
-            let (start, end) = (sections[i].start, until(i));
-            if end > start {
-                events.push((start, 1));
-                events.push((end, -1));
-            }
-        }
-        // Ends sort before starts at the same instant: touching intervals do not overlap.
-        events.sort();
-        let mut holders: i64 = 0;
-        let mut reported = false;
-        for (at, delta) in events {
-            holders += delta;
-            if holders > limit as i64 {
-                if !reported {
-                    report.violations.push(Violation::Overlap {
-                        key: (*key).to_owned(),
-                        holders: holders as u64,
-                        limit,
-                        at: since(at),
-                    });
-                    reported = true;
-                }
-            } else {
-                reported = false;
-            }
-        }
-    }
-    for w in &inner.writes {
-        if !w.accepted || cut.get(&w.section).is_some_and(|&at| w.at >= at) {
-            continue;
-        }
-        let key = sections[w.section].key.as_str();
-        let Some((fences, earliest_later)) = fence_order.get(key) else {
-            continue;
-        };
-        let pos = fences.partition_point(|&f| f <= w.fence);
-        // `earliest_later[pos - 1]` is the earliest start among fences above `w.fence`.
-        if pos > 0 && earliest_later[pos - 1] <= w.at {
-            report.stale_writes += 1;
-            report.violations.push(Violation::StaleWrite {
-                key: key.to_owned(),
-                fence: w.fence,
-            });
-        }
-    }
-    report
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn token(n: u64) -> Token {
-        Token::from_parts(n, n.wrapping_mul(0x9e37_79b9))
-    }
-
-    #[test]
-    fn clean_history_has_no_violation() {
-        let h = History::new();
-        for fence in 1..=5 {
-            let s = h.begin("k", 1, token(fence), fence);
-            assert!(s.write(fence));
-            s.end();
-        }
-        let report = h.check();
-        assert_eq!(report.grants, 5);
-        assert!(report.violations.is_empty(), "{report}");
-        assert_eq!(
-            report.summary(3),
-            "violations=0 stale_writes=0 grants=5 faults=3 lost_notices=0"
-        );
-    }
-
-    #[test]
-    fn overlap_and_stale_write_are_found() {
-        let h = History::new();
-        let a = h.begin("k", 1, token(1), 1);
-        let b = h.begin("k", 1, token(2), 2);
-        // `a` writes after `b` was granted but before `b` wrote: accepted, and stale.
-        assert!(a.write(1));
-        assert!(b.write(2));
-        assert!(!a.write(3));
-        a.end();
-        b.end();
-        let report = h.check();
-        assert_eq!(report.stale_writes, 1);
-        assert_eq!(report.rejected_writes, 1);
-        assert!(
-            report
-                .violations
-                .iter()
-                .any(|v| matches!(v, Violation::Overlap { holders: 2, .. }))
-        );
-        assert!(
-            report
-                .violations
-                .iter()
-                .any(|v| matches!(v, Violation::StaleWrite { fence: 1, .. }))
-        );
-    }
-
-    #[test]
-    fn loss_notice_ends_the_interval() {
-        let h = History::new();
-        let a = h.begin("k", 1, token(1), 1);
-        a.lost();
-        std::thread::sleep(Duration::from_millis(2));
-        let b = h.begin("k", 1, token(2), 2);
-        a.end();
-        b.end();
-        let report = h.check();
-        assert_eq!(report.lost_notices, 1);
-        assert!(report.violations.is_empty(), "{report}");
-
-        // Told after the next holder started: late.
-        let h = History::new();
-        let a = h.begin("k", 1, token(1), 1);
-        let b = h.begin("k", 1, token(2), 2);
-        std::thread::sleep(Duration::from_millis(2));
-        a.lost();
-        a.end();
-        b.end();
-        let report = h.check();
-        assert!(
-            report
-                .violations
-                .iter()
-                .any(|v| matches!(v, Violation::LateLossNotice { .. }))
-        );
-    }
-
-    #[test]
-    fn fence_order_and_reuse() {
-        let h = History::new();
-        h.begin("k", 1, token(5), 5).end();
-        h.begin("k", 1, token(4), 4).end();
-        h.begin("k", 1, token(5), 5).end();
-        let report = h.check();
-        assert!(
-            report
-                .violations
-                .iter()
-                .any(|v| matches!(v, Violation::FenceOrder { .. }))
-        );
-        assert!(
-            report
-                .violations
-                .iter()
-                .any(|v| matches!(v, Violation::TokenReused { .. }))
-        );
-        assert!(
-            report
-                .violations
-                .iter()
-                .any(|v| matches!(v, Violation::FenceReused { fence: 5, .. }))
-        );
-    }
-
-    #[test]
-    fn semaphores_allow_their_limit() {
-        let h = History::new();
-        let held: Vec<_> = (1..=3).map(|f| h.begin("s", 3, token(f), f)).collect();
-        assert!(h.check().violations.is_empty());
-        let fourth = h.begin("s", 3, token(4), 4);
-        assert!(matches!(
-            h.check().violations.as_slice(),
-            [Violation::Overlap {
-                holders: 4,
-                limit: 3,
-                ..
-            }]
-        ));
-        fourth.end();
-        held.iter().for_each(Section::end);
-    }
-
-    #[test]
-    fn a_disconnect_race_is_counted_apart_within_the_tolerance() {
-        let h = History::new();
-        let a = h.begin("k", 1, token(1), 1);
-        let b = h.begin("k", 1, token(2), 2);
-        std::thread::sleep(Duration::from_millis(2));
-        a.lost_by_disconnect();
-        a.end();
-        b.end();
-        let report = h.check();
-        assert_eq!(report.disconnect_races, 1);
-        assert!(report.violations.is_empty(), "{report}");
-
-        // Beyond the tolerance it is a violation again.
-        let h = History::new();
-        let a = h.begin("k", 1, token(1), 1);
-        let b = h.begin("k", 1, token(2), 2);
-        std::thread::sleep(DISCONNECT_TOLERANCE + Duration::from_millis(5));
-        a.lost_by_disconnect();
-        a.end();
-        b.end();
-        let report = h.check();
-        assert_eq!(report.disconnect_races, 0);
-        assert!(!report.violations.is_empty(), "{report}");
-    }
-
-    #[test]
-    fn register_rejects_lower_fences_only() {
-        let r = FencedRegister::new();
-        assert!(r.write("k", 5, 1));
-        assert!(r.write("k", 5, 2));
-        assert!(!r.write("k", 4, 3));
-        assert!(r.write("k", 6, 4));
-        assert!(r.write("other", 1, 5));
-        assert_eq!(r.read("k"), Some((6, 4)));
-    }
-}
+mod liveness;
+mod safety;
