@@ -32,7 +32,7 @@ async fn main() -> Result<(), common::BoxError> {
     println!(
         "with the token: acquired {} (fence {})",
         guard.key(),
-        guard.fence()
+        common::fence(guard.fence())
     );
     guard.release().await?;
 

@@ -31,7 +31,7 @@ fn main() -> Result<(), common::BoxError> {
     println!(
         "with the token: acquired {} (fence {})",
         guard.key(),
-        guard.fence()
+        common::fence(guard.fence())
     );
     guard.release()?;
 

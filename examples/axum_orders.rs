@@ -28,7 +28,7 @@ use common::BoxError;
 /// Paid orders and the fence of the lock each was paid under.
 #[derive(Clone, Default)]
 pub(crate) struct Ledger {
-    paid: Arc<Mutex<HashMap<String, u64>>>,
+    paid: Arc<Mutex<HashMap<String, Option<u64>>>>,
 }
 
 /// The application: `POST /orders/{id}/pay` runs under the lock `order:{id}`.
@@ -52,7 +52,10 @@ async fn pay(
     if let Some(fence) = ledger.paid.lock().unwrap().get(&id) {
         return (
             StatusCode::CONFLICT,
-            format!("order {id} already paid (fence {fence})\n"),
+            format!(
+                "order {id} already paid (fence {})\n",
+                common::fence(*fence)
+            ),
         );
     }
     // The call to the payment provider.
@@ -60,7 +63,7 @@ async fn pay(
     ledger.paid.lock().unwrap().insert(id.clone(), lock.fence());
     (
         StatusCode::OK,
-        format!("order {id} paid (fence {})\n", lock.fence()),
+        format!("order {id} paid (fence {})\n", common::fence(lock.fence())),
     )
 }
 

@@ -28,9 +28,7 @@ use common::BoxError;
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let servers = common::servers(1)?;
-    let client = dflockd::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.client_builder()?.build()?;
     let quick = common::quick();
 
     scheduled_job(&client, quick).await?;
@@ -234,12 +232,17 @@ async fn lease_loss_and_fencing(quick: bool) -> Result<(), BoxError> {
     };
     println!("d. lease loss and fencing tokens (on an embedded server that the demo crashes)");
     let server = dflockd_testkit::TestServer::start().await?;
-    let client = Client::builder().servers([server.addr_string()]).build()?;
+    let client = Client::builder()
+        .servers([server.addr_string()])
+        // Its tokens carry fences, as those of dflockd 2.1 and later do.
+        .server_version(dflockd::ServerVersion::V2_1)
+        .build()?;
     let store = Store::default();
     let report = client.lock("report.csv").lease_ttl(Duration::from_secs(5));
 
     let a = report.acquire().await?;
-    println!("   A holds the lock with fence {}", a.fence());
+    let fence_a = a.fence().ok_or("the server issues fences")?;
+    println!("   A holds the lock with fence {fence_a}");
     let writer = async {
         let lost = a.lost();
         tokio::pin!(lost);
@@ -249,7 +252,7 @@ async fn lease_loss_and_fencing(quick: bool) -> Result<(), BoxError> {
                     println!("   A: lease lost ({reason}); stops before chunk {chunk}");
                     return;
                 }
-                () = sleep(step) => store.write("A", a.fence(), &format!("chunk {chunk}")),
+                () = sleep(step) => store.write("A", fence_a, &format!("chunk {chunk}")),
             }
         }
     };
@@ -263,11 +266,12 @@ async fn lease_loss_and_fencing(quick: bool) -> Result<(), BoxError> {
     restarted?;
 
     let b = report.acquire().await?;
-    println!("   B holds the lock with fence {}", b.fence());
-    store.write("B", b.fence(), "the whole report");
+    let fence_b = b.fence().ok_or("the server issues fences")?;
+    println!("   B holds the lock with fence {fence_b}");
+    store.write("B", fence_b, "the whole report");
     // Had A been paused (a long GC, a swapped-out VM) instead of watching `lost()`, its next
     // write would arrive now, with its old fence:
-    store.write("A, late,", a.fence(), "chunk 3");
+    store.write("A, late,", fence_a, "chunk 3");
     b.release().await?;
     Ok(())
 }

@@ -19,9 +19,7 @@ const KEY: &str = "fifo-demo";
 #[tokio::main]
 async fn main() -> Result<(), common::BoxError> {
     let servers = common::servers(1)?;
-    let client = dflockd::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.client_builder()?.build()?;
     let work = common::pick(Duration::from_millis(500), Duration::from_millis(50));
 
     let lock = client.lock(KEY).acquire_timeout(Duration::from_secs(30));
@@ -33,7 +31,7 @@ async fn main() -> Result<(), common::BoxError> {
         let (lock, order) = (lock.clone(), order.clone());
         workers.push(tokio::spawn(async move {
             let guard = lock.acquire().await?;
-            println!("acquired ({n}): fence {}", guard.fence());
+            println!("acquired ({n}): fence {}", common::fence(guard.fence()));
             order.lock().unwrap().push(n);
             tokio::time::sleep(work).await;
             guard.release().await

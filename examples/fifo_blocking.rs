@@ -20,9 +20,7 @@ const KEY: &str = "fifo-demo";
 
 fn main() -> Result<(), common::BoxError> {
     let servers = common::servers(1)?;
-    let client = dflockd::blocking::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.blocking_client_builder()?.build()?;
     let work = common::pick(Duration::from_millis(500), Duration::from_millis(50));
 
     let lock = client.lock(KEY).acquire_timeout(Duration::from_secs(30));
@@ -34,7 +32,7 @@ fn main() -> Result<(), common::BoxError> {
         let (lock, order) = (lock.clone(), order.clone());
         workers.push(thread::spawn(move || {
             let guard = lock.acquire()?;
-            println!("acquired ({n}): fence {}", guard.fence());
+            println!("acquired ({n}): fence {}", common::fence(guard.fence()));
             order.lock().unwrap().push(n);
             thread::sleep(work);
             guard.release()

@@ -15,9 +15,7 @@ use std::time::Duration;
 #[tokio::main]
 async fn main() -> Result<(), common::BoxError> {
     let servers = common::servers(1)?;
-    let client = dflockd::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.client_builder()?.build()?;
 
     // In quick mode the hold is still longer than the lease, so renewals must happen.
     let (lease, hold) = if common::quick() {
@@ -37,7 +35,7 @@ async fn main() -> Result<(), common::BoxError> {
         guard.key(),
         guard.token(), // shows a prefix only: the token is a credential
         guard.lease(),
-        guard.fence()
+        common::fence(guard.fence())
     );
 
     // The lease renews in the background. `lost()` completes only if it is lost anyway

@@ -14,9 +14,7 @@ use std::time::Duration;
 
 fn main() -> Result<(), common::BoxError> {
     let servers = common::servers(1)?;
-    let client = dflockd::blocking::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.blocking_client_builder()?.build()?;
 
     // In quick mode the hold is still longer than the lease, so renewals must happen.
     let (lease, hold) = if common::quick() {
@@ -35,7 +33,7 @@ fn main() -> Result<(), common::BoxError> {
         guard.key(),
         guard.token(), // shows a prefix only: the token is a credential
         guard.lease(),
-        guard.fence()
+        common::fence(guard.fence())
     );
 
     // The lease renews in the background. `wait_lost` sleeps like `thread::sleep`, but

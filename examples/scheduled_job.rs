@@ -69,6 +69,7 @@ impl Replica {
             "tick {tick}: replica {} runs the job (fence {})",
             self.id,
             lock.fence()
+                .map_or_else(|| "none".to_owned(), |f| f.to_string())
         );
         self.runs
             .lock()

@@ -20,9 +20,7 @@ const LIMIT: u32 = 3;
 #[tokio::main]
 async fn main() -> Result<(), common::BoxError> {
     let servers = common::servers(1)?;
-    let client = dflockd::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.client_builder()?.build()?;
     let work = common::pick(Duration::from_secs(1), Duration::from_millis(200));
 
     let pool = client
@@ -38,7 +36,10 @@ async fn main() -> Result<(), common::BoxError> {
             let slot = pool.acquire().await?;
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
             most.fetch_max(now, Ordering::SeqCst);
-            println!("acquired ({n}): fence {}, {now} running", slot.fence());
+            println!(
+                "acquired ({n}): fence {}, {now} running",
+                common::fence(slot.fence())
+            );
             tokio::time::sleep(work).await;
             running.fetch_sub(1, Ordering::SeqCst);
             slot.release().await

@@ -14,9 +14,7 @@ mod common;
 #[tokio::main]
 async fn main() -> Result<(), common::BoxError> {
     let servers = common::servers(3)?;
-    let client = dflockd::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.client_builder()?.build()?;
     let n = client.servers().len();
 
     let key = "user:42:profile";

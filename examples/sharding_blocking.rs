@@ -13,9 +13,7 @@ mod common;
 
 fn main() -> Result<(), common::BoxError> {
     let servers = common::servers(3)?;
-    let client = dflockd::blocking::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.blocking_client_builder()?.build()?;
     let n = client.servers().len();
 
     let key = "user:42:profile";

@@ -16,9 +16,7 @@ use std::time::Duration;
 #[tokio::main]
 async fn main() -> Result<(), common::BoxError> {
     let servers = common::servers(1)?;
-    let client = dflockd::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.client_builder()?.build()?;
 
     client.lock("stats-idle").acquire().await?.release().await?;
     let lock = client.lock("stats-lock").lease_ttl(Duration::from_secs(20));

@@ -16,9 +16,7 @@ use std::time::Duration;
 
 fn main() -> Result<(), common::BoxError> {
     let servers = common::servers(1)?;
-    let client = dflockd::blocking::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.blocking_client_builder()?.build()?;
 
     client.lock("stats-idle").acquire()?.release()?;
     let lock = client.lock("stats-lock").lease_ttl(Duration::from_secs(20));

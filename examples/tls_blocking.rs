@@ -41,7 +41,7 @@ fn main() -> Result<(), common::BoxError> {
         "over TLS: acquired {} on {} (fence {})",
         guard.key(),
         guard.server(),
-        guard.fence()
+        common::fence(guard.fence())
     );
     guard.release()?;
 

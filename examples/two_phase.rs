@@ -38,7 +38,7 @@ async fn two_phase(lock: &Lock) -> Result<(), Error> {
     println!(
         "granted after {} ms (fence {})",
         started.elapsed().as_millis(),
-        guard.fence()
+        common::fence(guard.fence())
     );
     // ... the critical section ...
     guard.release().await
@@ -47,9 +47,7 @@ async fn two_phase(lock: &Lock) -> Result<(), Error> {
 #[tokio::main]
 async fn main() -> Result<(), common::BoxError> {
     let servers = common::servers(1)?;
-    let client = dflockd::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.client_builder()?.build()?;
     let lock = client
         .lock("my-key")
         .acquire_timeout(Duration::from_secs(10))

@@ -39,7 +39,7 @@ fn two_phase(lock: &Lock) -> Result<(), Error> {
     println!(
         "granted after {} ms (fence {})",
         started.elapsed().as_millis(),
-        guard.fence()
+        common::fence(guard.fence())
     );
     // ... the critical section ...
     guard.release()
@@ -47,9 +47,7 @@ fn two_phase(lock: &Lock) -> Result<(), Error> {
 
 fn main() -> Result<(), common::BoxError> {
     let servers = common::servers(1)?;
-    let client = dflockd::blocking::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.blocking_client_builder()?.build()?;
     let lock = client
         .lock("my-key")
         .acquire_timeout(Duration::from_secs(10))

@@ -79,12 +79,16 @@ pub type CurrentLock = HeldLock;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), dflockd::Error> {
 /// # let server = dflockd_testkit::TestServer::start().await.unwrap();
-/// # let client = dflockd::Client::builder().servers([server.addr_string()]).build()?;
+/// # let client = dflockd::Client::builder()
+/// #     .servers([server.addr_string()])
+/// #     .server_version(dflockd::ServerVersion::V2_1)
+/// #     .build()?;
 /// #[dflockd::exclusive(key = "ledger:{account}", client = client)]
 /// async fn post(client: &dflockd::Client, account: u64) -> Result<u64, dflockd::Error> {
 ///     let lock = dflockd::current_lock().expect("inside an exclusive fn");
 ///     // e.g. UPDATE ledger SET ... WHERE account = $1 AND fence < $2
-///     Ok(lock.fence())
+///     // (`None` unless the client was told its servers issue fences: dflockd 2.1 and later)
+///     Ok(lock.fence().expect("a v2.1 server"))
 /// }
 /// assert!(post(&client, 7).await? > 0);
 /// assert!(dflockd::current_lock().is_none());

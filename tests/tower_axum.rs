@@ -40,7 +40,7 @@ async fn same_key_is_serialized() {
                         async move {
                             let _in = InFlight::new(&p, &id);
                             tokio::time::sleep(Duration::from_millis(20)).await;
-                            format!("{} {}", lock.key(), lock.fence())
+                            format!("{} {}", lock.key(), lock.token().as_str())
                         }
                     },
                 ),
@@ -54,18 +54,18 @@ async fn same_key_is_serialized() {
             let (http, path) = (http.clone(), format!("/orders/{id}/pay"));
             requests.spawn(async move { send(&http, addr, "POST", &path, &[]).await });
         }
-        let mut fences = Vec::new();
+        let mut tokens = Vec::new();
         while let Some(reply) = requests.join_next().await {
             let reply = reply.unwrap();
             assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-            let (key, fence) = reply.body.split_once(' ').unwrap();
+            let (key, token) = reply.body.split_once(' ').unwrap();
             assert_eq!(key, format!("order:{id}"));
-            fences.push(fence.parse::<u64>().unwrap());
+            tokens.push(token.to_owned());
         }
         assert_eq!(probe.max(&id), 1, "requests for one key overlapped");
-        fences.sort_unstable();
-        fences.dedup();
-        assert_eq!(fences.len(), 8, "every request ran under its own grant");
+        tokens.sort_unstable();
+        tokens.dedup();
+        assert_eq!(tokens.len(), 8, "every request ran under its own grant");
     })
     .await;
 }

@@ -9,9 +9,13 @@ use crate::conn::{Answer, Call, Settings, Wire};
 use crate::error::{Error, Result, parse_duration};
 use crate::lease::LeasePolicy;
 use crate::lock::{Lock, Semaphore};
-use crate::proto::{DEFAULT_READ_TIMEOUT_S, Expect, Request, validate_secret};
+use crate::proto::{
+    DEFAULT_READ_TIMEOUT_S, Expect, MAX_AUTH_SECRET, MAX_REQUEST_LINE, Request,
+    validate_secret_up_to,
+};
 use crate::shard::{Crc32, ShardStrategy, Strategy};
 use crate::stats::Stats;
+use crate::version::ServerVersion;
 
 /// The auth token: shown as `<redacted>` everywhere.
 #[derive(Clone)]
@@ -50,6 +54,7 @@ pub(crate) struct ClientInner {
     pub(crate) lease: Option<Duration>,
     pub(crate) release_timeout: Duration,
     pub(crate) hot_keys: crate::hot::HotKeys,
+    pub(crate) server_version: Option<ServerVersion>,
 }
 
 impl Drop for ClientInner {
@@ -174,6 +179,77 @@ impl Client {
         }
     }
 
+    /// Checks that every server answers, for a readiness probe: a `ping` on a pooled
+    /// connection to each (opening and authenticating one first if there is none), in the
+    /// order of [`Client::servers`]. Returns the longest time a server took to answer
+    /// (including opening the connection, when none was open).
+    ///
+    /// dflockd v1.14 and later answer `ping` with `ok`; older releases answer `error` (and keep
+    /// the connection), which shows just as well that the server is up, authenticated us and
+    /// speaks the protocol: both count as alive.
+    ///
+    /// # Errors
+    /// The first server's failure: [`Error::Connect`] (unreachable, refused, TLS handshake),
+    /// [`Error::AuthRejected`], [`Error::Draining`], [`Error::RequestTimeout`], connection and
+    /// protocol errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: an answer that comes after cancellation is read and discarded.
+    pub async fn ping(&self) -> Result<Duration> {
+        let mut slowest = Duration::ZERO;
+        for index in 0..self.inner.pools.len() {
+            slowest = slowest.max(self.ping_server(index).await?);
+        }
+        Ok(slowest)
+    }
+
+    /// [`Client::ping`] for server `index` alone: how long it took to answer.
+    ///
+    /// # Errors
+    /// [`Error::Shard`] for an index out of range; otherwise as [`Client::ping`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn ping_server(&self, index: usize) -> Result<Duration> {
+        let servers = self.inner.pools.len();
+        let pool = self
+            .inner
+            .pools
+            .get(index)
+            .ok_or(Error::Shard { index, servers })?;
+        let started = Instant::now();
+        let deadline = started + self.inner.settings.request_timeout;
+        let answer = pool
+            .call_shared(deadline, || Call {
+                request: Request::Ping,
+                wire: Wire::Encode,
+                expect: Expect::Ping,
+                grant: None,
+                server_wait: None,
+                cancel_closes: false,
+                key: None,
+                patience: None,
+                park: None,
+                forget: None,
+            })
+            .await;
+        let took = started.elapsed();
+        match answer {
+            Ok((_, Answer::Ok)) | Err(Error::Refused { .. }) => Ok(took),
+            Ok(_) => Err(Error::Protocol {
+                server: pool.addr.to_string(),
+                reason: "unexpected answer to ping",
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The release the client was told the servers run ([`ClientBuilder::server_version`]).
+    #[must_use]
+    pub fn server_version(&self) -> Option<ServerVersion> {
+        self.inner.server_version
+    }
+
     /// The statistics of every server, in the order of [`Client::servers`].
     ///
     /// # Errors
@@ -229,6 +305,7 @@ pub struct ClientBuilder {
     acquire_timeout: Duration,
     lease: Option<Duration>,
     shard: Box<dyn ShardStrategy>,
+    server_version: Option<ServerVersion>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -250,6 +327,7 @@ impl fmt::Debug for ClientBuilder {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("lease", &self.lease)
+            .field("server_version", &self.server_version)
             .finish_non_exhaustive()
     }
 }
@@ -272,6 +350,7 @@ impl Default for ClientBuilder {
             acquire_timeout: Duration::from_secs(10),
             lease: None,
             shard: Box::new(Crc32),
+            server_version: None,
         }
     }
 }
@@ -289,7 +368,9 @@ impl ClientBuilder {
         self
     }
 
-    /// The shared secret sent as the first request of every connection. Default is none.
+    /// The shared secret sent as the first request of every connection: 1 to 256 bytes
+    /// without control characters, or up to 64 KiB when the servers are declared to run
+    /// v1.15 or later ([`server_version`](Self::server_version)). Default is none.
     #[must_use]
     pub fn auth_token(mut self, token: impl Into<String>) -> Self {
         self.auth_token = Some(token.into());
@@ -388,6 +469,18 @@ impl ClientBuilder {
         self
     }
 
+    /// The dflockd release the servers run. It decides whether grants carry a fencing token:
+    /// from v2.1 on, a token's first 16 hex digits are a fence that grows with every grant
+    /// ([`HeldLock::fence`](crate::HeldLock::fence) is `Some`); before, the whole token is
+    /// random and nothing on the wire tells the two apart, so without this setting no fence
+    /// is ever handed out. A grant whose token cannot carry a v2.1 fence while 2.1 or later is
+    /// declared fails with [`Error::NotFenced`]. Default is none (unknown: no fences).
+    #[must_use]
+    pub fn server_version(mut self, version: ServerVersion) -> Self {
+        self.server_version = Some(version);
+        self
+    }
+
     /// How keys are spread over the servers. Default is [`Crc32`], as every dflockd client.
     #[must_use]
     pub fn shard_strategy(mut self, strategy: impl ShardStrategy) -> Self {
@@ -416,6 +509,7 @@ impl ClientBuilder {
     /// | `DFLOCKD_MAX_CONNECTIONS` | [`max_connections`](Self::max_connections) |
     /// | `DFLOCKD_ACQUIRE_TIMEOUT` | [`acquire_timeout`](Self::acquire_timeout) |
     /// | `DFLOCKD_LEASE_TTL` | [`lease_ttl`](Self::lease_ttl) |
+    /// | `DFLOCKD_SERVER_VERSION` | [`server_version`](Self::server_version), e.g. `2.1.1` or `1.10` |
     ///
     /// Durations are `500ms`, `10s`, `2m` or a number of seconds. Empty values count as unset.
     ///
@@ -542,6 +636,12 @@ impl ClientBuilder {
         if let Some(n) = number("DFLOCKD_MAX_CONNECTIONS")? {
             b = b.max_connections(n);
         }
+        if let Some(v) = get("DFLOCKD_SERVER_VERSION") {
+            let version = v
+                .parse()
+                .map_err(|e| Error::Config(format!("DFLOCKD_SERVER_VERSION: {e}")))?;
+            b = b.server_version(version);
+        }
         Ok(b)
     }
 
@@ -567,7 +667,20 @@ impl ClientBuilder {
         }
         let auth_token = match self.auth_token {
             Some(token) => {
-                validate_secret(&token).map_err(|e| Error::Config(format!("auth token: {e}")))?;
+                // v1.15 and later take an auth line of up to 64 KiB, older releases 256 bytes.
+                let v1_15 = ServerVersion::new(1, 15, 0);
+                let max = match self.server_version {
+                    Some(version) if version >= v1_15 => MAX_AUTH_SECRET,
+                    _ => MAX_REQUEST_LINE,
+                };
+                validate_secret_up_to(&token, max).map_err(|e| {
+                    let hint = if max == MAX_REQUEST_LINE && token.len() > max {
+                        " (servers of v1.15 and later take up to 64 KiB: declare the release with server_version or DFLOCKD_SERVER_VERSION)"
+                    } else {
+                        ""
+                    };
+                    Error::Config(format!("auth token: {e}{hint}"))
+                })?;
                 Some(Secret(token.into()))
             }
             None => None,
@@ -633,6 +746,7 @@ impl ClientBuilder {
                 lease: self.lease,
                 release_timeout: self.release_timeout,
                 hot_keys: crate::hot::HotKeys::default(),
+                server_version: self.server_version,
             }),
         })
     }
@@ -669,8 +783,10 @@ mod tests {
             ("DFLOCKD_RENEW_RATIO", "0.5"),
             ("DFLOCKD_MAX_SHARED_CONNECTIONS", "2"),
             ("DFLOCKD_IDLE_TIMEOUT", ""),
+            ("DFLOCKD_SERVER_VERSION", "v2.1.1"),
         ])
         .unwrap();
+        assert_eq!(b.server_version, Some(ServerVersion::new(2, 1, 1)));
         assert_eq!(b.servers, ["a:1", "b:2"]);
         assert_eq!(b.auth_token.as_deref(), Some("s3cret"));
         assert_eq!(b.connect_timeout, Duration::from_millis(250));
@@ -684,6 +800,8 @@ mod tests {
         assert!(env(&[("DFLOCKD_CONNECT_TIMEOUT", "soon")]).is_err());
         assert!(env(&[("DFLOCKD_MAX_CONNECTIONS", "-1")]).is_err());
         assert!(env(&[("DFLOCKD_AUTH_TOKEN_FILE", "/nonexistent/token")]).is_err());
+        let err = env(&[("DFLOCKD_SERVER_VERSION", "latest")]).unwrap_err();
+        assert!(err.to_string().contains("DFLOCKD_SERVER_VERSION"), "{err}");
     }
 
     #[test]
@@ -705,6 +823,30 @@ mod tests {
             let shown = format!("{b:?}");
             assert!(matches!(b.build(), Err(Error::Config(_))), "{shown}");
         }
+    }
+
+    #[test]
+    fn long_auth_tokens_need_a_release_that_takes_them() {
+        let long = "s".repeat(300);
+        let err = Client::builder().auth_token(&long).build().unwrap_err();
+        assert!(err.to_string().contains("v1.15"), "{err}");
+        let old = Client::builder()
+            .auth_token(&long)
+            .server_version(ServerVersion::V1_10)
+            .build();
+        assert!(matches!(old, Err(Error::Config(_))));
+        for version in [ServerVersion::new(1, 15, 0), ServerVersion::V2_1] {
+            let ok = Client::builder()
+                .auth_token("s".repeat(MAX_AUTH_SECRET))
+                .server_version(version)
+                .build();
+            assert!(ok.is_ok(), "{version}");
+        }
+        let too_long = Client::builder()
+            .auth_token("s".repeat(MAX_AUTH_SECRET + 1))
+            .server_version(ServerVersion::V2_1)
+            .build();
+        assert!(matches!(too_long, Err(Error::Config(_))));
     }
 
     #[test]

@@ -37,8 +37,9 @@ pub enum Error {
         /// The key.
         key: String,
     },
-    /// `error_limit_mismatch`: the key exists with a different limit (a lock is a semaphore of
-    /// limit 1, and locks and semaphores share one namespace).
+    /// `error_limit_mismatch`: the key exists with a different limit. A lock is a semaphore of
+    /// limit 1; before dflockd v1.14 locks and semaphores share one namespace, so a key held as
+    /// a lock is a mismatch for a semaphore of another limit, and the other way round.
     #[error("key {key:?} is in use with a different limit (error_limit_mismatch)")]
     LimitMismatch {
         /// The key.
@@ -111,6 +112,22 @@ pub enum Error {
         key: String,
         /// Why.
         reason: LossReason,
+    },
+    /// The client was told that the servers issue fencing tokens
+    /// ([`ClientBuilder::server_version`](crate::ClientBuilder::server_version) 2.1 or later),
+    /// and a grant's token cannot carry one: a v2.1 fence counts nanoseconds of Unix time from
+    /// the server's start on, this one does not. The server most likely runs an older release;
+    /// the grant was released, not handed out.
+    #[error(
+        "server {server} granted {key:?} a token without a fence, although the client was told it runs dflockd {declared} (fences since 2.1): check the declared server version"
+    )]
+    NotFenced {
+        /// The server's address.
+        server: String,
+        /// The key.
+        key: String,
+        /// The release the client was told of.
+        declared: crate::ServerVersion,
     },
     /// The server's answer broke the protocol; the connection was closed.
     #[error("protocol violation from {server}: {reason}")]

@@ -14,6 +14,7 @@
 //!
 //! let client = dflockd_core::Client::builder()
 //!     .servers([server.addr().to_string()]) // default: 127.0.0.1:6388
+//!     .server_version(dflockd_core::ServerVersion::V2_1) // its tokens carry fences
 //!     .build()?;
 //!
 //! let guard = client
@@ -24,7 +25,7 @@
 //!     .await?;
 //! // The lease renews in the background while `guard` lives.
 //! assert!(guard.is_held());
-//! println!("{} held with fence {}", guard.key(), guard.fence());
+//! println!("{} held with fence {:?}", guard.key(), guard.fence());
 //! guard.release().await?;
 //! # Ok(()) }
 //! ```
@@ -69,6 +70,7 @@ mod lock;
 pub mod proto;
 mod shard;
 mod stats;
+mod version;
 
 pub use client::{Client, ClientBuilder};
 #[cfg(feature = "tls")]
@@ -79,3 +81,4 @@ pub use lock::{Enqueued, Guard, HeldLock, Lock, Queued, Semaphore};
 pub use proto::Token;
 pub use shard::{Crc32, ShardStrategy};
 pub use stats::{IdleStats, LockStats, SemaphoreStats, Stats};
+pub use version::{ParseVersionError, ServerVersion};

@@ -104,7 +104,7 @@ impl fmt::Debug for Spec {
 ///     .lease_ttl(Duration::from_secs(20))
 ///     .acquire()
 ///     .await?;
-/// println!("acquired {} token {} fence {}", guard.key(), guard.token(), guard.fence());
+/// println!("acquired {} token {} fence {:?}", guard.key(), guard.token(), guard.fence());
 /// guard.release().await?;
 /// # Ok(()) }
 /// ```
@@ -394,7 +394,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
             })
             .await?;
         match answer {
-            Answer::Granted(granted) => return Ok(Guard::new(spec, conn, granted, started)),
+            Answer::Granted(granted) => return Guard::new(spec, conn, granted, started),
             Answer::Timeout if timeout.is_zero() => {
                 tracing::debug!(key = %spec.key, outcome = "busy", "try-once acquire");
                 return Err(spec.timeout_error());
@@ -440,7 +440,7 @@ async fn acquire(spec: &Spec, timeout: Duration) -> Result<Guard> {
         }
     };
     match answer {
-        Answer::Granted(granted) => Guard::new(spec, conn, granted, started).confirmed().await,
+        Answer::Granted(granted) => Guard::new(spec, conn, granted, started)?.confirmed().await,
         Answer::Timeout => {
             tracing::debug!(key = %spec.key, waited_ms = started.elapsed().as_millis() as u64, outcome = "timeout", "acquire");
             Err(spec.timeout_error())
@@ -484,7 +484,9 @@ async fn enqueue(spec: &Spec) -> Result<Enqueued> {
             // Released (`r`) through this connection later, which also clears the server's
             // enqueue state; the reservation ends here.
             drop(reservation);
-            Ok(Enqueued::Acquired(Guard::new(spec, conn, granted, started)))
+            Ok(Enqueued::Acquired(Guard::new(
+                spec, conn, granted, started,
+            )?))
         }
         Answer::Queued => {
             tracing::debug!(key = %spec.key, "enqueued");
@@ -609,7 +611,7 @@ impl Queued {
             .await?;
         match answer {
             Answer::Granted(granted) => {
-                let mut guard = Guard::new(&self.spec, conn, granted, self.started);
+                let mut guard = Guard::new(&self.spec, conn, granted, self.started)?;
                 // The grant may have come at any moment since the enqueue. A server that
                 // restarts the lease with the `w` answers for a lease it still knows, but the
                 // v1.10.0 release also answers `ok` with a grant whose lease ran out before
@@ -669,31 +671,52 @@ impl fmt::Debug for Guard {
 }
 
 impl Guard {
-    fn new(spec: &Spec, conn: Arc<Conn>, granted: Granted, started: Instant) -> Guard {
+    /// The guard of a grant registered on `conn`.
+    ///
+    /// # Errors
+    /// [`Error::NotFenced`] when the client was told its servers issue fences and this grant's
+    /// token cannot carry one (the grant is released in the background).
+    fn new(spec: &Spec, conn: Arc<Conn>, granted: Granted, started: Instant) -> Result<Guard> {
+        let grant = &granted.grant;
+        let fence = match (grant.fence, spec.client.inner.server_version) {
+            (Some(explicit), _) => Some(explicit),
+            (None, None) => None,
+            (None, Some(declared)) => match declared.fence_of(&grant.token) {
+                Ok(fence) => fence,
+                Err(()) => {
+                    conn.drop_lock(granted.lock_id, true);
+                    return Err(Error::NotFenced {
+                        server: conn.server.to_string(),
+                        key: spec.key.to_string(),
+                        declared,
+                    });
+                }
+            },
+        };
         tracing::debug!(
             key = %spec.key,
-            token = %granted.grant.token,
-            fence = granted.grant.fence,
-            lease_s = granted.grant.lease_s,
+            token = %grant.token,
+            fence,
+            lease_s = grant.lease_s,
             waited_ms = started.elapsed().as_millis() as u64,
             outcome = "acquired",
             "acquire"
         );
-        Guard {
+        Ok(Guard {
             conn,
             lock_id: granted.lock_id,
             family: spec.family,
             held: HeldLock {
                 key: spec.key.clone(),
                 token: granted.grant.token,
-                fence: granted.grant.fence,
+                fence,
                 limit: spec.limit,
                 watch: LeaseWatch::new(granted.shared),
             },
             release_timeout: spec.client.inner.release_timeout,
             unconfirmed: granted.unconfirmed,
             done: false,
-        }
+        })
     }
 
     fn shared(&self) -> &Arc<LeaseShared> {
@@ -953,7 +976,7 @@ impl Drop for BackgroundRelease<'_> {
 pub struct HeldLock {
     key: Arc<str>,
     token: Token,
-    fence: u64,
+    fence: Option<u64>,
     limit: u64,
     watch: LeaseWatch,
 }
@@ -983,13 +1006,17 @@ impl HeldLock {
         &self.token
     }
 
-    /// The fencing token: a number that strictly increases with every grant of the server.
+    /// The fencing token: a number that strictly increases with every grant of the server,
+    /// or `None` when the server issues none.
     ///
-    /// Meaningful only with servers that issue fence-prefixed tokens or send the fence field
-    /// (newer dflockd servers and the test server); with older servers it is the first 64
-    /// bits of a random token, and comparisons between grants mean nothing.
+    /// dflockd v2.1 and later put a fence in every token; older releases send random tokens,
+    /// and nothing on the wire tells the two apart. So this is `Some` only when the client
+    /// was told the servers' release ([`ClientBuilder::server_version`] 2.1 or later, or
+    /// `DFLOCKD_SERVER_VERSION`), or when the server sent the fence in a field of its own.
+    ///
+    /// [`ClientBuilder::server_version`]: crate::ClientBuilder::server_version
     #[must_use]
-    pub fn fence(&self) -> u64 {
+    pub fn fence(&self) -> Option<u64> {
         self.fence
     }
 

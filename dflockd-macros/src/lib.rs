@@ -20,7 +20,7 @@
 //! #[dflockd::exclusive_semaphore(key = "exports:{tenant}", limit = 2, wait = "1m")]
 //! async fn export(tenant: &str) -> Result<(), dflockd::Error> {
 //!     let lock = dflockd::current_lock().expect("inside the body");
-//!     println!("exporting for {tenant} with fence {}", lock.fence());
+//!     println!("exporting for {tenant} with fence {:?}", lock.fence());
 //!     Ok(())
 //! }
 //!

@@ -10,7 +10,8 @@
 /// # use axum::Extension;
 /// # use dflockd_tower::HeldLock;
 /// async fn pay(Extension(lock): Extension<HeldLock>) -> String {
-///     format!("paid under {} (fence {})", lock.key(), lock.fence())
+///     // `None` unless the client was told its servers issue fences (dflockd 2.1 and later).
+///     format!("paid under {} (fence {:?})", lock.key(), lock.fence())
 /// }
 /// ```
 pub use dflockd_core::HeldLock;

@@ -48,6 +48,42 @@ impl Servers {
     pub(crate) fn embedded(&self) -> &[TestServer] {
         &self.embedded
     }
+
+    /// The dflockd release the servers run, when known: for embedded servers the release
+    /// the test server behaves as (its tokens carry fences, as v2.1's do); for
+    /// `DFLOCKD_SERVERS`, whatever `DFLOCKD_SERVER_VERSION` says (read by `from_env`).
+    pub(crate) fn version(&self) -> Option<dflockd::ServerVersion> {
+        (!self.embedded.is_empty()).then_some(dflockd::ServerVersion::V2_1)
+    }
+
+    /// A client builder for these servers: the `DFLOCKD_*` settings of the environment,
+    /// these addresses and their release (grants carry fences on servers that issue them).
+    pub(crate) fn client_builder(&self) -> Result<dflockd::ClientBuilder, BoxError> {
+        let mut builder = dflockd::ClientBuilder::from_env()?.servers(self.addrs());
+        if let Some(version) = self.version() {
+            builder = builder.server_version(version);
+        }
+        Ok(builder)
+    }
+
+    /// [`Servers::client_builder`] for the blocking client.
+    pub(crate) fn blocking_client_builder(
+        &self,
+    ) -> Result<dflockd::blocking::ClientBuilder, BoxError> {
+        let mut builder = dflockd::blocking::ClientBuilder::from_env()?.servers(self.addrs());
+        if let Some(version) = self.version() {
+            builder = builder.server_version(version);
+        }
+        Ok(builder)
+    }
+}
+
+/// A grant's fence for printing: the number, or why there is none.
+pub(crate) fn fence(fence: Option<u64>) -> String {
+    fence.map_or_else(
+        || "none (the server predates v2.1, or DFLOCKD_SERVER_VERSION is not set)".to_owned(),
+        |f| f.to_string(),
+    )
 }
 
 /// The servers listed in `DFLOCKD_SERVERS`, if it is set and not empty.
@@ -107,9 +143,7 @@ pub(crate) fn embedded(
 /// embedded test server, and the servers (keep them alive as long as the client is used).
 pub(crate) fn client() -> Result<(dflockd::Client, Servers), BoxError> {
     let servers = servers(1)?;
-    let client = dflockd::ClientBuilder::from_env()?
-        .servers(servers.addrs())
-        .build()?;
+    let client = servers.client_builder()?.build()?;
     Ok((client, servers))
 }
 

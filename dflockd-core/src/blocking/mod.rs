@@ -19,7 +19,7 @@
 //!     .lease_ttl(Duration::from_secs(20))
 //!     .acquire()?;
 //! // renewed in the background while `guard` lives
-//! println!("{} fence {}", guard.key(), guard.fence());
+//! println!("{} fence {:?}", guard.key(), guard.fence());
 //! guard.release()?;
 //! # Ok(()) }
 //! ```
@@ -148,6 +148,8 @@ impl ClientBuilder {
         acquire_timeout(Duration);
         /// See [`crate::ClientBuilder::lease_ttl`]. Default is the server's.
         lease_ttl(Duration);
+        /// See [`crate::ClientBuilder::server_version`]. Default is none (no fences).
+        server_version(crate::ServerVersion);
     }
 
     /// A builder configured from the environment; see [`crate::ClientBuilder::from_env`].
@@ -254,6 +256,22 @@ impl Client {
     /// [`Error::Shard`] for an out-of-range custom strategy.
     pub fn server_for(&self, key: &str) -> Result<usize> {
         self.inner.server_for(key)
+    }
+
+    /// Checks that every server answers (a readiness probe). See [`crate::Client::ping`].
+    ///
+    /// # Errors
+    /// As [`crate::Client::ping`].
+    pub fn ping(&self) -> Result<Duration> {
+        let client = self.inner.clone();
+        run(&self.rt, async move { client.ping().await })
+    }
+
+    /// The release the client was told the servers run. See
+    /// [`crate::Client::server_version`].
+    #[must_use]
+    pub fn server_version(&self) -> Option<crate::ServerVersion> {
+        self.inner.server_version()
     }
 
     /// Statistics of every server. See [`crate::Client::stats`].

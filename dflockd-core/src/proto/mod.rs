@@ -26,7 +26,8 @@ pub use reply::{Expect, Grant, Reply, ReplyError, ServerStatus};
 pub use request::{Command, Family, Request, RequestError};
 pub use token::{Token, TokenError};
 pub use validate::{
-    InvalidInput, MAX_KEY_LEN, validate_client_key, validate_secret, validate_token_text,
+    InvalidInput, MAX_AUTH_SECRET, MAX_KEY_LEN, validate_client_key, validate_secret,
+    validate_secret_up_to, validate_token_text,
 };
 
 /// Longest request line the server accepts, in bytes, not counting the `\n`.

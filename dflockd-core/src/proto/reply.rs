@@ -19,20 +19,25 @@ pub enum Expect {
     Auth,
     /// `stats`: `ok JSON`.
     Stats,
+    /// `ping`: `ok`.
+    Ping,
 }
 
-/// A successful grant: the token, the lease actually applied and the fence.
+/// A successful grant: the token, the lease actually applied, and a fence if the answer
+/// carried one in a 4th field.
+///
+/// No released server (up to v2.1.1) sends that field. Servers of v2.1 and later put the fence
+/// in the token's first 16 hex digits ([`Token::prefix_fence`]), older ones send 32 random hex
+/// digits; the answer alone does not tell which, so only whoever knows the server's release
+/// may read the prefix as a fence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {
     /// The token that proves ownership.
     pub token: Token,
     /// The lease the server applied, in seconds (always > 0).
     pub lease_s: u64,
-    /// The fence: the explicit 4th field when the server sends one, otherwise the token's
-    /// 16-hex prefix. Meaningful only with fence-issuing servers.
-    pub fence: u64,
-    /// Whether the fence came from an explicit field rather than the token prefix.
-    pub explicit_fence: bool,
+    /// The explicit 4th field (`acquired TOKEN LEASE FENCE`), when the server sent one.
+    pub fence: Option<u64>,
 }
 
 /// A non-error answer.
@@ -45,7 +50,7 @@ pub enum Reply<'a> {
     Queued,
     /// `timeout` (to a grant request): no slot opened in time.
     Timeout,
-    /// `ok` to a release or to `auth`.
+    /// `ok` to a release, to `auth` or to `ping`.
     Ok,
     /// `ok LEASE [FENCE]` to a renew.
     Renewed {
@@ -200,7 +205,7 @@ impl<'a> Reply<'a> {
             }
             (Expect::Grant, "timeout") => Ok(Reply::Timeout),
             (Expect::Enqueue, "queued") => Ok(Reply::Queued),
-            (Expect::Release | Expect::Auth, "ok") => Ok(Reply::Ok),
+            (Expect::Release | Expect::Auth | Expect::Ping, "ok") => Ok(Reply::Ok),
             (Expect::Renew, "ok") => {
                 let lease_s = parse_lease(fields.next())?;
                 let fence = parse_opt_fence(fields.next());
@@ -218,7 +223,7 @@ impl<'a> Reply<'a> {
 /// (and answers the same for these lines, as a test checks).
 fn parse_common(expect: Expect, line: &[u8]) -> Option<Reply<'static>> {
     match expect {
-        Expect::Release | Expect::Auth if line == b"ok" => Some(Reply::Ok),
+        Expect::Release | Expect::Auth | Expect::Ping if line == b"ok" => Some(Reply::Ok),
         Expect::Grant => {
             let rest = line.strip_prefix(b"ok ")?;
             if rest.len() < Token::LEN + 2 || rest[Token::LEN] != b' ' {
@@ -243,8 +248,7 @@ fn parse_common(expect: Expect, line: &[u8]) -> Option<Reply<'static>> {
             Some(Reply::Granted(Grant {
                 token,
                 lease_s,
-                fence: token.prefix_fence(),
-                explicit_fence: false,
+                fence: None,
             }))
         }
         _ => None,
@@ -257,12 +261,10 @@ fn parse_grant(mut fields: std::str::SplitAsciiWhitespace<'_>) -> Result<Grant, 
         .ok_or(ReplyError::Malformed("grant without token"))?;
     let token = Token::parse(token).map_err(|_| ReplyError::Malformed("invalid token"))?;
     let lease_s = parse_lease(fields.next())?;
-    let explicit = parse_opt_fence(fields.next());
     Ok(Grant {
         token,
         lease_s,
-        fence: explicit.unwrap_or_else(|| token.prefix_fence()),
-        explicit_fence: explicit.is_some(),
+        fence: parse_opt_fence(fields.next()),
     })
 }
 
@@ -293,12 +295,11 @@ mod tests {
 
     const T: &str = "000000000000002a0123456789abcdef";
 
-    fn grant(lease_s: u64, fence: u64, explicit_fence: bool) -> Reply<'static> {
+    fn grant(lease_s: u64, fence: Option<u64>) -> Reply<'static> {
         Reply::Granted(Grant {
             token: Token::parse(T).unwrap(),
             lease_s,
             fence,
-            explicit_fence,
         })
     }
 
@@ -347,29 +348,25 @@ mod tests {
     #[test]
     fn success_table() {
         let cases: Vec<(Expect, String, Reply<'_>)> = vec![
-            (Expect::Grant, format!("ok {T} 33"), grant(33, 42, false)),
-            (Expect::Grant, format!("ok {T} 33\r"), grant(33, 42, false)),
+            (Expect::Grant, format!("ok {T} 33"), grant(33, None)),
+            (Expect::Grant, format!("ok {T} 33\r"), grant(33, None)),
             (
                 Expect::Grant,
                 format!("ok {T} 20 9001"),
-                grant(20, 9001, true),
+                grant(20, Some(9001)),
             ),
             (
                 Expect::Grant,
                 format!("ok {T} 20 9001 extra more"),
-                grant(20, 9001, true),
+                grant(20, Some(9001)),
             ),
             (
                 Expect::Grant,
                 format!("ok {T} 20 notanumber"),
-                grant(20, 42, false),
+                grant(20, None),
             ),
             (Expect::Grant, "timeout".into(), Reply::Timeout),
-            (
-                Expect::Enqueue,
-                format!("acquired {T} 5"),
-                grant(5, 42, false),
-            ),
+            (Expect::Enqueue, format!("acquired {T} 5"), grant(5, None)),
             (Expect::Enqueue, "queued".into(), Reply::Queued),
             (Expect::Release, "ok".into(), Reply::Ok),
             (Expect::Auth, "ok".into(), Reply::Ok),

@@ -1,7 +1,9 @@
 //! Requests: typed form, client-side encoding, server-side parsing.
 
 use super::token::Token;
-use super::validate::{InvalidInput, validate_client_key, validate_secret, validate_token_text};
+use super::validate::{
+    InvalidInput, MAX_AUTH_SECRET, validate_client_key, validate_secret_up_to, validate_token_text,
+};
 use super::{MAX_REQUEST_LINE, MAX_WIRE_INT};
 
 /// The command word on the first line of a request.
@@ -32,11 +34,13 @@ pub enum Command {
     Auth,
     /// `stats`: server statistics as one JSON line.
     Stats,
+    /// `ping`: answered `ok` by servers of v1.14 and later (`error` before).
+    Ping,
 }
 
 impl Command {
     /// Every command, in table order.
-    pub const ALL: [Command; 12] = [
+    pub const ALL: [Command; 13] = [
         Command::Lock,
         Command::Release,
         Command::Renew,
@@ -49,6 +53,7 @@ impl Command {
         Command::SemWait,
         Command::Auth,
         Command::Stats,
+        Command::Ping,
     ];
 
     /// The word sent on the wire.
@@ -67,6 +72,7 @@ impl Command {
             Command::SemWait => "sw",
             Command::Auth => "auth",
             Command::Stats => "stats",
+            Command::Ping => "ping",
         }
     }
 
@@ -162,6 +168,8 @@ pub enum Request<'a> {
     },
     /// `stats`.
     Stats,
+    /// `ping`: a health check (v1.14 and later answer `ok`, older releases `error`).
+    Ping,
 }
 
 impl std::fmt::Debug for Request<'_> {
@@ -225,6 +233,7 @@ impl std::fmt::Debug for Request<'_> {
                 .finish(),
             Request::Auth { .. } => f.write_str("Auth { secret: <redacted> }"),
             Request::Stats => f.write_str("Stats"),
+            Request::Ping => f.write_str("Ping"),
         }
     }
 }
@@ -280,6 +289,7 @@ impl<'a> Request<'a> {
             Request::Renew { family, .. } => family.pick(Command::Renew, Command::SemRenew),
             Request::Auth { .. } => Command::Auth,
             Request::Stats => Command::Stats,
+            Request::Ping => Command::Ping,
         }
     }
 
@@ -292,7 +302,7 @@ impl<'a> Request<'a> {
             | Request::Wait { key, .. }
             | Request::Release { key, .. }
             | Request::Renew { key, .. } => Some(key),
-            Request::Auth { .. } | Request::Stats => None,
+            Request::Auth { .. } | Request::Stats | Request::Ping => None,
         }
     }
 
@@ -303,7 +313,8 @@ impl<'a> Request<'a> {
     ///
     /// # Errors
     /// [`InvalidInput`] for a key, token or secret that cannot be sent, a zero lease or limit,
-    /// a number above [`MAX_WIRE_INT`](super::MAX_WIRE_INT), or a line longer than 256 bytes.
+    /// a number above [`MAX_WIRE_INT`](super::MAX_WIRE_INT), or a line longer than 256 bytes
+    /// (an `auth` secret may be up to [`MAX_AUTH_SECRET`] bytes).
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), InvalidInput> {
         self.validate()?;
         let start = out.len();
@@ -314,12 +325,13 @@ impl<'a> Request<'a> {
             .rposition(|&b| b == b'\n')
             .map_or(start, |p| start + p + 1);
         let arg_len = out.len() - 1 - arg_start;
-        if arg_len > MAX_REQUEST_LINE {
+        let max = match self {
+            Request::Auth { .. } => MAX_AUTH_SECRET,
+            _ => MAX_REQUEST_LINE,
+        };
+        if arg_len > max {
             out.truncate(start);
-            return Err(InvalidInput::LineTooLong {
-                len: arg_len,
-                max: MAX_REQUEST_LINE,
-            });
+            return Err(InvalidInput::LineTooLong { len: arg_len, max });
         }
         Ok(())
     }
@@ -383,6 +395,10 @@ impl<'a> Request<'a> {
                 out.extend_from_slice(secret.as_bytes());
             }
             Request::Stats => push_line(out, "_"),
+            Request::Ping => {
+                push_line(out, "_");
+                out.push(b'_');
+            }
         }
         out.push(b'\n');
     }
@@ -418,8 +434,10 @@ impl<'a> Request<'a> {
                 validate_token_text(token)?;
                 check_lease(lease_s)
             }
-            Request::Auth { secret } => validate_secret(secret),
-            Request::Stats => Ok(()),
+            // Whether the server takes a secret this long depends on its release: the client
+            // decides when it is built (see `ClientBuilder::auth_token`).
+            Request::Auth { secret } => validate_secret_up_to(secret, MAX_AUTH_SECRET),
+            Request::Stats | Request::Ping => Ok(()),
         }
     }
 
@@ -447,6 +465,7 @@ impl<'a> Request<'a> {
         match command {
             Command::Auth => return Ok(Request::Auth { secret: arg.trim() }),
             Command::Stats => return Ok(Request::Stats),
+            Command::Ping => return Ok(Request::Ping),
             _ => {}
         }
         if key.is_empty() || key.contains([' ', '\t', '\r', '\n']) {
@@ -523,7 +542,7 @@ impl<'a> Request<'a> {
                     lease_s: parse_opt_lease(rest)?,
                 }
             }
-            Command::Auth | Command::Stats => unreachable!("handled above"),
+            Command::Auth | Command::Stats | Command::Ping => unreachable!("handled above"),
         };
         Ok(request)
     }
@@ -899,7 +918,12 @@ mod tests {
                 },
                 InvalidInput::ZeroLease,
             ),
-            (Request::Auth { secret: "x\nl" }, InvalidInput::Secret),
+            (
+                Request::Auth { secret: "x\nl" },
+                InvalidInput::Secret {
+                    max: MAX_AUTH_SECRET,
+                },
+            ),
         ];
         for (req, want) in bad {
             let mut out = b"prefix".to_vec();
@@ -997,7 +1021,6 @@ mod tests {
             ("x", "k", "1", RequestError::UnknownCommand),
             ("L", "k", "1", RequestError::UnknownCommand),
             (" l", "k", "1", RequestError::UnknownCommand),
-            ("ping", "k", "1", RequestError::UnknownCommand),
             ("", "k", "1", RequestError::UnknownCommand),
             ("l", "", "1", RequestError::InvalidKey),
             ("l", "a b", "1", RequestError::InvalidKey),
@@ -1047,6 +1070,9 @@ mod tests {
     fn server_parse_accepts_what_go_accepts() {
         use Family::{Lock, Semaphore};
         let ok: &[(&str, &str, &str, Request<'_>)] = &[
+            // Key and argument of `ping` are not looked at (v1.14 and later answer it).
+            ("ping", "", "", Request::Ping),
+            ("ping", "a key", "x y", Request::Ping),
             (
                 "l",
                 "k",

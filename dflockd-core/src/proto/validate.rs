@@ -34,8 +34,11 @@ pub enum InvalidInput {
     #[error("token is not 32 lowercase hex characters")]
     Token,
     /// The auth secret is empty, too long, or contains a line break or control character.
-    #[error("auth token must be 1 to 256 bytes without control characters")]
-    Secret,
+    #[error("auth token must be 1 to {max} bytes without control characters")]
+    Secret {
+        /// The longest secret allowed.
+        max: usize,
+    },
     /// A lease of zero seconds.
     #[error("lease must be greater than zero")]
     ZeroLease,
@@ -112,17 +115,28 @@ pub fn validate_token_text(token: &str) -> Result<(), InvalidInput> {
     }
 }
 
-/// Checks an auth secret: 1 to 256 bytes, no control characters (so no line break can be
-/// smuggled into the request).
+/// Checks an auth secret that every server release accepts: 1 to 256 bytes, no control
+/// characters (so no line break can be smuggled into the request). Servers of v1.15 and later
+/// accept up to [`MAX_AUTH_SECRET`] bytes ([`validate_secret_up_to`]).
 ///
 /// # Errors
 /// [`InvalidInput::Secret`].
 pub fn validate_secret(secret: &str) -> Result<(), InvalidInput> {
-    if secret.is_empty()
-        || secret.len() > MAX_REQUEST_LINE
-        || secret.chars().any(|c| c.is_control())
-    {
-        Err(InvalidInput::Secret)
+    validate_secret_up_to(secret, MAX_REQUEST_LINE)
+}
+
+/// The longest auth secret a server of v1.15 or later accepts (64 KiB); older releases cap
+/// it, like every line, at 256 bytes.
+pub const MAX_AUTH_SECRET: usize = 64 * 1024;
+
+/// [`validate_secret`] with another length limit (at most [`MAX_AUTH_SECRET`]).
+///
+/// # Errors
+/// [`InvalidInput::Secret`].
+pub fn validate_secret_up_to(secret: &str, max: usize) -> Result<(), InvalidInput> {
+    let max = max.min(MAX_AUTH_SECRET);
+    if secret.is_empty() || secret.len() > max || secret.chars().any(|c| c.is_control()) {
+        Err(InvalidInput::Secret { max })
     } else {
         Ok(())
     }
@@ -195,9 +209,18 @@ mod tests {
         assert!(validate_secret("shared-secret").is_ok());
         assert!(validate_secret("with space is fine").is_ok());
         assert!(validate_secret(&"s".repeat(256)).is_ok());
+        let secret = Err(InvalidInput::Secret { max: 256 });
         for bad in ["", "a\nl", "a\rb", "\0"] {
-            assert_eq!(validate_secret(bad), Err(InvalidInput::Secret), "{bad:?}");
+            assert_eq!(validate_secret(bad), secret, "{bad:?}");
         }
-        assert_eq!(validate_secret(&"s".repeat(257)), Err(InvalidInput::Secret));
+        assert_eq!(validate_secret(&"s".repeat(257)), secret);
+        let long = "s".repeat(MAX_AUTH_SECRET);
+        assert!(validate_secret_up_to(&long, MAX_AUTH_SECRET).is_ok());
+        assert_eq!(
+            validate_secret_up_to(&format!("{long}s"), usize::MAX),
+            Err(InvalidInput::Secret {
+                max: MAX_AUTH_SECRET
+            })
+        );
     }
 }

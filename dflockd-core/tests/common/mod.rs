@@ -6,7 +6,19 @@ pub mod proxy;
 use std::future::Future;
 use std::time::Duration;
 
-use dflockd_core::{Client, ClientBuilder, Stats};
+use dflockd_core::{Client, ClientBuilder, ServerVersion, Stats};
+
+/// The release of the servers under test: `DFLOCKD_TEST_SERVERS_VERSION` for external servers
+/// (`DFLOCKD_TEST_SERVERS`), otherwise the embedded test server's, whose tokens carry fences
+/// as v2.1's do.
+pub fn server_version() -> ServerVersion {
+    match std::env::var("DFLOCKD_TEST_SERVERS_VERSION") {
+        Ok(v) if std::env::var_os("DFLOCKD_TEST_SERVERS").is_some() => {
+            v.parse().expect("DFLOCKD_TEST_SERVERS_VERSION")
+        }
+        _ => ServerVersion::V2_1,
+    }
+}
 
 /// Runs `f` with a time limit, so no test can hang.
 pub async fn bounded<T>(limit: Duration, f: impl Future<Output = T>) -> T {
@@ -19,6 +31,7 @@ pub async fn bounded<T>(limit: Duration, f: impl Future<Output = T>) -> T {
 pub fn builder(addrs: &[String]) -> ClientBuilder {
     Client::builder()
         .servers(addrs.iter().cloned())
+        .server_version(server_version())
         .connect_timeout(Duration::from_secs(3))
         .request_timeout(Duration::from_secs(3))
 }

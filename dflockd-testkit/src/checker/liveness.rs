@@ -146,7 +146,7 @@ mod tests {
                 key: key.to_owned(),
                 limit,
                 token: Token::from_parts(n, n),
-                fence: n,
+                fence: Some(n),
                 start: self.t0 + ms(from),
                 end: Some(self.t0 + ms(to)),
                 lost_at: None,

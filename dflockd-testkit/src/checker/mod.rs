@@ -4,7 +4,8 @@
 //! and liveness ([`Report::liveness`]: work that should have been granted and was not). A
 //! client that never grants anything is perfectly safe; only the liveness checks catch it.
 //!
-//! Each critical section records its key, token, fence, start (when the acquire returned),
+//! Each critical section records its key, token, fence (if the server issues them: dflockd
+//! 2.1 and later), start (when the acquire returned),
 //! end (when the holder stopped, before releasing) and, if the holder was told that its lease
 //! was lost, the moment it was told; all on the monotonic clock. Writes of lock holders go to
 //! a fenced register that rejects a write whose fence is lower than the highest it has seen
@@ -12,7 +13,9 @@
 //!
 //! [`History::check`] then verifies:
 //! * per key, no token is used twice and fences are unique; for locks, fences strictly
-//!   increase in the order the grants were observed;
+//!   increase in the order the grants were observed (sections without a fence are ordered by
+//!   their start, and their writes cannot be fenced: a write goes through, and counts as stale
+//!   when a later holder had been granted the key before it);
 //! * the intervals during which holders believed they held the key (from the start to the end
 //!   or to the loss notice, whichever came first) never overlap for a lock, and never exceed
 //!   the limit for a semaphore;
@@ -46,10 +49,10 @@
 //! use dflockd_core::Token;
 //!
 //! let history = History::new();
-//! let first = history.begin("k", 1, Token::from_parts(1, 7), 1);
+//! let first = history.begin("k", 1, Token::from_parts(1, 7), Some(1));
 //! assert!(first.write(10));
 //! first.end();
-//! let second = history.begin("k", 1, Token::from_parts(2, 9), 2);
+//! let second = history.begin("k", 1, Token::from_parts(2, 9), Some(2));
 //! assert!(second.write(20));
 //! assert!(!first.write(11), "a lower fence is rejected");
 //! second.end();
@@ -83,8 +86,8 @@ pub struct SectionRecord {
     pub limit: u64,
     /// The grant's token.
     pub token: Token,
-    /// The grant's fence.
-    pub fence: u64,
+    /// The grant's fence (`None`: the server issues none).
+    pub fence: Option<u64>,
     /// When the holder got the grant (the acquire returned).
     pub start: Instant,
     /// When the holder stopped using it (before its release), if it did.
@@ -112,7 +115,6 @@ impl SectionRecord {
 #[derive(Clone, Copy, Debug)]
 struct WriteRecord {
     section: usize,
-    fence: u64,
     at: Instant,
     accepted: bool,
 }
@@ -313,7 +315,7 @@ impl History {
     }
 
     /// Records the start of a critical section, now: call it as soon as the acquire returns.
-    pub fn begin(&self, key: &str, limit: u64, token: Token, fence: u64) -> Section {
+    pub fn begin(&self, key: &str, limit: u64, token: Token, fence: Option<u64>) -> Section {
         let mut inner = self.lock();
         inner.sections.push(SectionRecord {
             key: key.to_owned(),
@@ -395,7 +397,7 @@ impl Attempt {
     }
 
     /// The acquire returned a grant: the critical section begins now (see [`History::begin`]).
-    pub fn granted(self, token: Token, fence: u64) -> Section {
+    pub fn granted(self, token: Token, fence: Option<u64>) -> Section {
         self.finish(Outcome::Granted);
         let (key, limit) = {
             let inner = self.history.lock();
@@ -459,18 +461,19 @@ impl Section {
 
     /// Writes `value` to the register under this section's key and fence (locks only: a
     /// semaphore's holders are concurrent by design, so nothing is written for them and
-    /// `true` is returned). `false` when the register rejected the write.
+    /// `true` is returned). `false` when the register rejected the write. A section without
+    /// a fence cannot be fenced: its write always goes through.
     pub fn write(&self, value: u64) -> bool {
         let mut inner = self.history.lock();
         let record = &inner.sections[self.index];
         if record.limit != 1 {
             return true;
         }
-        let fence = record.fence;
-        let accepted = self.history.register.write(&record.key, fence, value);
+        let accepted = record
+            .fence
+            .is_none_or(|fence| self.history.register.write(&record.key, fence, value));
         inner.writes.push(WriteRecord {
             section: self.index,
-            fence,
             at: Instant::now(),
             accepted,
         });
@@ -522,7 +525,7 @@ impl Section {
 
     /// The section's fence.
     #[must_use]
-    pub fn fence(&self) -> u64 {
+    pub fn fence(&self) -> Option<u64> {
         self.history.lock().sections[self.index].fence
     }
 }
@@ -567,8 +570,8 @@ pub enum Violation {
     LateLossNotice {
         /// The key.
         key: String,
-        /// The fence of the holder that learnt late.
-        fence: u64,
+        /// The fence of the holder that learnt late (`None`: unfenced).
+        fence: Option<u64>,
         /// How long after the hand-over it learnt.
         late_by: Duration,
     },
@@ -577,8 +580,8 @@ pub enum Violation {
     StaleWrite {
         /// The key.
         key: String,
-        /// The fence of the stale writer.
-        fence: u64,
+        /// The fence of the stale writer (`None`: unfenced).
+        fence: Option<u64>,
     },
 }
 
@@ -610,13 +613,22 @@ impl fmt::Display for Violation {
                 late_by,
             } => write!(
                 f,
-                "{key}: holder with fence {fence} learnt of its loss {late_by:?} after the hand-over"
+                "{key}: holder with fence {} learnt of its loss {late_by:?} after the hand-over",
+                shown(*fence)
             ),
             Violation::StaleWrite { key, fence } => {
-                write!(f, "{key}: stale write with fence {fence} accepted")
+                write!(
+                    f,
+                    "{key}: stale write with fence {} accepted",
+                    shown(*fence)
+                )
             }
         }
     }
+}
+
+fn shown(fence: Option<u64>) -> String {
+    fence.map_or_else(|| "none".to_owned(), |f| f.to_string())
 }
 
 /// A liveness finding: something that should have been granted and was not, with no fault in

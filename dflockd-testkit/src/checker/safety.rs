@@ -6,6 +6,12 @@ use std::time::{Duration, Instant};
 
 use super::{DISCONNECT_TOLERANCE, Inner, Report, SectionRecord, Violation};
 
+/// The order in which the server granted a key's sections: by fence when they carry one,
+/// otherwise by the moment the holders saw their grant.
+fn grant_order(s: &SectionRecord) -> (Option<u64>, Instant) {
+    (s.fence, s.start)
+}
+
 /// Finds every broken safety property in `inner` (sections still open count as held until
 /// `now`) and adds it to `report`.
 pub(super) fn analyse(inner: &Inner, now: Instant, report: &mut Report) {
@@ -20,11 +26,17 @@ pub(super) fn analyse(inner: &Inner, now: Instant, report: &mut Report) {
         }
         by_key.entry(&s.key).or_default().push(i);
     }
+    // Per key, the sections in grant order, and each section's place in it.
+    let mut place: HashMap<usize, usize> = HashMap::new();
+    for idx in by_key.values_mut() {
+        idx.sort_by_key(|&i| grant_order(&sections[i]));
+        place.extend(idx.iter().enumerate().map(|(p, &i)| (i, p)));
+    }
     let since = |t: Instant| t.saturating_duration_since(inner.created);
     // Disconnect races: the interval of such a holder ends at the hand-over.
     let mut cut: HashMap<usize, Instant> = HashMap::new();
-    for idx in by_key.values() {
-        for &i in idx {
+    for order in by_key.values() {
+        for (p, &i) in order.iter().enumerate() {
             let a = &sections[i];
             let Some(lost) = a.lost_at.filter(|_| a.disconnected) else {
                 continue;
@@ -32,12 +44,10 @@ pub(super) fn analyse(inner: &Inner, now: Instant, report: &mut Report) {
             if a.believed_until(now) != lost {
                 continue;
             }
-            let handover = idx
+            let handover = order[p + 1..]
                 .iter()
                 .map(|&j| &sections[j])
-                .filter(|b| {
-                    b.fence > a.fence && b.start < lost && b.start + DISCONNECT_TOLERANCE >= lost
-                })
+                .filter(|b| b.start < lost && b.start + DISCONNECT_TOLERANCE >= lost)
                 .map(|b| b.start)
                 .min();
             if let Some(at) = handover {
@@ -51,31 +61,37 @@ pub(super) fn analyse(inner: &Inner, now: Instant, report: &mut Report) {
             .copied()
             .unwrap_or_else(|| sections[i].believed_until(now))
     };
-    // Per key: the sections in fence order, for the stale-write check.
-    let mut fence_order: HashMap<&str, (Vec<u64>, Vec<Instant>)> = HashMap::new();
-    for (key, idx) in &by_key {
-        let mut order: Vec<usize> = idx.clone();
-        order.sort_by_key(|&i| sections[i].fence);
-        let by_fence: Vec<&SectionRecord> = order.iter().map(|&i| &sections[i]).collect();
-        for pair in by_fence.windows(2) {
-            if pair[0].fence == pair[1].fence {
-                report.violations.push(Violation::FenceReused {
-                    key: (*key).to_owned(),
-                    fence: pair[0].fence,
-                });
+    // Per key (locks only): for each place in grant order, the earliest start of any later
+    // grant, for the stale-write check.
+    let mut earliest_later: HashMap<&str, Vec<Instant>> = HashMap::new();
+    for (key, order) in &by_key {
+        let in_order: Vec<&SectionRecord> = order.iter().map(|&i| &sections[i]).collect();
+        for pair in in_order.windows(2) {
+            if let (Some(a), Some(b)) = (pair[0].fence, pair[1].fence) {
+                if a == b {
+                    report.violations.push(Violation::FenceReused {
+                        key: (*key).to_owned(),
+                        fence: a,
+                    });
+                }
             }
         }
-        let limit = by_fence.iter().map(|s| s.limit).max().unwrap_or(1);
+        let limit = in_order.iter().map(|s| s.limit).max().unwrap_or(1);
         if limit == 1 {
             // Fences increase in the order grants were observed.
-            let mut by_start = by_fence.clone();
+            let mut by_start: Vec<&SectionRecord> = in_order
+                .iter()
+                .copied()
+                .filter(|s| s.fence.is_some())
+                .collect();
             by_start.sort_by_key(|s| (s.start, s.fence));
             for pair in by_start.windows(2) {
-                if pair[1].fence <= pair[0].fence {
+                let (earlier, later) = (pair[0].fence.unwrap_or(0), pair[1].fence.unwrap_or(0));
+                if later <= earlier {
                     report.violations.push(Violation::FenceOrder {
                         key: (*key).to_owned(),
-                        earlier: pair[0].fence,
-                        later: pair[1].fence,
+                        earlier,
+                        later,
                     });
                 }
             }
@@ -93,19 +109,18 @@ pub(super) fn analyse(inner: &Inner, now: Instant, report: &mut Report) {
                     }
                 }
             }
-            // Suffix minimum of starts: the earliest moment any later fence was granted.
-            let fences: Vec<u64> = by_fence.iter().map(|s| s.fence).collect();
-            let mut earliest_later = vec![now + Duration::from_secs(1 << 30); fences.len()];
-            let mut min = earliest_later[0];
-            for i in (0..by_fence.len()).rev() {
-                earliest_later[i] = min;
-                min = min.min(by_fence[i].start);
+            // Suffix minimum of starts: the earliest moment any later grant was seen.
+            let mut later = vec![now + Duration::from_secs(1 << 30); in_order.len()];
+            let mut min = later[0];
+            for p in (0..in_order.len()).rev() {
+                later[p] = min;
+                min = min.min(in_order[p].start);
             }
-            fence_order.insert(key, (fences, earliest_later));
+            earliest_later.insert(key, later);
         }
         // At most `limit` believed holders at once.
         let mut events: Vec<(Instant, i64)> = Vec::with_capacity(order.len() * 2);
-        for &i in &order {
+        for &i in order {
             let (start, end) = (sections[i].start, until(i));
             if end > start {
                 events.push((start, 1));
@@ -137,17 +152,16 @@ pub(super) fn analyse(inner: &Inner, now: Instant, report: &mut Report) {
         if !w.accepted || cut.get(&w.section).is_some_and(|&at| w.at >= at) {
             continue;
         }
-        let key = sections[w.section].key.as_str();
-        let Some((fences, earliest_later)) = fence_order.get(key) else {
+        let section = &sections[w.section];
+        let Some(later) = earliest_later.get(section.key.as_str()) else {
             continue;
         };
-        let pos = fences.partition_point(|&f| f <= w.fence);
-        // `earliest_later[pos - 1]` is the earliest start among fences above `w.fence`.
-        if pos > 0 && earliest_later[pos - 1] <= w.at {
+        // A later holder had been granted the key when this write went through.
+        if later[place[&w.section]] <= w.at {
             report.stale_writes += 1;
             report.violations.push(Violation::StaleWrite {
-                key: key.to_owned(),
-                fence: w.fence,
+                key: section.key.clone(),
+                fence: section.fence,
             });
         }
     }
@@ -166,7 +180,7 @@ mod tests {
     fn clean_history_has_no_violation() {
         let h = History::new();
         for fence in 1..=5 {
-            let s = h.begin("k", 1, token(fence), fence);
+            let s = h.begin("k", 1, token(fence), Some(fence));
             assert!(s.write(fence));
             s.end();
         }
@@ -182,8 +196,8 @@ mod tests {
     #[test]
     fn overlap_and_stale_write_are_found() {
         let h = History::new();
-        let a = h.begin("k", 1, token(1), 1);
-        let b = h.begin("k", 1, token(2), 2);
+        let a = h.begin("k", 1, token(1), Some(1));
+        let b = h.begin("k", 1, token(2), Some(2));
         // `a` writes after `b` was granted but before `b` wrote: accepted, and stale.
         assert!(a.write(1));
         assert!(b.write(2));
@@ -203,17 +217,17 @@ mod tests {
             report
                 .violations
                 .iter()
-                .any(|v| matches!(v, Violation::StaleWrite { fence: 1, .. }))
+                .any(|v| matches!(v, Violation::StaleWrite { fence: Some(1), .. }))
         );
     }
 
     #[test]
     fn loss_notice_ends_the_interval() {
         let h = History::new();
-        let a = h.begin("k", 1, token(1), 1);
+        let a = h.begin("k", 1, token(1), Some(1));
         a.lost();
         std::thread::sleep(Duration::from_millis(2));
-        let b = h.begin("k", 1, token(2), 2);
+        let b = h.begin("k", 1, token(2), Some(2));
         a.end();
         b.end();
         let report = h.check();
@@ -222,8 +236,8 @@ mod tests {
 
         // Told after the next holder started: late.
         let h = History::new();
-        let a = h.begin("k", 1, token(1), 1);
-        let b = h.begin("k", 1, token(2), 2);
+        let a = h.begin("k", 1, token(1), Some(1));
+        let b = h.begin("k", 1, token(2), Some(2));
         std::thread::sleep(Duration::from_millis(2));
         a.lost();
         a.end();
@@ -240,9 +254,9 @@ mod tests {
     #[test]
     fn fence_order_and_reuse() {
         let h = History::new();
-        h.begin("k", 1, token(5), 5).end();
-        h.begin("k", 1, token(4), 4).end();
-        h.begin("k", 1, token(5), 5).end();
+        h.begin("k", 1, token(5), Some(5)).end();
+        h.begin("k", 1, token(4), Some(4)).end();
+        h.begin("k", 1, token(5), Some(5)).end();
         let report = h.check();
         assert!(
             report
@@ -267,9 +281,11 @@ mod tests {
     #[test]
     fn semaphores_allow_their_limit() {
         let h = History::new();
-        let held: Vec<_> = (1..=3).map(|f| h.begin("s", 3, token(f), f)).collect();
+        let held: Vec<_> = (1..=3)
+            .map(|f| h.begin("s", 3, token(f), Some(f)))
+            .collect();
         assert!(h.check().violations.is_empty());
-        let fourth = h.begin("s", 3, token(4), 4);
+        let fourth = h.begin("s", 3, token(4), Some(4));
         assert!(matches!(
             h.check().violations.as_slice(),
             [Violation::Overlap {
@@ -285,8 +301,8 @@ mod tests {
     #[test]
     fn a_disconnect_race_is_counted_apart_within_the_tolerance() {
         let h = History::new();
-        let a = h.begin("k", 1, token(1), 1);
-        let b = h.begin("k", 1, token(2), 2);
+        let a = h.begin("k", 1, token(1), Some(1));
+        let b = h.begin("k", 1, token(2), Some(2));
         std::thread::sleep(Duration::from_millis(2));
         a.lost_by_disconnect();
         a.end();
@@ -297,8 +313,8 @@ mod tests {
 
         // Beyond the tolerance it is a violation again.
         let h = History::new();
-        let a = h.begin("k", 1, token(1), 1);
-        let b = h.begin("k", 1, token(2), 2);
+        let a = h.begin("k", 1, token(1), Some(1));
+        let b = h.begin("k", 1, token(2), Some(2));
         std::thread::sleep(DISCONNECT_TOLERANCE + Duration::from_millis(5));
         a.lost_by_disconnect();
         a.end();
@@ -306,6 +322,44 @@ mod tests {
         let report = h.check();
         assert_eq!(report.disconnect_races, 0);
         assert!(!report.violations.is_empty(), "{report}");
+    }
+
+    #[test]
+    fn unfenced_sections_are_ordered_by_their_start_and_their_writes_go_through() {
+        // A v1.10 server: no fences. Two holders at once, and a write from the first after the
+        // second was granted: nothing can reject it, so it is stale.
+        let h = History::new();
+        let a = h.begin("k", 1, token(1), None);
+        let b = h.begin("k", 1, token(2), None);
+        assert!(a.write(1), "an unfenced write cannot be rejected");
+        a.end();
+        b.end();
+        let report = h.check();
+        assert_eq!(report.stale_writes, 1);
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::StaleWrite { fence: None, .. }))
+        );
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::Overlap { .. }))
+        );
+
+        // One after the other: clean, and no fence check applies.
+        let h = History::new();
+        for n in 1..=3 {
+            let s = h.begin("k", 1, token(n), None);
+            assert!(s.write(n));
+            s.end();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let report = h.check();
+        assert!(report.violations.is_empty(), "{report}");
+        assert_eq!(report.writes, 3);
     }
 
     #[test]

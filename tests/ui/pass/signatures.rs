@@ -125,7 +125,7 @@ impl Job for Service {
 
 #[dflockd::exclusive(key = "fence", crate = "::dflockd")]
 async fn renamed() -> Result<u64, Error> {
-    Ok(dflockd::current_lock().map_or(0, |l| l.fence()))
+    Ok(dflockd::current_lock().and_then(|l| l.fence()).unwrap_or(0))
 }
 
 fn assert_send<T: Send>(_: &T) {}
