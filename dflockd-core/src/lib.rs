@@ -57,7 +57,7 @@
 //! is renewed through the connection that holds it, often enough that the server's idle read
 //! timeout never closes it.
 #![forbid(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "blocking")]
 pub mod blocking;
