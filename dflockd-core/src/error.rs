@@ -4,7 +4,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::lease::LossReason;
-use crate::proto::{InvalidInput, ReplyError, ServerStatus};
+use crate::proto::{Command, InvalidInput, ReplyError, ServerStatus};
 
 /// A convenient alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -112,6 +112,16 @@ pub enum Error {
         key: String,
         /// Why.
         reason: LossReason,
+    },
+    /// Every connection the client may open to this server is in use (each waiting acquire
+    /// holds one; see [`ClientBuilder::max_connections`](crate::ClientBuilder::max_connections))
+    /// and none came free before the request's deadline.
+    #[error("all {max} connections to {server} are in use (raise max_connections, or wait less)")]
+    PoolExhausted {
+        /// The server's address.
+        server: String,
+        /// The cap on connections to it.
+        max: usize,
     },
     /// The client was told that the servers issue fencing tokens
     /// ([`ClientBuilder::server_version`](crate::ClientBuilder::server_version) 2.1 or later),
@@ -256,7 +266,7 @@ impl Error {
     pub(crate) fn from_status(
         status: ServerStatus,
         server: &str,
-        command: &'static str,
+        command: Command,
         key: &str,
     ) -> Error {
         let key = key.to_owned();
@@ -264,7 +274,7 @@ impl Error {
         match status {
             ServerStatus::Error => Error::Refused {
                 server,
-                command,
+                command: command.as_str(),
                 key,
             },
             ServerStatus::MaxLocks => Error::MaxLocks { key },
@@ -286,7 +296,7 @@ impl Error {
     pub(crate) fn from_reply(
         error: ReplyError,
         server: &str,
-        command: &'static str,
+        command: Command,
         key: &str,
     ) -> Error {
         match error {
@@ -334,7 +344,7 @@ mod tests {
 
     #[test]
     fn statuses_map_to_variants() {
-        let e = |s| Error::from_status(s, "h:1", "l", "k");
+        let e = |s| Error::from_status(s, "h:1", Command::Lock, "k");
         assert!(e(ServerStatus::MaxWaiters).is_busy());
         assert!(e(ServerStatus::Auth).is_permission_denied());
         assert_eq!(

@@ -59,26 +59,35 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod acquire;
 #[cfg(feature = "blocking")]
 pub mod blocking;
+mod builder;
 mod client;
 mod conn;
 mod error;
+mod guard;
 mod hot;
+mod inner;
 mod lease;
 mod lock;
 pub mod proto;
+mod semaphore;
 mod shard;
 mod stats;
 mod version;
 
-pub use client::{Client, ClientBuilder};
+pub use acquire::{Enqueued, Queued};
+pub use builder::ClientBuilder;
+pub use client::Client;
 #[cfg(feature = "tls")]
 pub use conn::tls::TlsOptions;
 pub use error::{Error, Result};
+pub use guard::{Guard, HeldLock};
 pub use lease::{LeaseWatch, LossReason, Lost};
-pub use lock::{Enqueued, Guard, HeldLock, Lock, Queued, Semaphore};
+pub use lock::Lock;
 pub use proto::Token;
+pub use semaphore::Semaphore;
 pub use shard::{Crc32, ShardStrategy};
 pub use stats::{IdleStats, LockStats, SemaphoreStats, Stats};
 pub use version::{ParseVersionError, ServerVersion};

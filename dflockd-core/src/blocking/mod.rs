@@ -41,11 +41,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::lease::LossReason;
 use crate::stats::Stats;
 
+mod guard;
+mod lock;
+
+pub use guard::Guard;
+pub use lock::{Enqueued, Lock, Queued, Semaphore};
+
 /// Owns the runtime; shuts it down without blocking when the last user goes away.
-struct Rt(Option<tokio::runtime::Runtime>);
+pub(crate) struct Rt(Option<tokio::runtime::Runtime>);
 
 impl Rt {
     fn handle(&self) -> &tokio::runtime::Handle {
@@ -65,7 +70,7 @@ impl Drop for Rt {
 }
 
 /// Runs `future` on the client's runtime and blocks until it completes.
-fn run<T, F>(rt: &Arc<Rt>, future: F) -> Result<T>
+pub(crate) fn run<T, F>(rt: &Arc<Rt>, future: F) -> Result<T>
 where
     F: Future<Output = Result<T>> + Send + 'static,
     T: Send + 'static,
@@ -229,19 +234,13 @@ impl Client {
     /// A lock on `key`. See [`crate::Client::lock`].
     #[must_use]
     pub fn lock(&self, key: impl Into<String>) -> Lock {
-        Lock {
-            inner: Target::Lock(self.inner.lock(key)),
-            rt: self.rt.clone(),
-        }
+        Lock::new(self.inner.lock(key), self.rt.clone())
     }
 
     /// A semaphore on `key` with `limit` holders. See [`crate::Client::semaphore`].
     #[must_use]
-    pub fn semaphore(&self, key: impl Into<String>, limit: u32) -> Lock {
-        Lock {
-            inner: Target::Semaphore(self.inner.semaphore(key, limit)),
-            rt: self.rt.clone(),
-        }
+    pub fn semaphore(&self, key: impl Into<String>, limit: u32) -> Semaphore {
+        Semaphore::new(self.inner.semaphore(key, limit), self.rt.clone())
     }
 
     /// The configured servers. See [`crate::Client::servers`].
@@ -300,282 +299,5 @@ impl Client {
         let client = self.inner.clone();
         let key = key.to_owned();
         run(&self.rt, async move { client.stats_for_key(&key).await })
-    }
-}
-
-#[derive(Clone, Debug)]
-enum Target {
-    Lock(crate::Lock),
-    Semaphore(crate::Semaphore),
-}
-
-/// A lock or semaphore to acquire (blocking). Made by [`Client::lock`] or
-/// [`Client::semaphore`].
-#[derive(Clone)]
-pub struct Lock {
-    inner: Target,
-    rt: Arc<Rt>,
-}
-
-impl fmt::Debug for Lock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-macro_rules! on_target {
-    ($target:expr, $t:ident => $body:expr) => {
-        match $target {
-            Target::Lock($t) => $body,
-            Target::Semaphore($t) => $body,
-        }
-    };
-}
-
-impl Lock {
-    /// See [`crate::Lock::acquire_timeout`]. Default is the client's (10 s).
-    #[must_use]
-    pub fn acquire_timeout(self, timeout: Duration) -> Self {
-        Lock {
-            inner: match self.inner {
-                Target::Lock(l) => Target::Lock(l.acquire_timeout(timeout)),
-                Target::Semaphore(s) => Target::Semaphore(s.acquire_timeout(timeout)),
-            },
-            rt: self.rt,
-        }
-    }
-
-    /// See [`crate::Lock::lease_ttl`]. Default is the client's.
-    #[must_use]
-    pub fn lease_ttl(self, lease: Duration) -> Self {
-        Lock {
-            inner: match self.inner {
-                Target::Lock(l) => Target::Lock(l.lease_ttl(lease)),
-                Target::Semaphore(s) => Target::Semaphore(s.lease_ttl(lease)),
-            },
-            rt: self.rt,
-        }
-    }
-
-    /// The key.
-    #[must_use]
-    pub fn key(&self) -> &str {
-        on_target!(&self.inner, t => t.key())
-    }
-
-    /// Holders allowed at once: 1 for a lock, the limit for a semaphore.
-    #[must_use]
-    pub fn limit(&self) -> u32 {
-        match &self.inner {
-            Target::Lock(_) => 1,
-            Target::Semaphore(s) => s.limit(),
-        }
-    }
-
-    /// Acquires, waiting up to the acquire timeout. See [`crate::Lock::acquire`].
-    ///
-    /// # Errors
-    /// As [`crate::Lock::acquire`]: [`Error::Timeout`] when busy for the whole timeout.
-    pub fn acquire(&self) -> Result<Guard> {
-        let target = self.inner.clone();
-        let guard = run(&self.rt, async move {
-            on_target!(&target, t => t.acquire().await)
-        })?;
-        Ok(self.wrap(guard))
-    }
-
-    /// Tries once: `Ok(None)` when busy. See [`crate::Lock::try_acquire`].
-    ///
-    /// # Errors
-    /// As [`crate::Lock::try_acquire`].
-    pub fn try_acquire(&self) -> Result<Option<Guard>> {
-        let target = self.inner.clone();
-        let guard = run(&self.rt, async move {
-            on_target!(&target, t => t.try_acquire().await)
-        })?;
-        Ok(guard.map(|g| self.wrap(g)))
-    }
-
-    /// Two-phase acquisition, first half. See [`crate::Lock::enqueue`].
-    ///
-    /// # Errors
-    /// As [`crate::Lock::enqueue`].
-    pub fn enqueue(&self) -> Result<Enqueued> {
-        let target = self.inner.clone();
-        let enqueued = run(&self.rt, async move {
-            on_target!(&target, t => t.enqueue().await)
-        })?;
-        Ok(match enqueued {
-            crate::Enqueued::Acquired(g) => Enqueued::Acquired(self.wrap(g)),
-            crate::Enqueued::Queued(q) => Enqueued::Queued(Queued {
-                inner: q,
-                rt: self.rt.clone(),
-            }),
-        })
-    }
-
-    fn wrap(&self, inner: crate::Guard) -> Guard {
-        Guard {
-            inner: Some(inner),
-            rt: self.rt.clone(),
-        }
-    }
-}
-
-/// The result of [`Lock::enqueue`].
-#[derive(Debug)]
-#[must_use = "a queued acquisition must be waited for (or dropped to leave the queue)"]
-pub enum Enqueued {
-    /// Held at once, renewing already.
-    Acquired(Guard),
-    /// In the queue: call [`Queued::wait`].
-    Queued(Queued),
-}
-
-impl Enqueued {
-    /// Whether the slot was granted at once.
-    #[must_use]
-    pub fn is_acquired(&self) -> bool {
-        matches!(self, Enqueued::Acquired(_))
-    }
-
-    /// `"acquired"` or `"queued"`.
-    #[must_use]
-    pub fn status(&self) -> &'static str {
-        match self {
-            Enqueued::Acquired(_) => "acquired",
-            Enqueued::Queued(_) => "queued",
-        }
-    }
-
-    /// The guard: at once when acquired, otherwise after waiting up to `timeout`.
-    ///
-    /// # Errors
-    /// As [`Queued::wait`].
-    pub fn wait(self, timeout: Duration) -> Result<Guard> {
-        match self {
-            Enqueued::Acquired(guard) => Ok(guard),
-            Enqueued::Queued(queued) => queued.wait(timeout),
-        }
-    }
-}
-
-/// A place in a key's queue. Dropping it without [`wait`](Queued::wait) leaves the queue.
-#[must_use = "dropping it leaves the queue"]
-pub struct Queued {
-    inner: crate::Queued,
-    rt: Arc<Rt>,
-}
-
-impl fmt::Debug for Queued {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl Queued {
-    /// The key.
-    #[must_use]
-    pub fn key(&self) -> &str {
-        self.inner.key()
-    }
-
-    /// Waits up to `timeout` for the grant. See [`crate::Queued::wait`].
-    ///
-    /// # Errors
-    /// As [`crate::Queued::wait`].
-    pub fn wait(self, timeout: Duration) -> Result<Guard> {
-        let Queued { inner, rt } = self;
-        let guard = run(&rt, async move { inner.wait(timeout).await })?;
-        Ok(Guard {
-            inner: Some(guard),
-            rt,
-        })
-    }
-}
-
-/// A held lock or semaphore slot (blocking). Renewed in the background; released by
-/// [`release`](Guard::release) or, in the background, on drop.
-#[must_use = "dropping the guard releases the lock"]
-pub struct Guard {
-    inner: Option<crate::Guard>,
-    rt: Arc<Rt>,
-}
-
-impl fmt::Debug for Guard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.guard().fmt(f)
-    }
-}
-
-impl Guard {
-    fn guard(&self) -> &crate::Guard {
-        self.inner.as_ref().expect("present until consumed")
-    }
-
-    /// The lease the server applied.
-    #[must_use]
-    pub fn lease(&self) -> Duration {
-        self.guard().lease()
-    }
-
-    /// The address of the server that holds it.
-    #[must_use]
-    pub fn server(&self) -> &str {
-        self.guard().server()
-    }
-
-    /// Blocks until the lease is lost or `timeout` passes: `Some(reason)` if it was lost.
-    #[must_use]
-    pub fn wait_lost(&self, timeout: Duration) -> Option<LossReason> {
-        let watch = self.watch();
-        run(&self.rt, async move {
-            Ok(tokio::time::timeout(timeout, watch.lost()).await.ok())
-        })
-        .ok()
-        .flatten()
-    }
-
-    /// Renews now. See [`crate::Guard::renew`].
-    ///
-    /// # Errors
-    /// As [`crate::Guard::renew`].
-    pub fn renew(&self) -> Result<Duration> {
-        run(&self.rt, self.guard().renew_owned())
-    }
-
-    /// Releases and waits for the answer. See [`crate::Guard::release`].
-    ///
-    /// # Errors
-    /// As [`crate::Guard::release`].
-    pub fn release(mut self) -> Result<()> {
-        let guard = self.inner.take().expect("present until consumed");
-        run(&self.rt, async move { guard.release().await })
-    }
-
-    /// Keeps the lock for `hold` more, then releases it, without blocking. See
-    /// [`crate::Guard::release_after`].
-    pub fn release_after(mut self, hold: Duration) {
-        let guard = self.inner.take().expect("present until consumed");
-        let _enter = self.rt.handle().enter();
-        guard.release_after(hold);
-    }
-}
-
-impl std::ops::Deref for Guard {
-    type Target = crate::HeldLock;
-
-    /// Key, token, fence, limit and lease state (`is_held`, `loss_reason`, `watch`): see
-    /// [`crate::HeldLock`].
-    fn deref(&self) -> &crate::HeldLock {
-        self.guard()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        // The async guard's drop only queues a release for its connection: it never blocks
-        // and needs no runtime.
-        self.inner.take();
     }
 }

@@ -8,12 +8,34 @@ use tokio::net::TcpStream;
 
 use super::Settings;
 use crate::error::{Error, Result};
-use crate::proto::{Expect, LineScan, MAX_REPLY_LINE, Reply, ReplyError, Request, scan_line};
+use crate::proto::{
+    Command, Expect, LineScan, MAX_REPLY_LINE, Reply, ReplyError, Request, scan_line,
+};
 
 /// Read half of a connection.
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 /// Write half of a connection.
 pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The auth token: shown as `<redacted>` everywhere.
+#[derive(Clone)]
+pub(crate) struct Secret(std::sync::Arc<str>);
+
+impl Secret {
+    pub(crate) fn new(token: &str) -> Self {
+        Secret(token.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
 
 /// An open, authenticated connection, split, with any bytes read past the auth answer.
 pub(crate) struct Opened {
@@ -140,7 +162,7 @@ async fn authenticate(
                             leftover,
                         })
                     }
-                    Err(e) => Err(Error::from_reply(e, server, "auth", "")),
+                    Err(e) => Err(Error::from_reply(e, server, Command::Auth, "")),
                 };
             }
             LineScan::TooLong => {

@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
+use super::call::{Answer, Call, CallError};
+use super::park::{ParkHint, Parked};
 use super::{Conn, Settings};
 use crate::error::{Error, Result};
 
@@ -124,7 +126,7 @@ impl ServerPool {
                 // Gives the slot back and wakes the waiters however this ends (cancelled too).
                 let _slot = OpeningSlot(self);
                 if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-                    return self.open(false, Some(permit)).await.map(|(conn, _)| conn);
+                    return self.open(false, permit).await;
                 }
             }
             if let Some(conn) = fallback {
@@ -141,89 +143,101 @@ impl ServerPool {
                         .await
                         .is_err()
                 {
-                    return Err(self.busy_error());
+                    return Err(self.exhausted());
                 }
                 continue;
             }
             let permit = self.wait_permit(deadline).await?;
-            return self.open(false, Some(permit)).await.map(|(conn, _)| conn);
+            return self.open(false, permit).await;
         }
     }
 
     /// Sends a non-blocking request on a shared connection and returns the answer with the
     /// connection it came from. Picks again if the chosen connection was reserved for a
-    /// blocking request in the meantime (nothing was sent then).
+    /// blocking request in the meantime (nothing was sent then), or had died unnoticed.
     pub(crate) async fn call_shared<'a>(
         &self,
         deadline: Instant,
-        call: impl Fn() -> super::Call<'a>,
-    ) -> Result<(Arc<Conn>, super::Answer)> {
+        call: impl Fn() -> Call<'a>,
+    ) -> Result<(Arc<Conn>, Answer)> {
         let mut reserved = 0;
         let pooled_before = super::conn_id_mark();
         loop {
             let conn = self.shared(deadline).await?;
             match conn.call(call()).await {
-                Err(Error::ConnectionClosed { reason, .. })
-                    if reason == super::RESERVED && reserved < 8 =>
-                {
-                    reserved += 1;
+                Ok(answer) => return Ok((conn, answer)),
+                Err(CallError::Reserved) if reserved < 8 => reserved += 1,
+                Err(CallError::Reserved) => {
+                    return Err(Error::ConnectionClosed {
+                        server: self.addr.to_string(),
+                        reason: "every connection picked was reserved meanwhile".to_owned(),
+                    });
                 }
                 // Try again: see `Conn::died_unnoticed`.
-                Err(e) if conn.died_unnoticed(&e, pooled_before) => {}
-                result => return result.map(|answer| (conn, answer)),
+                Err(CallError::Failed(e)) if conn.died_unnoticed(&e, pooled_before) => {}
+                Err(CallError::Failed(e)) => return Err(e),
             }
         }
     }
 
-    /// A connection reserved for one blocking request, and the reservation's id. The answer
-    /// to a blocking request ends the reservation; otherwise end it with [`Conn::unpark`].
-    pub(crate) async fn parked(&self, deadline: Instant) -> Result<(Arc<Conn>, u64)> {
-        {
-            let conns = self.live_conns();
-            for conn in conns.iter() {
-                if let Some(id) = conn.try_park() {
-                    return Ok((conn.clone(), id));
-                }
-            }
+    /// A connection reserved for one blocking request: the one `hint` remembers if it is
+    /// idle, another idle one, or a new one. The reservation ends with the answer to the
+    /// blocking request or when the [`Parked`] is dropped; `hint` then remembers it.
+    pub(crate) async fn parked(&self, deadline: Instant, hint: &ParkHint) -> Result<Parked> {
+        if let Some(parked) = hint.try_park(&self.addr) {
+            return Ok(parked);
         }
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => self.wait_permit(deadline).await?,
+        let found = {
+            let conns = self.live_conns();
+            conns
+                .iter()
+                .find_map(|conn| conn.try_park().map(|id| Parked::new(conn.clone(), id)))
         };
-        let (conn, id) = self.open(true, Some(permit)).await?;
-        Ok((conn, id.unwrap_or_default()))
+        let parked = match found {
+            Some(parked) => parked,
+            None => {
+                let permit = match self.permits.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => self.wait_permit(deadline).await?,
+                };
+                let conn = self.open(true, permit).await?;
+                Parked::new(conn, super::park::FIRST_RESERVATION)
+            }
+        };
+        hint.set(parked.conn());
+        Ok(parked)
     }
 
     async fn wait_permit(&self, deadline: Instant) -> Result<tokio::sync::OwnedSemaphorePermit> {
         let wait = tokio::time::timeout_at(deadline.into(), self.permits.clone().acquire_owned());
         match wait.await {
             Ok(Ok(permit)) => Ok(permit),
-            _ => Err(self.busy_error()),
+            _ => Err(self.exhausted()),
         }
     }
 
-    fn busy_error(&self) -> Error {
-        Error::Connect {
+    fn exhausted(&self) -> Error {
+        Error::PoolExhausted {
             server: self.addr.to_string(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                format!(
-                    "all {} connections to this server are in use",
-                    self.settings.max_connections
-                ),
-            ),
+            max: self.settings.max_connections,
         }
     }
 
+    /// Opens a connection, reserved from the start with `parked`, and adds it to the pool.
     async fn open(
         &self,
         parked: bool,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) -> Result<(Arc<Conn>, Option<u64>)> {
-        let (conn, park) =
-            Conn::open(self.settings.clone(), self.addr.clone(), parked, permit).await?;
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Arc<Conn>> {
+        let conn = Conn::open(
+            self.settings.clone(),
+            self.addr.clone(),
+            parked,
+            Some(permit),
+        )
+        .await?;
         self.conns().push(conn.clone());
-        Ok((conn, park))
+        Ok(conn)
     }
 
     /// Asks every connection to close once it holds nothing.

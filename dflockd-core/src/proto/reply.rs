@@ -23,6 +23,23 @@ pub enum Expect {
     Ping,
 }
 
+impl Expect {
+    /// The answers a request with this command allows.
+    #[must_use]
+    pub const fn of(command: super::Command) -> Expect {
+        use super::Command;
+        match command {
+            Command::Lock | Command::SemLock | Command::Wait | Command::SemWait => Expect::Grant,
+            Command::Enqueue | Command::SemEnqueue => Expect::Enqueue,
+            Command::Release | Command::SemRelease => Expect::Release,
+            Command::Renew | Command::SemRenew => Expect::Renew,
+            Command::Auth => Expect::Auth,
+            Command::Stats => Expect::Stats,
+            Command::Ping => Expect::Ping,
+        }
+    }
+}
+
 /// A successful grant: the token, the lease actually applied, and a fence if the answer
 /// carried one in a 4th field.
 ///

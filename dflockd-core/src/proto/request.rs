@@ -81,19 +81,10 @@ impl Command {
     pub fn from_word(word: &str) -> Option<Command> {
         Command::ALL.into_iter().find(|c| c.as_str() == word)
     }
-
-    /// Whether the server may hold the answer back while it waits (`l`, `sl`, `w`, `sw`).
-    /// Such a request occupies its connection until it is answered.
-    #[must_use]
-    pub const fn may_block(self) -> bool {
-        matches!(
-            self,
-            Command::Lock | Command::SemLock | Command::Wait | Command::SemWait
-        )
-    }
 }
 
-/// Locks and semaphores share one namespace but have their own commands.
+/// Locks and semaphores have their own commands (and, since dflockd v1.14, their own
+/// namespaces; before, a lock is a semaphore of limit 1 in the same namespace).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     /// `l`, `r`, `n`, `e`, `w`: a semaphore of limit 1.
@@ -269,7 +260,7 @@ pub enum RequestError {
 }
 
 impl Family {
-    const fn pick(self, lock: Command, semaphore: Command) -> Command {
+    pub(crate) const fn pick(self, lock: Command, semaphore: Command) -> Command {
         match self {
             Family::Lock => lock,
             Family::Semaphore => semaphore,

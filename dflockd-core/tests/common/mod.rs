@@ -7,6 +7,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use dflockd_core::{Client, ClientBuilder, ServerVersion, Stats};
+use dflockd_testkit::TestServers;
+
+/// Upper bound for a test step.
+pub const LIMIT: Duration = Duration::from_secs(30);
 
 /// The release of the servers under test: `DFLOCKD_TEST_SERVERS_VERSION` for external servers
 /// (`DFLOCKD_TEST_SERVERS`), otherwise the embedded test server's, whose tokens carry fences
@@ -53,4 +57,28 @@ pub async fn wait_stats(client: &Client, key: &str, check: impl Fn(&Stats) -> bo
 /// Holders and waiters of `key` on its server.
 pub async fn usage(client: &Client, key: &str) -> (u64, u64) {
     client.stats_for_key(key).await.expect("stats").usage(key)
+}
+
+/// One default-configured server (see `TestServers::default_config`) and a client for it.
+pub async fn default_client() -> (TestServers, Client) {
+    let servers = TestServers::default_config(1).await.unwrap();
+    let client = builder(&servers.addrs()).build().unwrap();
+    (servers, client)
+}
+
+/// A test server behind a proxy, and a client builder for the proxy.
+pub async fn behind_proxy() -> (TestServers, proxy::Proxy, ClientBuilder) {
+    let servers = TestServers::default_config(1).await.unwrap();
+    let proxy = proxy::Proxy::start(servers.addrs()[0].parse().unwrap()).await;
+    let builder = builder(&[proxy.addr.to_string()]);
+    (servers, proxy, builder)
+}
+
+/// Polls `future` once (it sends its request and starts reading), as a task that never runs
+/// again: its waker is a no-op.
+pub fn stalled<F: Future>(future: F) -> std::pin::Pin<Box<F>> {
+    let mut future = Box::pin(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(future.as_mut().poll(&mut cx).is_pending());
+    future
 }

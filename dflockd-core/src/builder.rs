@@ -1,0 +1,658 @@
+//! [`ClientBuilder`]: the settings of a client, from code or from the environment, checked
+//! when the client is built.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::conn::Settings;
+use crate::conn::connect::Secret;
+use crate::conn::pool::ServerPool;
+use crate::error::{Error, Result, parse_duration};
+use crate::inner::ClientInner;
+use crate::lease::LeasePolicy;
+use crate::proto::{
+    DEFAULT_READ_TIMEOUT_S, MAX_AUTH_SECRET, MAX_REQUEST_LINE, validate_secret_up_to,
+};
+use crate::shard::{Crc32, ShardStrategy, Strategy};
+use crate::version::ServerVersion;
+
+impl Client {
+    /// A builder with every setting at its default.
+    #[must_use]
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A client configured from the environment; see [`ClientBuilder::from_env`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a malformed variable or setting.
+    pub fn from_env() -> Result<Client> {
+        ClientBuilder::from_env()?.build()
+    }
+}
+
+/// Configuration for a [`Client`]; every setting has a default.
+///
+/// ```
+/// use std::time::Duration;
+/// let client = dflockd_core::Client::builder()
+///     .servers(["10.0.0.1:6388", "10.0.0.2:6388"])
+///     .auth_token("shared-secret")
+///     .connect_timeout(Duration::from_secs(2))
+///     .build()
+///     .unwrap();
+/// assert_eq!(client.servers(), ["10.0.0.1:6388", "10.0.0.2:6388"]);
+/// ```
+pub struct ClientBuilder {
+    servers: Vec<String>,
+    auth_token: Option<String>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::conn::tls::TlsOptions>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    release_timeout: Duration,
+    idle_timeout: Duration,
+    server_read_timeout: Duration,
+    renew_ratio: f64,
+    max_shared_connections: usize,
+    max_connections: usize,
+    acquire_timeout: Duration,
+    lease: Option<Duration>,
+    shard: Box<dyn ShardStrategy>,
+    server_version: Option<ServerVersion>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ClientBuilder");
+        d.field("servers", &self.servers).field(
+            "auth_token",
+            &self.auth_token.as_ref().map(|_| "<redacted>"),
+        );
+        #[cfg(feature = "tls")]
+        d.field("tls", &self.tls);
+        d.field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("release_timeout", &self.release_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("server_read_timeout", &self.server_read_timeout)
+            .field("renew_ratio", &self.renew_ratio)
+            .field("max_shared_connections", &self.max_shared_connections)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("lease", &self.lease)
+            .field("server_version", &self.server_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            servers: vec![format!("127.0.0.1:{}", crate::proto::DEFAULT_PORT)],
+            auth_token: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            release_timeout: Duration::from_millis(1500),
+            idle_timeout: Duration::from_secs(15),
+            server_read_timeout: Duration::from_secs(DEFAULT_READ_TIMEOUT_S),
+            renew_ratio: 1.0 / 3.0,
+            max_shared_connections: 4,
+            max_connections: 512,
+            acquire_timeout: Duration::from_secs(10),
+            lease: None,
+            shard: Box::new(Crc32),
+            server_version: None,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The servers, as `host:port` (the port defaults to 6388; IPv6 in brackets). Keys are
+    /// spread over them with the shard strategy. Default is `127.0.0.1:6388`.
+    #[must_use]
+    pub fn servers<I, S>(mut self, servers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.servers = servers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The shared secret sent as the first request of every connection: 1 to 256 bytes
+    /// without control characters, or up to 64 KiB when the servers are declared to run
+    /// v1.15 or later ([`server_version`](Self::server_version)). Default is none.
+    #[must_use]
+    pub fn auth_token(mut self, token: impl Into<String>) -> Self {
+        self.auth_token = Some(token.into());
+        self
+    }
+
+    /// Connect with TLS. Default is plain TCP.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: crate::conn::tls::TlsOptions) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Limit for TCP connect, TLS handshake and auth together. Default is 5 s.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a request that does not wait server-side may go unanswered before its
+    /// connection is considered dead (and closed, reporting its locks lost). Blocking
+    /// requests get their server-side wait on top. Default is 5 s.
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long a release waits for its answer before giving up with
+    /// [`Error::RequestTimeout`] (checked by the connection's maintenance, so the wait can
+    /// exceed it by up to a quarter). The lock stops being renewed either way, so an
+    /// unanswered release ends at the latest when the lease runs out. Default is 1.5 s.
+    #[must_use]
+    pub fn release_timeout(mut self, timeout: Duration) -> Self {
+        self.release_timeout = timeout;
+        self
+    }
+
+    /// Idle connections (no lock held, nothing in flight) are closed after this long. Must be
+    /// shorter than the server's read timeout. Default is 15 s.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The servers' idle read timeout (`--read-timeout`): leases are renewed at least every
+    /// half of it, so that connections holding locks are never dropped for idleness.
+    /// Default is 23 s, the server's default.
+    #[must_use]
+    pub fn server_read_timeout(mut self, timeout: Duration) -> Self {
+        self.server_read_timeout = timeout;
+        self
+    }
+
+    /// Renew a lease after this fraction of it has passed (jittered by ±10 %), in
+    /// `0.05..=0.75`. Default is 1/3, which leaves two more attempts before expiry.
+    #[must_use]
+    pub fn renew_ratio(mut self, ratio: f64) -> Self {
+        self.renew_ratio = ratio;
+        self
+    }
+
+    /// Connections per server on which non-blocking requests (try-once acquires, releases,
+    /// renewals, stats) are pipelined. Default is 4.
+    #[must_use]
+    pub fn max_shared_connections(mut self, n: usize) -> Self {
+        self.max_shared_connections = n;
+        self
+    }
+
+    /// Cap on connections per server, counting those parked in a server-side wait (each
+    /// waiting acquire needs one). Default is 512.
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Default acquire timeout of locks and semaphores made by this client (each can
+    /// override it). Default is 10 s.
+    #[must_use]
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Default lease of locks and semaphores made by this client (each can override it);
+    /// rounded up to whole seconds. Default is none: the server's default (33 s unless
+    /// configured).
+    #[must_use]
+    pub fn lease_ttl(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The dflockd release the servers run. It decides whether grants carry a fencing token:
+    /// from v2.1 on, a token's first 16 hex digits are a fence that grows with every grant
+    /// ([`HeldLock::fence`](crate::HeldLock::fence) is `Some`); before, the whole token is
+    /// random and nothing on the wire tells the two apart, so without this setting no fence
+    /// is ever handed out. A grant whose token cannot carry a v2.1 fence while 2.1 or later is
+    /// declared fails with [`Error::NotFenced`]. Default is none (unknown: no fences).
+    #[must_use]
+    pub fn server_version(mut self, version: ServerVersion) -> Self {
+        self.server_version = Some(version);
+        self
+    }
+
+    /// How keys are spread over the servers. Default is [`Crc32`], as every dflockd client.
+    #[must_use]
+    pub fn shard_strategy(mut self, strategy: impl ShardStrategy) -> Self {
+        self.shard = Box::new(strategy);
+        self
+    }
+
+    /// A builder configured from the environment. Every variable is optional:
+    ///
+    /// | variable | setting |
+    /// |---|---|
+    /// | `DFLOCKD_SERVERS` | [`servers`](Self::servers), comma-separated |
+    /// | `DFLOCKD_AUTH_TOKEN` | [`auth_token`](Self::auth_token) |
+    /// | `DFLOCKD_AUTH_TOKEN_FILE` | [`auth_token`](Self::auth_token), read from a file (trimmed) |
+    /// | `DFLOCKD_TLS` | `1`/`true`: TLS with the system roots |
+    /// | `DFLOCKD_TLS_CA_FILE` | TLS trusting this CA (PEM) |
+    /// | `DFLOCKD_TLS_SERVER_NAME` | [`TlsOptions::server_name`](crate::TlsOptions::server_name) |
+    /// | `DFLOCKD_TLS_CLIENT_CERT_FILE`, `DFLOCKD_TLS_CLIENT_KEY_FILE` | client certificate |
+    /// | `DFLOCKD_CONNECT_TIMEOUT` | [`connect_timeout`](Self::connect_timeout) |
+    /// | `DFLOCKD_REQUEST_TIMEOUT` | [`request_timeout`](Self::request_timeout) |
+    /// | `DFLOCKD_RELEASE_TIMEOUT` | [`release_timeout`](Self::release_timeout) |
+    /// | `DFLOCKD_IDLE_TIMEOUT` | [`idle_timeout`](Self::idle_timeout) |
+    /// | `DFLOCKD_SERVER_READ_TIMEOUT` | [`server_read_timeout`](Self::server_read_timeout) |
+    /// | `DFLOCKD_RENEW_RATIO` | [`renew_ratio`](Self::renew_ratio) |
+    /// | `DFLOCKD_MAX_SHARED_CONNECTIONS` | [`max_shared_connections`](Self::max_shared_connections) |
+    /// | `DFLOCKD_MAX_CONNECTIONS` | [`max_connections`](Self::max_connections) |
+    /// | `DFLOCKD_ACQUIRE_TIMEOUT` | [`acquire_timeout`](Self::acquire_timeout) |
+    /// | `DFLOCKD_LEASE_TTL` | [`lease_ttl`](Self::lease_ttl) |
+    /// | `DFLOCKD_SERVER_VERSION` | [`server_version`](Self::server_version), e.g. `2.1.1` or `1.10` |
+    ///
+    /// Durations are `500ms`, `10s`, `2m` or a number of seconds. Empty values count as unset.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable that cannot be parsed or read.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let env = Env(&|name: &str| get(name).filter(|v| !v.trim().is_empty()));
+        let mut b = ClientBuilder::default();
+        if let Some(servers) = env.get("DFLOCKD_SERVERS") {
+            b = b.servers(
+                servers
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        if let Some(token) = env.get("DFLOCKD_AUTH_TOKEN") {
+            b = b.auth_token(token);
+        } else if let Some(path) = env.get("DFLOCKD_AUTH_TOKEN_FILE") {
+            let token = std::fs::read_to_string(&path).map_err(|e| {
+                Error::Config(format!("DFLOCKD_AUTH_TOKEN_FILE: cannot read {path}: {e}"))
+            })?;
+            b = b.auth_token(token.trim());
+        }
+        #[cfg(feature = "tls")]
+        {
+            b.tls = env.tls()?;
+        }
+        #[cfg(not(feature = "tls"))]
+        if env.get("DFLOCKD_TLS_CA_FILE").is_some() || env.get("DFLOCKD_TLS").is_some() {
+            return Err(Error::Config(
+                "TLS is configured in the environment but the `tls` feature is off".into(),
+            ));
+        }
+        let durations: [(&str, Setter<Duration>); 7] = [
+            ("DFLOCKD_CONNECT_TIMEOUT", Self::connect_timeout),
+            ("DFLOCKD_REQUEST_TIMEOUT", Self::request_timeout),
+            ("DFLOCKD_RELEASE_TIMEOUT", Self::release_timeout),
+            ("DFLOCKD_IDLE_TIMEOUT", Self::idle_timeout),
+            ("DFLOCKD_SERVER_READ_TIMEOUT", Self::server_read_timeout),
+            ("DFLOCKD_ACQUIRE_TIMEOUT", Self::acquire_timeout),
+            ("DFLOCKD_LEASE_TTL", Self::lease_ttl),
+        ];
+        for (name, set) in durations {
+            if let Some(d) = env.duration(name)? {
+                b = set(b, d);
+            }
+        }
+        if let Some(ratio) = env.parsed::<f64>("DFLOCKD_RENEW_RATIO", "a number")? {
+            b = b.renew_ratio(ratio);
+        }
+        if let Some(n) = env.parsed("DFLOCKD_MAX_SHARED_CONNECTIONS", "a number")? {
+            b = b.max_shared_connections(n);
+        }
+        if let Some(n) = env.parsed("DFLOCKD_MAX_CONNECTIONS", "a number")? {
+            b = b.max_connections(n);
+        }
+        if let Some(v) = env.get("DFLOCKD_SERVER_VERSION") {
+            let version = v
+                .parse()
+                .map_err(|e| Error::Config(format!("DFLOCKD_SERVER_VERSION: {e}")))?;
+            b = b.server_version(version);
+        }
+        Ok(b)
+    }
+
+    /// Checks the settings and makes the client. No connection is opened yet.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty or malformed server list, an auth token that cannot be
+    /// sent, zero timeouts, an idle timeout not below the server read timeout, a renew ratio
+    /// out of range, zero connection limits, or TLS material that cannot be used.
+    pub fn build(self) -> Result<Client> {
+        let addrs = self.addresses()?;
+        let auth_token = self.secret()?;
+        self.check_timing()?;
+        if self.max_shared_connections == 0 || self.max_connections == 0 {
+            return Err(Error::Config("connection limits must be at least 1".into()));
+        }
+        #[cfg(feature = "tls")]
+        let tls = self.tls.as_ref().map(|t| t.build()).transpose()?;
+        let settings = Arc::new(Settings {
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            tick: (self.request_timeout.min(self.release_timeout) / 4)
+                .max(Duration::from_millis(10)),
+            idle_timeout: self.idle_timeout,
+            policy: LeasePolicy {
+                renew_ratio: self.renew_ratio,
+                max_renew_interval: self.server_read_timeout / 2,
+            },
+            auth_token,
+            #[cfg(feature = "tls")]
+            tls,
+            max_shared_connections: self.max_shared_connections,
+            max_connections: self.max_connections.max(self.max_shared_connections),
+        });
+        let pools = addrs
+            .into_iter()
+            .map(|addr| Arc::new(ServerPool::new(addr, settings.clone())))
+            .collect();
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                pools,
+                shard: Strategy(self.shard),
+                settings,
+                acquire_timeout: self.acquire_timeout,
+                lease: self.lease,
+                release_timeout: self.release_timeout,
+                hot_keys: crate::hot::HotKeys::default(),
+                server_version: self.server_version,
+            }),
+        })
+    }
+
+    /// The servers' addresses, `host:port` (IPv6 in brackets), checked.
+    fn addresses(&self) -> Result<Vec<Arc<str>>> {
+        if self.servers.is_empty() {
+            return Err(Error::Config("no servers configured".into()));
+        }
+        self.servers
+            .iter()
+            .map(|server| {
+                let (host, port) = crate::conn::connect::split_host_port(server)?;
+                Ok(if host.contains(':') {
+                    format!("[{host}]:{port}").into()
+                } else {
+                    format!("{host}:{port}").into()
+                })
+            })
+            .collect()
+    }
+
+    /// The auth token, checked against what the declared release takes: v1.15 and later
+    /// take an auth line of up to 64 KiB, older releases 256 bytes.
+    fn secret(&self) -> Result<Option<Secret>> {
+        let Some(token) = &self.auth_token else {
+            return Ok(None);
+        };
+        let max = match self.server_version {
+            Some(version) if version >= ServerVersion::new(1, 15, 0) => MAX_AUTH_SECRET,
+            _ => MAX_REQUEST_LINE,
+        };
+        validate_secret_up_to(token, max).map_err(|e| {
+            let hint = if max == MAX_REQUEST_LINE && token.len() > max {
+                " (servers of v1.15 and later take up to 64 KiB: declare the release with server_version or DFLOCKD_SERVER_VERSION)"
+            } else {
+                ""
+            };
+            Error::Config(format!("auth token: {e}{hint}"))
+        })?;
+        Ok(Some(Secret::new(token)))
+    }
+
+    /// Timeouts positive, the idle timeout below the server's read timeout, the renew ratio
+    /// in range, a lease (if any) positive.
+    fn check_timing(&self) -> Result<()> {
+        let timeouts = [
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("release_timeout", self.release_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("server_read_timeout", self.server_read_timeout),
+        ];
+        if let Some((name, _)) = timeouts.iter().find(|(_, d)| d.is_zero()) {
+            return Err(Error::Config(format!("{name} must be greater than zero")));
+        }
+        if self.idle_timeout >= self.server_read_timeout {
+            return Err(Error::Config(format!(
+                "idle_timeout ({:?}) must be shorter than server_read_timeout ({:?})",
+                self.idle_timeout, self.server_read_timeout
+            )));
+        }
+        if !(0.05..=0.75).contains(&self.renew_ratio) {
+            return Err(Error::Config(format!(
+                "renew_ratio must be within 0.05..=0.75 (got {})",
+                self.renew_ratio
+            )));
+        }
+        if self.lease.is_some_and(|l| l.is_zero()) {
+            return Err(Error::Config("lease_ttl must be greater than zero".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A builder setter, as in `ClientBuilder::connect_timeout`.
+type Setter<T> = fn(ClientBuilder, T) -> ClientBuilder;
+
+/// The environment, as a lookup that treats empty values as unset.
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+    }
+
+    fn duration(&self, name: &str) -> Result<Option<Duration>> {
+        self.get(name)
+            .map(|v| {
+                parse_duration(&v).ok_or_else(|| {
+                    Error::Config(format!("{name}={v:?} is not a duration (e.g. 500ms, 10s)"))
+                })
+            })
+            .transpose()
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, name: &str, what: &str) -> Result<Option<T>> {
+        self.get(name)
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .map_err(|_| Error::Config(format!("{name}={v:?} is not {what}")))
+            })
+            .transpose()
+    }
+
+    /// The TLS settings: `DFLOCKD_TLS`, `DFLOCKD_TLS_CA_FILE`, `DFLOCKD_TLS_SERVER_NAME`,
+    /// `DFLOCKD_TLS_CLIENT_CERT_FILE` with `DFLOCKD_TLS_CLIENT_KEY_FILE`.
+    #[cfg(feature = "tls")]
+    fn tls(&self) -> Result<Option<crate::conn::tls::TlsOptions>> {
+        use crate::conn::tls::TlsOptions;
+        let tls_on = self
+            .get("DFLOCKD_TLS")
+            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+        let mut tls = match self.get("DFLOCKD_TLS_CA_FILE") {
+            Some(path) => Some(TlsOptions::ca_file(path)?),
+            None if tls_on == Some(true) => Some(TlsOptions::system_roots()),
+            None => None,
+        };
+        if let Some(name) = self.get("DFLOCKD_TLS_SERVER_NAME") {
+            tls = Some(
+                tls.unwrap_or_else(TlsOptions::system_roots)
+                    .server_name(name),
+            );
+        }
+        match (
+            self.get("DFLOCKD_TLS_CLIENT_CERT_FILE"),
+            self.get("DFLOCKD_TLS_CLIENT_KEY_FILE"),
+        ) {
+            (Some(cert), Some(key)) => {
+                tls = Some(
+                    tls.unwrap_or_else(TlsOptions::system_roots)
+                        .client_auth_files(cert, key)?,
+                );
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::Config(
+                    "DFLOCKD_TLS_CLIENT_CERT_FILE and DFLOCKD_TLS_CLIENT_KEY_FILE go together"
+                        .into(),
+                ));
+            }
+        }
+        Ok(if tls_on == Some(false) { None } else { tls })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> Result<ClientBuilder> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ClientBuilder::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let client = Client::builder().build().unwrap();
+        assert_eq!(client.servers(), ["127.0.0.1:6388"]);
+        assert_eq!(client.open_connections(), 0);
+    }
+
+    #[test]
+    fn environment_mirrors_the_builder() {
+        let b = env(&[
+            ("DFLOCKD_SERVERS", " a:1, b:2 ,"),
+            ("DFLOCKD_AUTH_TOKEN", "s3cret"),
+            ("DFLOCKD_CONNECT_TIMEOUT", "250ms"),
+            ("DFLOCKD_ACQUIRE_TIMEOUT", "3"),
+            ("DFLOCKD_LEASE_TTL", "1m"),
+            ("DFLOCKD_RENEW_RATIO", "0.5"),
+            ("DFLOCKD_MAX_SHARED_CONNECTIONS", "2"),
+            ("DFLOCKD_IDLE_TIMEOUT", ""),
+            ("DFLOCKD_SERVER_VERSION", "v2.1.1"),
+        ])
+        .unwrap();
+        assert_eq!(b.server_version, Some(ServerVersion::new(2, 1, 1)));
+        assert_eq!(b.servers, ["a:1", "b:2"]);
+        assert_eq!(b.auth_token.as_deref(), Some("s3cret"));
+        assert_eq!(b.connect_timeout, Duration::from_millis(250));
+        assert_eq!(b.acquire_timeout, Duration::from_secs(3));
+        assert_eq!(b.lease, Some(Duration::from_secs(60)));
+        assert_eq!(b.renew_ratio, 0.5);
+        assert_eq!(b.max_shared_connections, 2);
+        assert_eq!(b.idle_timeout, Duration::from_secs(15));
+        let dbg = format!("{b:?}");
+        assert!(!dbg.contains("s3cret"), "{dbg}");
+        assert!(env(&[("DFLOCKD_CONNECT_TIMEOUT", "soon")]).is_err());
+        assert!(env(&[("DFLOCKD_MAX_CONNECTIONS", "-1")]).is_err());
+        assert!(env(&[("DFLOCKD_AUTH_TOKEN_FILE", "/nonexistent/token")]).is_err());
+        let err = env(&[("DFLOCKD_SERVER_VERSION", "latest")]).unwrap_err();
+        assert!(err.to_string().contains("DFLOCKD_SERVER_VERSION"), "{err}");
+    }
+
+    #[test]
+    fn build_validates() {
+        let bad = [
+            Client::builder().servers(Vec::<String>::new()),
+            Client::builder().servers(["host:notaport"]),
+            Client::builder().servers(["a b:1"]),
+            Client::builder().auth_token("line\nbreak"),
+            Client::builder().auth_token(""),
+            Client::builder().connect_timeout(Duration::ZERO),
+            Client::builder().idle_timeout(Duration::from_secs(30)),
+            Client::builder().renew_ratio(0.9),
+            Client::builder().renew_ratio(f64::NAN),
+            Client::builder().max_shared_connections(0),
+            Client::builder().lease_ttl(Duration::ZERO),
+        ];
+        for b in bad {
+            let shown = format!("{b:?}");
+            assert!(matches!(b.build(), Err(Error::Config(_))), "{shown}");
+        }
+    }
+
+    #[test]
+    fn long_auth_tokens_need_a_release_that_takes_them() {
+        let long = "s".repeat(300);
+        let err = Client::builder().auth_token(&long).build().unwrap_err();
+        assert!(err.to_string().contains("v1.15"), "{err}");
+        let old = Client::builder()
+            .auth_token(&long)
+            .server_version(ServerVersion::V1_10)
+            .build();
+        assert!(matches!(old, Err(Error::Config(_))));
+        for version in [ServerVersion::new(1, 15, 0), ServerVersion::V2_1] {
+            let ok = Client::builder()
+                .auth_token("s".repeat(MAX_AUTH_SECRET))
+                .server_version(version)
+                .build();
+            assert!(ok.is_ok(), "{version}");
+        }
+        let too_long = Client::builder()
+            .auth_token("s".repeat(MAX_AUTH_SECRET + 1))
+            .server_version(ServerVersion::V2_1)
+            .build();
+        assert!(matches!(too_long, Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let client = Client::builder().auth_token("hunter2").build().unwrap();
+        assert!(!format!("{client:?}").contains("hunter2"));
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "<redacted>");
+    }
+
+    #[test]
+    fn shard_errors_instead_of_panicking() {
+        let client = Client::builder()
+            .servers(["a:1", "b:2"])
+            .shard_strategy(|_: &str, n: usize| n + 3)
+            .build()
+            .unwrap();
+        assert!(matches!(
+            client.server_for("x"),
+            Err(Error::Shard {
+                index: 5,
+                servers: 2
+            })
+        ));
+        let client = Client::builder()
+            .servers(["a:1", "b:2", "c:3"])
+            .build()
+            .unwrap();
+        assert_eq!(client.server_for("user:42:profile").unwrap(), 0);
+        assert_eq!(client.server_for("foo").unwrap(), 2);
+    }
+}
