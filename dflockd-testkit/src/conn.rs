@@ -1,16 +1,18 @@
 //! One client connection: reads requests line by line with the real server's rules, runs them
 //! against the lock table and writes the answers.
 //!
-//! While a blocking request (`l`, `sl`, `w`, `sw`) waits, the socket keeps being read into the
-//! input buffer, so a peer that goes away is noticed at once (its wait is dropped and its locks
-//! released); bytes pipelined behind the blocking request are processed after it, in order.
+//! Since v1.15, while a blocking request (`l`, `sl`, `w`, `sw`) waits, the socket keeps being
+//! read into the input buffer, so a peer that goes away is noticed at once (its wait is dropped
+//! and its locks released); bytes pipelined behind the blocking request are processed after it,
+//! in order. In v1.10 nobody reads the socket during a wait: a client that closed is noticed
+//! only when the wait has ended and its answer was written.
 
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use dflockd_core::proto::{LineScan, MAX_REQUEST_LINE, Request, scan_line};
+use dflockd_core::proto::{Family, LineScan, MAX_REQUEST_LINE, Request, RequestError, scan_line};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::instance::{ConnSlot, Control, Shared};
 use crate::state::{Acquire, ConnId, Enqueue, Grant, Lease, WaitPoll};
+use crate::version::Profile;
 
 /// How much pipelined input is buffered while a blocking request waits; beyond it the
 /// connection stops reading (and so stops noticing a close) until the wait ends.
@@ -28,7 +31,7 @@ const AUTH_FAILURE_PAUSE: Duration = Duration::from_millis(100);
 
 /// Serves one accepted socket until it closes.
 pub(crate) async fn serve(socket: TcpStream, id: ConnId, slot: ConnSlot) {
-    let shared = slot.0.clone();
+    let shared = slot.shared.clone();
     let _ = socket.set_nodelay(true);
     match &shared.tls {
         Some(acceptor) => {
@@ -75,6 +78,79 @@ enum ReadRequest {
     Closed,
     TooLong,
     TimedOut,
+}
+
+/// A request as one release understands it.
+enum Parsed<'a> {
+    /// `ping` (v1.14+).
+    Ping,
+    Request(Request<'a>),
+}
+
+/// Why a request is answered `error`.
+enum Malformed {
+    Request(RequestError),
+    /// A timeout or lease beyond what a Go `time.Duration` holds (refused since v1.15).
+    SecondsTooLarge,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Malformed::Request(err) => err.fmt(f),
+            Malformed::SecondsTooLarge => f.write_str("seconds out of range"),
+        }
+    }
+}
+
+/// Parses a request with the rules of `profile`'s release.
+fn parse<'a>(
+    profile: &Profile,
+    cmd: &'a str,
+    key: &'a str,
+    arg: &'a str,
+) -> Result<Parsed<'a>, Malformed> {
+    if profile.ping && cmd == "ping" {
+        return Ok(Parsed::Ping);
+    }
+    let request = Request::parse(cmd, key, arg).map_err(Malformed::Request)?;
+    if let Some(max) = profile.max_seconds {
+        let too_large = |field: Option<&str>| {
+            field
+                .and_then(|f| f.parse::<i64>().ok())
+                .is_some_and(|n| n.unsigned_abs() > max)
+        };
+        if seconds_fields(&request, arg).into_iter().any(too_large) {
+            return Err(Malformed::SecondsTooLarge);
+        }
+    }
+    Ok(Parsed::Request(request))
+}
+
+/// The fields of a well-formed request's argument that are seconds (a timeout or a lease).
+fn seconds_fields<'a>(request: &Request<'_>, arg: &'a str) -> [Option<&'a str>; 2] {
+    let mut fields = arg.split_whitespace();
+    let mut nth = |n: usize| fields.nth(n);
+    match request {
+        Request::Acquire {
+            family: Family::Lock,
+            ..
+        } => {
+            let timeout = nth(0);
+            [timeout, nth(0)]
+        }
+        Request::Acquire { .. } => {
+            let timeout = nth(0);
+            [timeout, nth(1)]
+        }
+        Request::Enqueue {
+            family: Family::Lock,
+            ..
+        }
+        | Request::Wait { .. } => [Some(arg.trim()).filter(|a| !a.is_empty()), None],
+        Request::Enqueue { .. } | Request::Renew { .. } => [nth(1), None],
+        _ => [None, None],
+    }
 }
 
 /// One request's three lines, copied out of the input buffer.
@@ -151,9 +227,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// The answer to a request that cannot be read (line too long, read timeout): `error` (or
-    /// `error_auth` before authentication), then close.
+    /// `error_auth` before authentication, also while draining), then close.
     async fn fail_and_close(&mut self) {
-        if self.authed || self.control.borrow().draining {
+        if self.authed {
             self.out.extend_from_slice(b"error\n");
         } else {
             self.auth_failed().await;
@@ -190,10 +266,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         let mut pos = self.start;
         let mut ranges: [Range<usize>; 3] = [0..0, 0..0, 0..0];
-        for range in &mut ranges {
+        for i in 0..ranges.len() {
+            // Since v1.15 the argument of `auth` may be longer than other lines.
+            let max = if i == 2 && &self.inbuf[ranges[0].clone()] == b"auth" {
+                self.shared.profile.auth_line_max
+            } else {
+                MAX_REQUEST_LINE
+            };
+            let range = &mut ranges[i];
             let mut deadline = Instant::now() + self.shared.cfg.read_timeout;
             loop {
-                match scan_line(&self.inbuf[pos..], MAX_REQUEST_LINE) {
+                match scan_line(&self.inbuf[pos..], max) {
                     LineScan::Complete { line_len, consumed } => {
                         *range = pos..pos + line_len;
                         pos += consumed;
@@ -257,7 +340,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         return Fill::TimedOut;
                     }
                     let before = self.inbuf.len();
-                    match self.watch(std::future::pending::<()>(), |c| !c.paused || c.draining).await {
+                    match self.watch(std::future::pending::<()>(), |c| !c.paused || c.draining, true).await {
                         Watched::PeerClosed => return Fill::Closed,
                         Watched::Done(()) | Watched::Stopped => {}
                     }
@@ -270,19 +353,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Runs `fut` while reading the socket (to notice a close) and watching the control state:
-    /// returns early when `stop` holds for it.
+    /// Runs `fut` while watching the control state, and with `read` while reading the socket
+    /// (to notice a close): returns early when `stop` holds for the control state.
     async fn watch<F: Future>(
         &mut self,
         fut: F,
         stop: impl Fn(&Control) -> bool,
+        read: bool,
     ) -> Watched<F::Output> {
         tokio::pin!(fut);
         loop {
             if stop(&self.control.borrow_and_update()) {
                 return Watched::Stopped;
             }
-            let can_read = self.inbuf.len() - self.start < WAIT_BUFFER_CAP;
+            let can_read = read && self.inbuf.len() - self.start < WAIT_BUFFER_CAP;
             if can_read {
                 self.inbuf.reserve(4096);
             }
@@ -310,7 +394,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return Ok(());
         }
         match self
-            .watch(std::future::pending::<()>(), |c| !c.paused || c.draining)
+            .watch(
+                std::future::pending::<()>(),
+                |c| !c.paused || c.draining,
+                true,
+            )
             .await
         {
             Watched::PeerClosed => Err(()),
@@ -382,15 +470,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let key_text = String::from_utf8_lossy(&lines.buf[lines.key.clone()]);
         let arg = String::from_utf8_lossy(&lines.buf[lines.arg.clone()]);
         let key = &lines.buf[lines.key.clone()];
-        let parsed = Request::parse(&cmd, &key_text, &arg);
-        if self.control.borrow().draining {
-            self.word("error_draining");
-            return Flow::Continue;
-        }
+        let profile = self.shared.profile;
+        let parsed = parse(&profile, &cmd, &key_text, &arg);
         if !self.authed {
+            // The handshake never looks at draining: a correct `auth` is answered `ok`.
             let expected = self.shared.cfg.auth_token.as_deref().unwrap_or_default();
             return match parsed {
-                Ok(Request::Auth { secret }) if constant_time_eq(secret, expected) => {
+                Ok(Parsed::Request(Request::Auth { secret }))
+                    if constant_time_eq(secret, expected) =>
+                {
                     self.authed = true;
                     self.word("ok");
                     Flow::Continue
@@ -398,17 +486,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 _ => self.auth_failed().await,
             };
         }
-        let shared = self.shared.clone();
-        let table = &shared.table;
-        let now = StdInstant::now();
         let request = match parsed {
-            Ok(request) => request,
+            Ok(Parsed::Request(request)) => request,
+            Ok(Parsed::Ping) => {
+                return self.refuse_while_draining().unwrap_or_else(|| {
+                    self.word("ok");
+                    Flow::Continue
+                });
+            }
             Err(err) => {
                 tracing::debug!(conn = self.id, %err, "bad request");
                 self.word("error");
                 return Flow::Continue;
             }
         };
+        if let Some(flow) = self.refuse_while_draining() {
+            return flow;
+        }
+        let shared = self.shared.clone();
+        let table = &shared.table;
+        let now = StdInstant::now();
         tracing::debug!(conn = self.id, ?request, "request");
         match request {
             Request::Stats => {
@@ -418,13 +515,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.out.push(b'\n');
             }
             Request::Auth { .. } => self.word("error"),
-            Request::Release { token, .. } => {
-                let ok = table.release(key, token, now);
+            Request::Release { family, token, .. } => {
+                let ok = table.release(family, key, token, now);
                 self.word(if ok { "ok" } else { "error" });
             }
-            Request::Renew { token, lease_s, .. } => {
+            Request::Renew {
+                family,
+                token,
+                lease_s,
+                ..
+            } => {
                 let lease = self.lease(lease_s);
-                match table.renew(key, token, lease, now) {
+                match table.renew(family, key, token, lease, now) {
                     Some(secs) => {
                         self.out
                             .extend_from_slice(format!("ok {secs}\n").as_bytes());
@@ -432,9 +534,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     None => self.word("error"),
                 }
             }
-            Request::Enqueue { limit, lease_s, .. } => {
+            Request::Enqueue {
+                family,
+                limit,
+                lease_s,
+                ..
+            } => {
                 let lease = self.lease(lease_s);
-                match table.enqueue(key, limit, lease, self.id, now) {
+                match table.enqueue(family, key, limit, lease, self.id, now) {
                     Enqueue::Acquired(grant) => self.grant("acquired", grant),
                     Enqueue::Queued => self.word("queued"),
                     Enqueue::AlreadyEnqueued => self.word("error_already_enqueued"),
@@ -444,19 +551,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             }
             Request::Acquire {
+                family,
                 timeout_s,
                 limit,
                 lease_s,
                 ..
-            } => return self.acquire(key, timeout_s, limit, lease_s, now).await,
-            Request::Wait { timeout_s, .. } => return self.wait(key, timeout_s, now).await,
+            } => {
+                return self
+                    .acquire(family, key, timeout_s, limit, lease_s, now)
+                    .await;
+            }
+            Request::Wait {
+                family, timeout_s, ..
+            } => return self.wait(family, key, timeout_s, now).await,
             _ => self.word("error"),
         }
         Flow::Continue
     }
 
+    /// Since v1.16, a well-formed request on a draining server is answered `error_draining`
+    /// and the connection closed.
+    fn refuse_while_draining(&mut self) -> Option<Flow> {
+        if self.shared.profile.drain_refuses && self.control.borrow().draining {
+            self.word("error_draining");
+            return Some(Flow::Close);
+        }
+        None
+    }
+
     async fn acquire(
         &mut self,
+        family: Family,
         key: &[u8],
         timeout_s: u64,
         limit: u64,
@@ -464,10 +589,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         now: StdInstant,
     ) -> Flow {
         let lease = self.lease(lease_s);
-        let outcome = self
-            .shared
-            .table
-            .acquire(key, limit, lease, self.id, timeout_s > 0, now);
+        let outcome =
+            self.shared
+                .table
+                .acquire(family, key, limit, lease, self.id, timeout_s > 0, now);
         let (waiter, mut rx) = match outcome {
             Acquire::Granted(grant) => {
                 self.grant("ok", grant);
@@ -493,7 +618,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         let shared = self.shared.clone();
         if self.flush().await.is_err() {
-            shared.table.cancel_wait(key, waiter, StdInstant::now());
+            shared
+                .table
+                .cancel_wait(family, key, waiter, StdInstant::now());
             return Flow::Close;
         }
         let timer = tokio::time::sleep(Duration::from_secs(timeout_s));
@@ -506,6 +633,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                 },
                 |c| c.draining,
+                shared.profile.watch_peer_close,
             )
             .await;
         let fallback = match waited {
@@ -516,11 +644,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Watched::Done(None) => "timeout",
             Watched::Stopped => "error",
             Watched::PeerClosed => {
-                shared.table.cancel_wait(key, waiter, StdInstant::now());
+                shared
+                    .table
+                    .cancel_wait(family, key, waiter, StdInstant::now());
                 return Flow::Close;
             }
         };
-        if shared.table.cancel_wait(key, waiter, StdInstant::now()) {
+        if shared
+            .table
+            .cancel_wait(family, key, waiter, StdInstant::now())
+        {
             self.word(fallback);
         } else {
             // Granted while the timer fired: the grant wins.
@@ -532,10 +665,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Flow::Continue
     }
 
-    async fn wait(&mut self, key: &[u8], timeout_s: u64, now: StdInstant) -> Flow {
+    async fn wait(&mut self, family: Family, key: &[u8], timeout_s: u64, now: StdInstant) -> Flow {
         let shared = self.shared.clone();
         let table = &shared.table;
-        let mut rx = match table.wait_poll(key, self.id, timeout_s == 0, now) {
+        let mut rx = match table.wait_poll(family, key, self.id, timeout_s == 0, now) {
             WaitPoll::Pending(rx) => rx,
             done => {
                 self.wait_answer(done);
@@ -556,11 +689,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         }
                     },
                     |c| c.draining,
+                    shared.profile.watch_peer_close,
                 )
                 .await;
             let poll = match waited {
                 Watched::Done(notified) => {
-                    table.wait_poll(key, self.id, !notified, StdInstant::now())
+                    table.wait_poll(family, key, self.id, !notified, StdInstant::now())
                 }
                 Watched::Stopped => {
                     self.word("error");

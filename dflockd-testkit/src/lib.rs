@@ -90,6 +90,7 @@ pub mod checker;
 pub mod cli;
 mod conn;
 mod error;
+mod fence;
 mod helpers;
 mod instance;
 mod json;
@@ -98,6 +99,7 @@ mod server;
 mod state;
 mod stats;
 pub mod tls;
+mod version;
 
 pub use chaos::{ChaosProxy, Faults};
 pub use checker::{FencedRegister, History, Report, Section};
@@ -106,3 +108,7 @@ pub use helpers::{TEST_SERVERS_ENV, TestServers, unique_key};
 pub use server::{TestServer, TestServerBuilder};
 pub use stats::{IdleStats, LockStats, SemaphoreStats, Stats};
 pub use tls::TlsIdentity;
+pub use version::{
+    ParseVersionError, SERVER_VERSION_ENV, ServerVersion, TEST_SERVERS_VERSION_ENV,
+    version_under_test,
+};
