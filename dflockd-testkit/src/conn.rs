@@ -84,7 +84,17 @@ enum ReadRequest {
 enum Parsed<'a> {
     /// `ping` (v1.14+).
     Ping,
-    Request(Request<'a>),
+    Request(Request<'a>, Seconds),
+}
+
+/// The timeout and lease of a request as the server applies them: seconds times 10^9 in Go's
+/// `int64` nanoseconds. In v1.10 that wraps around for huge values (a timeout that wraps
+/// negative does not wait; a lease that wraps to a fraction of a second is that short);
+/// since v1.15 such values are refused before.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seconds {
+    timeout: Duration,
+    lease: Option<Duration>,
 }
 
 /// Why a request is answered `error`.
@@ -114,42 +124,47 @@ fn parse<'a>(
         return Ok(Parsed::Ping);
     }
     let request = Request::parse(cmd, key, arg).map_err(Malformed::Request)?;
+    let (timeout, lease) = seconds_fields(&request, arg);
+    // The fields parsed as integers already.
+    let number = |field: Option<&str>| field.and_then(|f| f.parse::<i64>().ok());
+    let (timeout, lease) = (number(timeout), number(lease));
     if let Some(max) = profile.max_seconds {
-        let too_large = |field: Option<&str>| {
-            field
-                .and_then(|f| f.parse::<i64>().ok())
-                .is_some_and(|n| n.unsigned_abs() > max)
-        };
-        if seconds_fields(&request, arg).into_iter().any(too_large) {
+        if [timeout, lease]
+            .into_iter()
+            .flatten()
+            .any(|n| n.unsigned_abs() > max)
+        {
             return Err(Malformed::SecondsTooLarge);
         }
     }
-    Ok(Parsed::Request(request))
+    let go_duration = |n: i64| {
+        let nanos = n.wrapping_mul(1_000_000_000);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
+    };
+    let seconds = Seconds {
+        timeout: timeout.map_or(Duration::ZERO, go_duration),
+        lease: lease.map(go_duration),
+    };
+    Ok(Parsed::Request(request, seconds))
 }
 
-/// The fields of a well-formed request's argument that are seconds (a timeout or a lease).
-fn seconds_fields<'a>(request: &Request<'_>, arg: &'a str) -> [Option<&'a str>; 2] {
+/// The timeout and lease fields of a well-formed request's argument.
+fn seconds_fields<'a>(request: &Request<'_>, arg: &'a str) -> (Option<&'a str>, Option<&'a str>) {
     let mut fields = arg.split_whitespace();
-    let mut nth = |n: usize| fields.nth(n);
+    let whole = Some(arg.trim()).filter(|a| !a.is_empty());
     match request {
         Request::Acquire {
             family: Family::Lock,
             ..
-        } => {
-            let timeout = nth(0);
-            [timeout, nth(0)]
-        }
-        Request::Acquire { .. } => {
-            let timeout = nth(0);
-            [timeout, nth(1)]
-        }
+        } => (fields.next(), fields.next()),
+        Request::Acquire { .. } => (fields.next(), fields.nth(1)),
         Request::Enqueue {
             family: Family::Lock,
             ..
-        }
-        | Request::Wait { .. } => [Some(arg.trim()).filter(|a| !a.is_empty()), None],
-        Request::Enqueue { .. } | Request::Renew { .. } => [nth(1), None],
-        _ => [None, None],
+        } => (None, whole),
+        Request::Wait { .. } => (whole, None),
+        Request::Enqueue { .. } | Request::Renew { .. } => (None, fields.nth(1)),
+        _ => (None, None),
     }
 }
 
@@ -436,25 +451,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.out.push(b'\n');
     }
 
+    /// `STATUS TOKEN LEASE`. A lease of 0 whole seconds is written as the default lease's
+    /// seconds, as the real server formats every grant.
     fn grant(&mut self, status: &str, grant: Grant) {
+        let lease_s = match grant.lease_s {
+            0 => self.shared.table.config().default_lease.as_secs(),
+            secs => secs,
+        };
         self.out.extend_from_slice(status.as_bytes());
         self.out.push(b' ');
         self.out.extend_from_slice(grant.token.as_str().as_bytes());
         self.out.push(b' ');
-        self.out
-            .extend_from_slice(grant.lease_s.to_string().as_bytes());
+        self.out.extend_from_slice(lease_s.to_string().as_bytes());
         self.out.push(b'\n');
     }
 
     // ----- requests ------------------------------------------------------------------------
 
-    fn lease(&self, lease_s: Option<u64>) -> Lease {
-        match lease_s {
-            Some(secs) => Lease {
+    /// The lease of a request: the one it names (`secs` as the answer reports it, `duration`
+    /// as applied), else the default.
+    fn lease(&self, lease_s: Option<u64>, duration: Option<Duration>) -> Lease {
+        match (lease_s, duration) {
+            (Some(secs), Some(duration)) => Lease { duration, secs },
+            (Some(secs), None) => Lease {
                 duration: Duration::from_secs(secs),
                 secs,
             },
-            None => {
+            (None, _) => {
                 let duration = self.shared.table.config().default_lease;
                 Lease {
                     duration,
@@ -476,7 +499,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             // The handshake never looks at draining: a correct `auth` is answered `ok`.
             let expected = self.shared.cfg.auth_token.as_deref().unwrap_or_default();
             return match parsed {
-                Ok(Parsed::Request(Request::Auth { secret }))
+                Ok(Parsed::Request(Request::Auth { secret }, _))
                     if constant_time_eq(secret, expected) =>
                 {
                     self.authed = true;
@@ -486,8 +509,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 _ => self.auth_failed().await,
             };
         }
-        let request = match parsed {
-            Ok(Parsed::Request(request)) => request,
+        let (request, seconds) = match parsed {
+            Ok(Parsed::Request(request, seconds)) => (request, seconds),
             Ok(Parsed::Ping) => {
                 return self.refuse_while_draining().unwrap_or_else(|| {
                     self.word("ok");
@@ -525,7 +548,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 lease_s,
                 ..
             } => {
-                let lease = self.lease(lease_s);
+                let lease = self.lease(lease_s, seconds.lease);
                 match table.renew(family, key, token, lease, now) {
                     Some(secs) => {
                         self.out
@@ -540,7 +563,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 lease_s,
                 ..
             } => {
-                let lease = self.lease(lease_s);
+                let lease = self.lease(lease_s, seconds.lease);
                 match table.enqueue(family, key, limit, lease, self.id, now) {
                     Enqueue::Acquired(grant) => self.grant("acquired", grant),
                     Enqueue::Queued => self.word("queued"),
@@ -552,18 +575,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             Request::Acquire {
                 family,
-                timeout_s,
                 limit,
                 lease_s,
                 ..
             } => {
+                let lease = self.lease(lease_s, seconds.lease);
                 return self
-                    .acquire(family, key, timeout_s, limit, lease_s, now)
+                    .acquire(family, key, seconds.timeout, limit, lease, now)
                     .await;
             }
-            Request::Wait {
-                family, timeout_s, ..
-            } => return self.wait(family, key, timeout_s, now).await,
+            Request::Wait { family, .. } => {
+                return self.wait(family, key, seconds.timeout, now).await;
+            }
             _ => self.word("error"),
         }
         Flow::Continue
@@ -583,16 +606,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         &mut self,
         family: Family,
         key: &[u8],
-        timeout_s: u64,
+        timeout: Duration,
         limit: u64,
-        lease_s: Option<u64>,
+        lease: Lease,
         now: StdInstant,
     ) -> Flow {
-        let lease = self.lease(lease_s);
-        let outcome =
-            self.shared
-                .table
-                .acquire(family, key, limit, lease, self.id, timeout_s > 0, now);
+        let wait = !timeout.is_zero();
+        let outcome = self
+            .shared
+            .table
+            .acquire(family, key, limit, lease, self.id, wait, now);
         let (waiter, mut rx) = match outcome {
             Acquire::Granted(grant) => {
                 self.grant("ok", grant);
@@ -623,7 +646,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 .cancel_wait(family, key, waiter, StdInstant::now());
             return Flow::Close;
         }
-        let timer = tokio::time::sleep(Duration::from_secs(timeout_s));
+        let timer = tokio::time::sleep_until(deadline_after(timeout));
         let waited = self
             .watch(
                 async {
@@ -665,10 +688,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Flow::Continue
     }
 
-    async fn wait(&mut self, family: Family, key: &[u8], timeout_s: u64, now: StdInstant) -> Flow {
+    async fn wait(
+        &mut self,
+        family: Family,
+        key: &[u8],
+        timeout: Duration,
+        now: StdInstant,
+    ) -> Flow {
         let shared = self.shared.clone();
         let table = &shared.table;
-        let mut rx = match table.wait_poll(family, key, self.id, timeout_s == 0, now) {
+        let mut rx = match table.wait_poll(family, key, self.id, timeout.is_zero(), now) {
             WaitPoll::Pending(rx) => rx,
             done => {
                 self.wait_answer(done);
@@ -678,7 +707,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if self.flush().await.is_err() {
             return Flow::Close;
         }
-        let deadline = Instant::now() + Duration::from_secs(timeout_s.min(u64::from(u32::MAX)));
+        let deadline = deadline_after(timeout);
         loop {
             let waited = self
                 .watch(
@@ -720,6 +749,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             WaitPoll::Timeout | WaitPoll::Pending(_) => self.word("timeout"),
         }
     }
+}
+
+/// Now plus `timeout`, or far in the future when that does not fit.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// Compares secrets without an early exit on the first differing byte.

@@ -38,9 +38,12 @@ fn stderr(out: &Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
 }
 
+/// Arguments, environment, expected stdout.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn version_prints_the_release() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[Case<'_>] = &[
         (&["--version"], &[], "2.1.1\n"),
         (&["--server-version", "1.10", "--version"], &[], "1.10.0\n"),
         (&["-server-version=v2.1.1", "-version"], &[], "2.1.1\n"),
