@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::instance::{ConnSlot, Control, Shared};
 use crate::state::{Acquire, ConnId, Enqueue, Grant, Lease, WaitPoll};
-use crate::version::Profile;
+use crate::version::{PEER_WATCH_BUFFER, Profile};
 
 /// How much pipelined input is buffered while a blocking request waits; beyond it the
 /// connection stops reading (and so stops noticing a close) until the wait ends.
@@ -54,6 +54,18 @@ pub(crate) async fn serve(socket: TcpStream, id: ConnId, slot: ConnSlot) {
 enum Flow {
     Continue,
     Close,
+}
+
+/// Whether [`Conn::watch`] reads the socket meanwhile.
+#[derive(Clone, Copy)]
+enum Reading {
+    /// Not at all (v1.10 during a blocked request).
+    Off,
+    /// Into the input buffer up to this many unprocessed bytes, then no more.
+    UpTo(usize),
+    /// Into the input buffer; this many unprocessed bytes disconnect the client (v1.15+
+    /// during a blocked request, as the real server's full `bufio.Reader`).
+    DisconnectAt(usize),
 }
 
 /// What happened while waiting for something with the socket watched.
@@ -355,7 +367,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         return Fill::TimedOut;
                     }
                     let before = self.inbuf.len();
-                    match self.watch(std::future::pending::<()>(), |c| !c.paused || c.draining, true).await {
+                    let paused = self.watch(
+                        std::future::pending::<()>(),
+                        |c| !c.paused || c.draining,
+                        Reading::UpTo(WAIT_BUFFER_CAP),
+                    );
+                    match paused.await {
                         Watched::PeerClosed => return Fill::Closed,
                         Watched::Done(()) | Watched::Stopped => {}
                     }
@@ -368,20 +385,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Runs `fut` while watching the control state, and with `read` while reading the socket
-    /// (to notice a close): returns early when `stop` holds for the control state.
+    /// Runs `fut` while watching the control state and, as `reading` says, reading the
+    /// socket (to notice a close): returns early when `stop` holds for the control state.
     async fn watch<F: Future>(
         &mut self,
         fut: F,
         stop: impl Fn(&Control) -> bool,
-        read: bool,
+        reading: Reading,
     ) -> Watched<F::Output> {
         tokio::pin!(fut);
         loop {
             if stop(&self.control.borrow_and_update()) {
                 return Watched::Stopped;
             }
-            let can_read = read && self.inbuf.len() - self.start < WAIT_BUFFER_CAP;
+            let pending = self.inbuf.len() - self.start;
+            let can_read = match reading {
+                Reading::Off => false,
+                Reading::UpTo(cap) => pending < cap,
+                Reading::DisconnectAt(cap) if pending >= cap => {
+                    tracing::debug!(conn = self.id, "pipelined input behind a wait: disconnect");
+                    return Watched::PeerClosed;
+                }
+                Reading::DisconnectAt(_) => true,
+            };
             if can_read {
                 self.inbuf.reserve(4096);
             }
@@ -412,7 +438,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .watch(
                 std::future::pending::<()>(),
                 |c| !c.paused || c.draining,
-                true,
+                Reading::UpTo(WAIT_BUFFER_CAP),
             )
             .await
         {
@@ -656,7 +682,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                 },
                 |c| c.draining,
-                shared.profile.watch_peer_close,
+                shared.blocked_reading(),
             )
             .await;
         let fallback = match waited {
@@ -673,17 +699,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Flow::Close;
             }
         };
-        if shared
-            .table
-            .cancel_wait(family, key, waiter, StdInstant::now())
-        {
+        let now = StdInstant::now();
+        if shared.table.cancel_wait(family, key, waiter, now) {
             self.word(fallback);
-        } else {
-            // Granted while the timer fired: the grant wins.
-            match rx.try_recv() {
-                Ok(grant) => self.grant("ok", grant),
-                Err(_) => self.word(fallback),
+            return Flow::Continue;
+        }
+        // Granted while the timer fired or the drain began.
+        match rx.try_recv() {
+            Ok(grant) if fallback == "error" && !shared.profile.cancelled_wait_keeps_grant => {
+                shared.table.release(family, key, grant.token.as_str(), now);
+                self.word("error");
             }
+            Ok(grant) => self.grant("ok", grant),
+            Err(_) => self.word(fallback),
         }
         Flow::Continue
     }
@@ -718,7 +746,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         }
                     },
                     |c| c.draining,
-                    shared.profile.watch_peer_close,
+                    shared.blocked_reading(),
                 )
                 .await;
             let poll = match waited {
@@ -726,7 +754,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     table.wait_poll(family, key, self.id, !notified, StdInstant::now())
                 }
                 Watched::Stopped => {
-                    self.word("error");
+                    // The wait ends and leaves the queue; a grant that raced in is kept only
+                    // before v1.16.1.
+                    let now = StdInstant::now();
+                    match table.wait_poll(family, key, self.id, true, now) {
+                        WaitPoll::Granted(grant) if shared.profile.cancelled_wait_keeps_grant => {
+                            self.grant("ok", grant);
+                        }
+                        WaitPoll::Granted(grant) => {
+                            table.release(family, key, grant.token.as_str(), now);
+                            self.word("error");
+                        }
+                        _ => self.word("error"),
+                    }
                     return Flow::Continue;
                 }
                 Watched::PeerClosed => return Flow::Close,
@@ -747,6 +787,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             WaitPoll::NotEnqueued => self.word("error_not_enqueued"),
             WaitPoll::LeaseExpired => self.word("error_lease_expired"),
             WaitPoll::Timeout | WaitPoll::Pending(_) => self.word("timeout"),
+        }
+    }
+}
+
+impl Shared {
+    /// How a connection reads its socket during a blocked request.
+    fn blocked_reading(&self) -> Reading {
+        if self.profile.watch_peer_close {
+            Reading::DisconnectAt(PEER_WATCH_BUFFER)
+        } else {
+            Reading::Off
         }
     }
 }

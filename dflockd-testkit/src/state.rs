@@ -332,10 +332,13 @@ impl Table {
         let Some(entry) = entries[space].get_mut(key) else {
             return false;
         };
-        entry.last_active = now;
+        if self.cfg.profile.bogus_token_touches_key {
+            entry.last_active = now;
+        }
         let Some(idx) = entry.holder_index(token) else {
             return false;
         };
+        entry.last_active = now;
         aux.remove_holder(entry, idx);
         aux.pump(self, entry, now);
         true
@@ -355,8 +358,11 @@ impl Table {
         let mut guard = self.shard(key);
         let Shard { entries, aux } = &mut *guard;
         let entry = entries[space].get_mut(key)?;
-        entry.last_active = now;
+        if self.cfg.profile.bogus_token_touches_key {
+            entry.last_active = now;
+        }
         let idx = entry.holder_index(token)?;
+        entry.last_active = now;
         if entry.holders[idx].expires <= now {
             aux.remove_holder(entry, idx);
             aux.pump(self, entry, now);

@@ -178,7 +178,8 @@ pub(crate) struct Profile {
     /// `sl k 0 N` are the same resource (limit mismatch unless N = 1).
     pub(crate) separate_namespaces: bool,
     /// v1.15.0: a blocked `l`/`sl`/`w`/`sw` notices at once that its client went away (also
-    /// a half-close); before, nobody reads the socket until the wait ends.
+    /// a half-close), and a client that pipelines [`PEER_WATCH_BUFFER`] bytes behind it is
+    /// disconnected; before, nobody reads the socket until the wait ends.
     pub(crate) watch_peer_close: bool,
     /// v1.15.0: a closed connection's queued waiters and two-phase state are dropped whatever
     /// `--auto-release-on-disconnect` says (it only keeps held slots); before, with the flag
@@ -193,6 +194,12 @@ pub(crate) struct Profile {
     /// answered `error_draining` and the connection closed; before, open connections are
     /// served normally until they end.
     pub(crate) drain_refuses: bool,
+    /// Before v1.16.1: a blocked wait ended by shutdown keeps a grant that raced in (answers
+    /// `ok`); since, the grant is passed on and the answer is `error`.
+    pub(crate) cancelled_wait_keeps_grant: bool,
+    /// Before v1.16.1: `r`/`n` with an unknown token still count as activity on the key
+    /// (delaying its collection); since, only a matching token does.
+    pub(crate) bogus_token_touches_key: bool,
     /// v1.10.0 only (fixed in v1.10.1, "reject stale tokens"): a queued `e` waiter granted
     /// before its `w` keeps the grant in a mailbox that expiry and release do not clear, so
     /// `w` answers `ok` with the stale token (and revives a lease that expired unswept).
@@ -237,6 +244,8 @@ impl Profile {
         auth_line_max: LINE_MAX,
         max_seconds: None,
         drain_refuses: false,
+        cancelled_wait_keeps_grant: true,
+        bogus_token_touches_key: true,
         stale_queued_grants: true,
         max_connections_per_ip: false,
         fence_state_file: false,
@@ -257,6 +266,8 @@ impl Profile {
         auth_line_max: 64 * 1024,
         max_seconds: Some(MAX_DURATION_SECONDS),
         drain_refuses: true,
+        cancelled_wait_keeps_grant: false,
+        bogus_token_touches_key: false,
         stale_queued_grants: false,
         max_connections_per_ip: true,
         fence_state_file: true,
@@ -268,6 +279,10 @@ impl Profile {
         terse_range_errors: true,
     };
 }
+
+/// The buffer of Go's `bufio.Reader` (4 KiB): since v1.15, a client whose pipelined bytes
+/// behind a blocked request fill it is disconnected.
+pub(crate) const PEER_WATCH_BUFFER: usize = 4096;
 
 /// The most seconds a Go `time.Duration` holds: `MaxInt64 / 10^9`.
 pub(crate) const MAX_DURATION_SECONDS: u64 = (i64::MAX / 1_000_000_000) as u64;

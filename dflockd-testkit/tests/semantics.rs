@@ -536,3 +536,33 @@ async fn slow_reader_hits_the_write_timeout_without_stalling_others() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn pipelining_behind_a_blocked_request() {
+    each_version(|v| async move {
+        let server = builder(v).start().await.unwrap();
+        let addr = s(server.addr());
+        let mut holder = connect(&addr).await;
+        let (t, _) = grant(&holder.req("l", "k", "0").await, "ok");
+        let mut a = connect(&addr).await;
+        a.send_req("l", "k", "10").await;
+        wait_waiters(&addr, "k", 1).await;
+        // 4800 bytes of requests behind the blocked one.
+        a.send("r\nk\nx\n".repeat(800).as_bytes()).await;
+        tokio::time::sleep(ms(100)).await;
+        if v == ServerVersion::V1_10 {
+            // Nobody reads them before the wait ends; then they are answered in order.
+            assert_eq!(holder.req("r", "k", &t).await, "ok\n");
+            grant(&a.line().await, "ok");
+            for _ in 0..800 {
+                assert_eq!(a.line().await, "error\n");
+            }
+        } else {
+            // A full read buffer behind a blocked request: the client is disconnected.
+            a.expect_eof().await;
+            wait_waiters(&addr, "k", 0).await;
+            assert_eq!(holder.req("r", "k", &t).await, "ok\n");
+        }
+    })
+    .await;
+}

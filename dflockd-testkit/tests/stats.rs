@@ -158,3 +158,25 @@ async fn stats_list_by_limit_and_namespace() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn bogus_tokens_and_idle_time() {
+    each_version(|v| async move {
+        let server = builder(v).start().await.unwrap();
+        let mut a = connect(server.addr()).await;
+        let (t, _) = grant(&a.req("l", "k", "0").await, "ok");
+        assert_eq!(a.req("r", "k", &t).await, "ok\n");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let bogus = "0123456789abcdef0123456789abcdef";
+        assert_eq!(a.req("r", "k", bogus).await, "error\n");
+        assert_eq!(a.req("n", "k", bogus).await, "error\n");
+        let idle = server.stats().idle_locks[0].idle;
+        if v == ServerVersion::V1_10 {
+            // Any `r`/`n` counts as activity before v1.16.1.
+            assert!(idle < Duration::from_millis(200), "{idle:?}");
+        } else {
+            assert!(idle >= Duration::from_millis(300), "{idle:?}");
+        }
+    })
+    .await;
+}
