@@ -226,8 +226,9 @@ pub(crate) struct Profile {
     pub(crate) tls_pair_checked_in_config: bool,
     /// v1.13.2: `--gc-max-idle 0` is accepted (before: `must be > 0`).
     pub(crate) gc_max_idle_zero_ok: bool,
-    /// v2.0.0: the range errors of `--write-timeout`, `--shutdown-timeout`,
-    /// `--max-connections` and `--max-waiters` no longer print the value (`(got …)`).
+    /// By v2.0.0 (the exact release is not pinned): the range errors of `--write-timeout`,
+    /// `--shutdown-timeout`, `--max-connections` and `--max-waiters` no longer print the value
+    /// (`(got …)`).
     pub(crate) terse_range_errors: bool,
 }
 
