@@ -231,10 +231,13 @@ async fn lease_loss_and_fencing(quick: bool) -> Result<(), BoxError> {
         Duration::from_millis(400)
     };
     println!("d. lease loss and fencing tokens (on an embedded server that the demo crashes)");
-    let server = dflockd_testkit::TestServer::start().await?;
+    // It behaves as dflockd 2.1, whose tokens carry fences; the client is told so.
+    let server = dflockd_testkit::TestServer::builder()
+        .version(dflockd_testkit::ServerVersion::V2_1)
+        .start()
+        .await?;
     let client = Client::builder()
         .servers([server.addr_string()])
-        // Its tokens carry fences, as those of dflockd 2.1 and later do.
         .server_version(dflockd::ServerVersion::V2_1)
         .build()?;
     let store = Store::default();

@@ -19,8 +19,8 @@ use dflockd_testkit::{ChaosProxy, TestServer, TestServers, unique_key};
 fn client(addr: &str) -> Client {
     Client::builder()
         .servers([addr])
-        // The in-process test server's tokens carry fences, as v2.1's do.
-        .server_version(dflockd::ServerVersion::V2_1)
+        // Fences when the servers under test issue them.
+        .server_version(dflockd_testkit::version_under_test().into())
         .connect_timeout(Duration::from_secs(2))
         .request_timeout(Duration::from_secs(2))
         .build()

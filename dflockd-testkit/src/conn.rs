@@ -1,16 +1,18 @@
 //! One client connection: reads requests line by line with the real server's rules, runs them
 //! against the lock table and writes the answers.
 //!
-//! While a blocking request (`l`, `sl`, `w`, `sw`) waits, the socket keeps being read into the
-//! input buffer, so a peer that goes away is noticed at once (its wait is dropped and its locks
-//! released); bytes pipelined behind the blocking request are processed after it, in order.
+//! Since v1.15, while a blocking request (`l`, `sl`, `w`, `sw`) waits, the socket keeps being
+//! read into the input buffer, so a peer that goes away is noticed at once (its wait is dropped
+//! and its locks released); bytes pipelined behind the blocking request are processed after it,
+//! in order. In v1.10 nobody reads the socket during a wait: a client that closed is noticed
+//! only when the wait has ended and its answer was written.
 
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use dflockd_core::proto::{LineScan, MAX_REQUEST_LINE, Request, scan_line};
+use dflockd_core::proto::{Family, LineScan, MAX_REQUEST_LINE, Request, RequestError, scan_line};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::instance::{ConnSlot, Control, Shared};
 use crate::state::{Acquire, ConnId, Enqueue, Grant, Lease, WaitPoll};
+use crate::version::{PEER_WATCH_BUFFER, Profile};
 
 /// How much pipelined input is buffered while a blocking request waits; beyond it the
 /// connection stops reading (and so stops noticing a close) until the wait ends.
@@ -28,7 +31,7 @@ const AUTH_FAILURE_PAUSE: Duration = Duration::from_millis(100);
 
 /// Serves one accepted socket until it closes.
 pub(crate) async fn serve(socket: TcpStream, id: ConnId, slot: ConnSlot) {
-    let shared = slot.0.clone();
+    let shared = slot.shared.clone();
     let _ = socket.set_nodelay(true);
     match &shared.tls {
         Some(acceptor) => {
@@ -53,6 +56,18 @@ enum Flow {
     Close,
 }
 
+/// Whether [`Conn::watch`] reads the socket meanwhile.
+#[derive(Clone, Copy)]
+enum Reading {
+    /// Not at all (v1.10 during a blocked request).
+    Off,
+    /// Into the input buffer up to this many unprocessed bytes, then no more.
+    UpTo(usize),
+    /// Into the input buffer; this many unprocessed bytes disconnect the client (v1.15+
+    /// during a blocked request, as the real server's full `bufio.Reader`).
+    DisconnectAt(usize),
+}
+
 /// What happened while waiting for something with the socket watched.
 enum Watched<T> {
     Done(T),
@@ -75,6 +90,99 @@ enum ReadRequest {
     Closed,
     TooLong,
     TimedOut,
+}
+
+/// A request as one release understands it.
+enum Parsed<'a> {
+    /// `ping` (v1.14+).
+    Ping,
+    Request(Request<'a>, Seconds),
+}
+
+/// The timeout and lease of a request as the server applies them: seconds times 10^9 in Go's
+/// `int64` nanoseconds. In v1.10 that wraps around for huge values (a timeout that wraps
+/// negative does not wait; a lease that wraps to a fraction of a second is that short);
+/// since v1.15 such values are refused before.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seconds {
+    timeout: Duration,
+    lease: Option<Duration>,
+}
+
+/// Why a request is answered `error`.
+enum Malformed {
+    Request(RequestError),
+    /// A timeout or lease beyond what a Go `time.Duration` holds (refused since v1.15).
+    SecondsTooLarge,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Malformed::Request(err) => err.fmt(f),
+            Malformed::SecondsTooLarge => f.write_str("seconds out of range"),
+        }
+    }
+}
+
+/// Parses a request with the rules of `profile`'s release.
+fn parse<'a>(
+    profile: &Profile,
+    cmd: &'a str,
+    key: &'a str,
+    arg: &'a str,
+) -> Result<Parsed<'a>, Malformed> {
+    let request = Request::parse(cmd, key, arg).map_err(Malformed::Request)?;
+    if let Request::Ping = request {
+        // Before v1.14 `ping` is an unknown command.
+        return if profile.ping {
+            Ok(Parsed::Ping)
+        } else {
+            Err(Malformed::Request(RequestError::UnknownCommand))
+        };
+    }
+    let (timeout, lease) = seconds_fields(&request, arg);
+    // The fields parsed as integers already.
+    let number = |field: Option<&str>| field.and_then(|f| f.parse::<i64>().ok());
+    let (timeout, lease) = (number(timeout), number(lease));
+    if let Some(max) = profile.max_seconds {
+        if [timeout, lease]
+            .into_iter()
+            .flatten()
+            .any(|n| n.unsigned_abs() > max)
+        {
+            return Err(Malformed::SecondsTooLarge);
+        }
+    }
+    let go_duration = |n: i64| {
+        let nanos = n.wrapping_mul(1_000_000_000);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
+    };
+    let seconds = Seconds {
+        timeout: timeout.map_or(Duration::ZERO, go_duration),
+        lease: lease.map(go_duration),
+    };
+    Ok(Parsed::Request(request, seconds))
+}
+
+/// The timeout and lease fields of a well-formed request's argument.
+fn seconds_fields<'a>(request: &Request<'_>, arg: &'a str) -> (Option<&'a str>, Option<&'a str>) {
+    let mut fields = arg.split_whitespace();
+    let whole = Some(arg.trim()).filter(|a| !a.is_empty());
+    match request {
+        Request::Acquire {
+            family: Family::Lock,
+            ..
+        } => (fields.next(), fields.next()),
+        Request::Acquire { .. } => (fields.next(), fields.nth(1)),
+        Request::Enqueue {
+            family: Family::Lock,
+            ..
+        } => (None, whole),
+        Request::Wait { .. } => (whole, None),
+        Request::Enqueue { .. } | Request::Renew { .. } => (None, fields.nth(1)),
+        _ => (None, None),
+    }
 }
 
 /// One request's three lines, copied out of the input buffer.
@@ -151,9 +259,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// The answer to a request that cannot be read (line too long, read timeout): `error` (or
-    /// `error_auth` before authentication), then close.
+    /// `error_auth` before authentication, also while draining), then close.
     async fn fail_and_close(&mut self) {
-        if self.authed || self.control.borrow().draining {
+        if self.authed {
             self.out.extend_from_slice(b"error\n");
         } else {
             self.auth_failed().await;
@@ -190,10 +298,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         let mut pos = self.start;
         let mut ranges: [Range<usize>; 3] = [0..0, 0..0, 0..0];
-        for range in &mut ranges {
+        for i in 0..ranges.len() {
+            // Since v1.15 the argument of `auth` may be longer than other lines.
+            let max = if i == 2 && &self.inbuf[ranges[0].clone()] == b"auth" {
+                self.shared.profile.auth_line_max
+            } else {
+                MAX_REQUEST_LINE
+            };
+            let range = &mut ranges[i];
             let mut deadline = Instant::now() + self.shared.cfg.read_timeout;
             loop {
-                match scan_line(&self.inbuf[pos..], MAX_REQUEST_LINE) {
+                match scan_line(&self.inbuf[pos..], max) {
                     LineScan::Complete { line_len, consumed } => {
                         *range = pos..pos + line_len;
                         pos += consumed;
@@ -257,7 +372,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         return Fill::TimedOut;
                     }
                     let before = self.inbuf.len();
-                    match self.watch(std::future::pending::<()>(), |c| !c.paused || c.draining).await {
+                    let paused = self.watch(
+                        std::future::pending::<()>(),
+                        |c| !c.paused || c.draining,
+                        Reading::UpTo(WAIT_BUFFER_CAP),
+                    );
+                    match paused.await {
                         Watched::PeerClosed => return Fill::Closed,
                         Watched::Done(()) | Watched::Stopped => {}
                     }
@@ -270,19 +390,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Runs `fut` while reading the socket (to notice a close) and watching the control state:
-    /// returns early when `stop` holds for it.
+    /// Runs `fut` while watching the control state and, as `reading` says, reading the
+    /// socket (to notice a close): returns early when `stop` holds for the control state.
     async fn watch<F: Future>(
         &mut self,
         fut: F,
         stop: impl Fn(&Control) -> bool,
+        reading: Reading,
     ) -> Watched<F::Output> {
         tokio::pin!(fut);
         loop {
             if stop(&self.control.borrow_and_update()) {
                 return Watched::Stopped;
             }
-            let can_read = self.inbuf.len() - self.start < WAIT_BUFFER_CAP;
+            let pending = self.inbuf.len() - self.start;
+            let can_read = match reading {
+                Reading::Off => false,
+                Reading::UpTo(cap) => pending < cap,
+                Reading::DisconnectAt(cap) if pending >= cap => {
+                    tracing::debug!(conn = self.id, "pipelined input behind a wait: disconnect");
+                    return Watched::PeerClosed;
+                }
+                Reading::DisconnectAt(_) => true,
+            };
             if can_read {
                 self.inbuf.reserve(4096);
             }
@@ -310,7 +440,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return Ok(());
         }
         match self
-            .watch(std::future::pending::<()>(), |c| !c.paused || c.draining)
+            .watch(
+                std::future::pending::<()>(),
+                |c| !c.paused || c.draining,
+                Reading::UpTo(WAIT_BUFFER_CAP),
+            )
             .await
         {
             Watched::PeerClosed => Err(()),
@@ -348,25 +482,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.out.push(b'\n');
     }
 
+    /// `STATUS TOKEN LEASE`. A lease of 0 whole seconds is written as the default lease's
+    /// seconds, as the real server formats every grant.
     fn grant(&mut self, status: &str, grant: Grant) {
+        let lease_s = match grant.lease_s {
+            0 => self.shared.table.config().default_lease.as_secs(),
+            secs => secs,
+        };
         self.out.extend_from_slice(status.as_bytes());
         self.out.push(b' ');
         self.out.extend_from_slice(grant.token.as_str().as_bytes());
         self.out.push(b' ');
-        self.out
-            .extend_from_slice(grant.lease_s.to_string().as_bytes());
+        self.out.extend_from_slice(lease_s.to_string().as_bytes());
         self.out.push(b'\n');
     }
 
     // ----- requests ------------------------------------------------------------------------
 
-    fn lease(&self, lease_s: Option<u64>) -> Lease {
-        match lease_s {
-            Some(secs) => Lease {
+    /// The lease of a request: the one it names (`secs` as the answer reports it, `duration`
+    /// as applied), else the default.
+    fn lease(&self, lease_s: Option<u64>, duration: Option<Duration>) -> Lease {
+        match (lease_s, duration) {
+            (Some(secs), Some(duration)) => Lease { duration, secs },
+            (Some(secs), None) => Lease {
                 duration: Duration::from_secs(secs),
                 secs,
             },
-            None => {
+            (None, _) => {
                 let duration = self.shared.table.config().default_lease;
                 Lease {
                     duration,
@@ -382,15 +524,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let key_text = String::from_utf8_lossy(&lines.buf[lines.key.clone()]);
         let arg = String::from_utf8_lossy(&lines.buf[lines.arg.clone()]);
         let key = &lines.buf[lines.key.clone()];
-        let parsed = Request::parse(&cmd, &key_text, &arg);
-        if self.control.borrow().draining {
-            self.word("error_draining");
-            return Flow::Continue;
-        }
+        let profile = self.shared.profile;
+        let parsed = parse(&profile, &cmd, &key_text, &arg);
         if !self.authed {
+            // The handshake never looks at draining: a correct `auth` is answered `ok`.
             let expected = self.shared.cfg.auth_token.as_deref().unwrap_or_default();
             return match parsed {
-                Ok(Request::Auth { secret }) if constant_time_eq(secret, expected) => {
+                Ok(Parsed::Request(Request::Auth { secret }, _))
+                    if constant_time_eq(secret, expected) =>
+                {
                     self.authed = true;
                     self.word("ok");
                     Flow::Continue
@@ -398,17 +540,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 _ => self.auth_failed().await,
             };
         }
-        let shared = self.shared.clone();
-        let table = &shared.table;
-        let now = StdInstant::now();
-        let request = match parsed {
-            Ok(request) => request,
+        let (request, seconds) = match parsed {
+            Ok(Parsed::Request(request, seconds)) => (request, seconds),
+            Ok(Parsed::Ping) => {
+                return self.refuse_while_draining().unwrap_or_else(|| {
+                    self.word("ok");
+                    Flow::Continue
+                });
+            }
             Err(err) => {
                 tracing::debug!(conn = self.id, %err, "bad request");
                 self.word("error");
                 return Flow::Continue;
             }
         };
+        if let Some(flow) = self.refuse_while_draining() {
+            return flow;
+        }
+        let shared = self.shared.clone();
+        let table = &shared.table;
+        let now = StdInstant::now();
         tracing::debug!(conn = self.id, ?request, "request");
         match request {
             Request::Stats => {
@@ -418,13 +569,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.out.push(b'\n');
             }
             Request::Auth { .. } => self.word("error"),
-            Request::Release { token, .. } => {
-                let ok = table.release(key, token, now);
+            Request::Release { family, token, .. } => {
+                let ok = table.release(family, key, token, now);
                 self.word(if ok { "ok" } else { "error" });
             }
-            Request::Renew { token, lease_s, .. } => {
-                let lease = self.lease(lease_s);
-                match table.renew(key, token, lease, now) {
+            Request::Renew {
+                family,
+                token,
+                lease_s,
+                ..
+            } => {
+                let lease = self.lease(lease_s, seconds.lease);
+                match table.renew(family, key, token, lease, now) {
                     Some(secs) => {
                         self.out
                             .extend_from_slice(format!("ok {secs}\n").as_bytes());
@@ -432,9 +588,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     None => self.word("error"),
                 }
             }
-            Request::Enqueue { limit, lease_s, .. } => {
-                let lease = self.lease(lease_s);
-                match table.enqueue(key, limit, lease, self.id, now) {
+            Request::Enqueue {
+                family,
+                limit,
+                lease_s,
+                ..
+            } => {
+                let lease = self.lease(lease_s, seconds.lease);
+                match table.enqueue(family, key, limit, lease, self.id, now) {
                     Enqueue::Acquired(grant) => self.grant("acquired", grant),
                     Enqueue::Queued => self.word("queued"),
                     Enqueue::AlreadyEnqueued => self.word("error_already_enqueued"),
@@ -444,30 +605,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             }
             Request::Acquire {
-                timeout_s,
+                family,
                 limit,
                 lease_s,
                 ..
-            } => return self.acquire(key, timeout_s, limit, lease_s, now).await,
-            Request::Wait { timeout_s, .. } => return self.wait(key, timeout_s, now).await,
+            } => {
+                let lease = self.lease(lease_s, seconds.lease);
+                return self
+                    .acquire(family, key, seconds.timeout, limit, lease, now)
+                    .await;
+            }
+            Request::Wait { family, .. } => {
+                return self.wait(family, key, seconds.timeout, now).await;
+            }
             _ => self.word("error"),
         }
         Flow::Continue
     }
 
+    /// Since v1.16, a well-formed request on a draining server is answered `error_draining`
+    /// and the connection closed.
+    fn refuse_while_draining(&mut self) -> Option<Flow> {
+        if self.shared.profile.drain_refuses && self.control.borrow().draining {
+            self.word("error_draining");
+            return Some(Flow::Close);
+        }
+        None
+    }
+
     async fn acquire(
         &mut self,
+        family: Family,
         key: &[u8],
-        timeout_s: u64,
+        timeout: Duration,
         limit: u64,
-        lease_s: Option<u64>,
+        lease: Lease,
         now: StdInstant,
     ) -> Flow {
-        let lease = self.lease(lease_s);
+        let wait = !timeout.is_zero();
         let outcome = self
             .shared
             .table
-            .acquire(key, limit, lease, self.id, timeout_s > 0, now);
+            .acquire(family, key, limit, lease, self.id, wait, now);
         let (waiter, mut rx) = match outcome {
             Acquire::Granted(grant) => {
                 self.grant("ok", grant);
@@ -493,10 +672,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         let shared = self.shared.clone();
         if self.flush().await.is_err() {
-            shared.table.cancel_wait(key, waiter, StdInstant::now());
+            shared
+                .table
+                .cancel_wait(family, key, waiter, StdInstant::now());
             return Flow::Close;
         }
-        let timer = tokio::time::sleep(Duration::from_secs(timeout_s));
+        let timer = tokio::time::sleep_until(deadline_after(timeout));
         let waited = self
             .watch(
                 async {
@@ -506,6 +687,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                 },
                 |c| c.draining,
+                shared.blocked_reading(),
             )
             .await;
         let fallback = match waited {
@@ -516,26 +698,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Watched::Done(None) => "timeout",
             Watched::Stopped => "error",
             Watched::PeerClosed => {
-                shared.table.cancel_wait(key, waiter, StdInstant::now());
+                shared
+                    .table
+                    .cancel_wait(family, key, waiter, StdInstant::now());
                 return Flow::Close;
             }
         };
-        if shared.table.cancel_wait(key, waiter, StdInstant::now()) {
+        let now = StdInstant::now();
+        if shared.table.cancel_wait(family, key, waiter, now) {
             self.word(fallback);
-        } else {
-            // Granted while the timer fired: the grant wins.
-            match rx.try_recv() {
-                Ok(grant) => self.grant("ok", grant),
-                Err(_) => self.word(fallback),
+            return Flow::Continue;
+        }
+        // Granted while the timer fired or the drain began.
+        match rx.try_recv() {
+            Ok(grant) if fallback == "error" && !shared.profile.cancelled_wait_keeps_grant => {
+                shared.table.release(family, key, grant.token.as_str(), now);
+                self.word("error");
             }
+            Ok(grant) => self.grant("ok", grant),
+            Err(_) => self.word(fallback),
         }
         Flow::Continue
     }
 
-    async fn wait(&mut self, key: &[u8], timeout_s: u64, now: StdInstant) -> Flow {
+    async fn wait(
+        &mut self,
+        family: Family,
+        key: &[u8],
+        timeout: Duration,
+        now: StdInstant,
+    ) -> Flow {
         let shared = self.shared.clone();
         let table = &shared.table;
-        let mut rx = match table.wait_poll(key, self.id, timeout_s == 0, now) {
+        let mut rx = match table.wait_poll(family, key, self.id, timeout.is_zero(), now) {
             WaitPoll::Pending(rx) => rx,
             done => {
                 self.wait_answer(done);
@@ -545,7 +740,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if self.flush().await.is_err() {
             return Flow::Close;
         }
-        let deadline = Instant::now() + Duration::from_secs(timeout_s.min(u64::from(u32::MAX)));
+        let deadline = deadline_after(timeout);
         loop {
             let waited = self
                 .watch(
@@ -556,14 +751,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         }
                     },
                     |c| c.draining,
+                    shared.blocked_reading(),
                 )
                 .await;
             let poll = match waited {
                 Watched::Done(notified) => {
-                    table.wait_poll(key, self.id, !notified, StdInstant::now())
+                    table.wait_poll(family, key, self.id, !notified, StdInstant::now())
                 }
                 Watched::Stopped => {
-                    self.word("error");
+                    // The wait ends and leaves the queue; a grant that raced in is kept only
+                    // before v1.16.1.
+                    let now = StdInstant::now();
+                    match table.wait_poll(family, key, self.id, true, now) {
+                        WaitPoll::Granted(grant) if shared.profile.cancelled_wait_keeps_grant => {
+                            self.grant("ok", grant);
+                        }
+                        WaitPoll::Granted(grant) => {
+                            table.release(family, key, grant.token.as_str(), now);
+                            self.word("error");
+                        }
+                        _ => self.word("error"),
+                    }
                     return Flow::Continue;
                 }
                 Watched::PeerClosed => return Flow::Close,
@@ -586,6 +794,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             WaitPoll::Timeout | WaitPoll::Pending(_) => self.word("timeout"),
         }
     }
+}
+
+impl Shared {
+    /// How a connection reads its socket during a blocked request.
+    fn blocked_reading(&self) -> Reading {
+        if self.profile.watch_peer_close {
+            Reading::DisconnectAt(PEER_WATCH_BUFFER)
+        } else {
+            Reading::Off
+        }
+    }
+}
+
+/// Now plus `timeout`, or far in the future when that does not fit.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// Compares secrets without an early exit on the first differing byte.

@@ -40,4 +40,18 @@ pub enum Error {
     /// The server's runtime stopped before answering.
     #[error("the server runtime is gone")]
     RuntimeGone,
+    /// An environment variable names no known server version (see
+    /// [`ServerVersion`](crate::ServerVersion)).
+    #[error("invalid {variable}")]
+    Version {
+        /// The variable, e.g. [`SERVER_VERSION_ENV`](crate::SERVER_VERSION_ENV).
+        variable: &'static str,
+        /// What is wrong with its value.
+        #[source]
+        source: crate::ParseVersionError,
+    },
+    /// The fence state file cannot be used (the text is what the real server prints after
+    /// `lock manager init failed: `).
+    #[error("lock manager init failed: {0}")]
+    FenceState(String),
 }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Error, TestServer};
+use crate::{Error, ServerVersion, TestServer};
 
 /// The environment variable naming external servers (`host:port`, comma-separated) for
 /// [`TestServers`].
@@ -32,8 +32,9 @@ pub fn unique_key(prefix: &str) -> String {
 }
 
 /// `n` servers for a test: external ones named by [`TEST_SERVERS_ENV`] when it lists at least
-/// `n`, otherwise `n` in-process [`TestServer`]s with the default configuration, kept alive
-/// as long as this value.
+/// `n`, otherwise `n` in-process [`TestServer`]s with the default configuration (of the
+/// version named by [`SERVER_VERSION_ENV`](crate::SERVER_VERSION_ENV), else the newest), kept
+/// alive as long as this value.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -98,6 +99,22 @@ impl TestServers {
     #[must_use]
     pub fn servers(&self) -> &[TestServer] {
         &self.servers
+    }
+
+    /// The dflockd release the servers behave as: for external servers the one named by
+    /// [`TEST_SERVERS_VERSION_ENV`](crate::TEST_SERVERS_VERSION_ENV), otherwise the in-process
+    /// servers' version.
+    ///
+    /// # Panics
+    /// For external servers, when [`TEST_SERVERS_VERSION_ENV`](crate::TEST_SERVERS_VERSION_ENV)
+    /// is missing or names no known release.
+    #[must_use]
+    pub fn version(&self) -> ServerVersion {
+        match self.servers.first() {
+            Some(server) => server.version(),
+            None if self.is_external() => crate::version::external_version(),
+            None => ServerVersion::from_env().unwrap_or_else(|err| panic!("{err}")),
+        }
     }
 }
 

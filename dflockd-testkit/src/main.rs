@@ -1,9 +1,11 @@
 //! `dflockd-testkit`: the test server as a standalone program, with the real dflockd server's
-//! flags and environment variables (see `dflockd_testkit::cli`).
+//! flags and environment variables, as the release chosen by `--server-version` (or
+//! `DFLOCKD_TESTKIT_SERVER_VERSION`) has them (see `dflockd_testkit::cli`).
 //!
 //! It serves until SIGINT or SIGTERM, then drains (see `TestServer::shutdown`) and exits 0.
-//! `--version` prints the version; a bad flag or value prints `configuration error: …` and
-//! exits 1 (so does `--help`, after the usage, as Go's `flag` package does).
+//! `--version` prints the release (`1.10.0`, `2.1.1`); a bad flag or value prints
+//! `configuration error: …` and exits 1 (so does `--help`, after the usage, as Go's `flag`
+//! package does).
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
@@ -19,21 +21,22 @@ fn main() -> ExitCode {
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let cfg = match cli::parse(args, |name| std::env::var(name).ok()) {
+    let env = |name: &str| std::env::var(name).ok();
+    let cfg = match cli::parse(args.iter().cloned(), env) {
         Ok(cfg) => cfg,
         Err(err) => {
             if let cli::CliError::Flag(msg) = &err {
                 eprintln!("{msg}");
             }
             if err.prints_usage() {
-                eprint!("{}", cli::usage());
+                eprint!("{}", cli::usage(cli::requested_version(args, env)));
             }
             eprintln!("configuration error: {err}");
             return ExitCode::from(1);
         }
     };
     if cfg.version {
-        println!("{}", env!("CARGO_PKG_VERSION"));
+        println!("{}", cfg.server_version);
         return ExitCode::SUCCESS;
     }
     let max = if cfg.debug { Level::DEBUG } else { Level::INFO };
@@ -41,6 +44,11 @@ fn main() -> ExitCode {
 
     match run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err @ dflockd_testkit::Error::FenceState(_)) => {
+            // As the real server: `lock manager init failed: …` on stderr, not a log line.
+            eprintln!("{err}");
+            ExitCode::from(1)
+        }
         Err(err) => {
             let mut msg = err.to_string();
             let mut source = std::error::Error::source(&err);
@@ -65,6 +73,7 @@ fn run(cfg: &cli::CliConfig) -> Result<(), dflockd_testkit::Error> {
         let server = cfg.to_builder()?.start().await?;
         tracing::info!(
             addr = %server.addr(),
+            version = %server.version(),
             tls = cfg.tls_cert.is_some(),
             auth = cfg.auth_token.is_some(),
             "dflockd-testkit listening"

@@ -2,17 +2,20 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::Error;
+use crate::fence::FenceCounter;
 use crate::instance::{self, Command, Control, Shared};
 use crate::state::{Table, TableConfig};
 use crate::stats::{RawStats, Stats};
 use crate::tls::TlsIdentity;
+use crate::version::Profile;
+use crate::{Error, ServerVersion};
 
 /// How long a blocking control call (`kill`, drop) waits for the server's runtime.
 const CONTROL_WAIT: Duration = Duration::from_secs(10);
@@ -20,6 +23,8 @@ const CONTROL_WAIT: Duration = Duration::from_secs(10);
 /// The settings of a server (what the builder collects).
 #[derive(Clone)]
 pub(crate) struct Config {
+    /// `None` until [`TestServer::launch`] resolves it (builder, environment, newest).
+    pub(crate) version: Option<ServerVersion>,
     pub(crate) addr: SocketAddr,
     pub(crate) default_lease: Duration,
     pub(crate) lease_sweep_interval: Duration,
@@ -27,6 +32,7 @@ pub(crate) struct Config {
     pub(crate) gc_max_idle: Duration,
     pub(crate) max_locks: usize,
     pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_ip: usize,
     pub(crate) max_waiters: usize,
     pub(crate) read_timeout: Duration,
     pub(crate) write_timeout: Duration,
@@ -35,6 +41,7 @@ pub(crate) struct Config {
     pub(crate) tls_client_ca: Option<String>,
     pub(crate) auth_token: Option<String>,
     pub(crate) auto_release_on_disconnect: bool,
+    pub(crate) fence_state_file: Option<PathBuf>,
     pub(crate) worker_threads: usize,
     pub(crate) shards: usize,
 }
@@ -42,6 +49,7 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            version: None,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             default_lease: Duration::from_secs(33),
             lease_sweep_interval: Duration::from_secs(1),
@@ -49,6 +57,7 @@ impl Default for Config {
             gc_max_idle: Duration::from_secs(60),
             max_locks: 1024,
             max_connections: 0,
+            max_connections_per_ip: 0,
             max_waiters: 0,
             read_timeout: Duration::from_secs(23),
             write_timeout: Duration::from_secs(5),
@@ -57,6 +66,7 @@ impl Default for Config {
             tls_client_ca: None,
             auth_token: None,
             auto_release_on_disconnect: true,
+            fence_state_file: None,
             worker_threads: 2,
             shards: 16,
         }
@@ -66,6 +76,7 @@ impl Default for Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
+            .field("version", &self.version)
             .field("addr", &self.addr)
             .field("default_lease", &self.default_lease)
             .field("lease_sweep_interval", &self.lease_sweep_interval)
@@ -73,6 +84,7 @@ impl fmt::Debug for Config {
             .field("gc_max_idle", &self.gc_max_idle)
             .field("max_locks", &self.max_locks)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("max_waiters", &self.max_waiters)
             .field("read_timeout", &self.read_timeout)
             .field("write_timeout", &self.write_timeout)
@@ -87,6 +99,7 @@ impl fmt::Debug for Config {
                 "auto_release_on_disconnect",
                 &self.auto_release_on_disconnect,
             )
+            .field("fence_state_file", &self.fence_state_file)
             .field("worker_threads", &self.worker_threads)
             .field("shards", &self.shards)
             .finish()
@@ -94,18 +107,48 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
+    /// The version: set by the builder, else from the environment, else the newest.
+    fn resolve_version(&mut self) -> Result<ServerVersion, Error> {
+        let version = match self.version {
+            Some(version) => version,
+            None => ServerVersion::from_env()?,
+        };
+        self.version = Some(version);
+        Ok(version)
+    }
+
+    pub(crate) fn profile(&self) -> Profile {
+        self.version.unwrap_or(ServerVersion::NEWEST).profile()
+    }
+
     fn validate(&self) -> Result<(), Error> {
+        let profile = self.profile();
+        let version = self.version.unwrap_or(ServerVersion::NEWEST);
         let positive = [
             ("default_lease", self.default_lease),
             ("lease_sweep_interval", self.lease_sweep_interval),
             ("gc_interval", self.gc_interval),
-            ("gc_max_idle", self.gc_max_idle),
             ("read_timeout", self.read_timeout),
         ];
         for (name, value) in positive {
             if value.is_zero() {
                 return Err(Error::Config(format!("{name} must be > 0")));
             }
+        }
+        if self.gc_max_idle.is_zero() && !profile.gc_max_idle_zero_ok {
+            return Err(Error::Config(format!(
+                "gc_max_idle must be > 0 with server version {version}"
+            )));
+        }
+        if self.max_connections_per_ip > 0 && !profile.max_connections_per_ip {
+            return Err(Error::Config(format!(
+                "max_connections_per_ip needs server version 2.1 (not {version})"
+            )));
+        }
+        if self.fence_state_file.is_some() && !profile.fence_state_file {
+            return Err(Error::Config(format!(
+                "fence_state_file needs server version 2.1 (not {version})"
+            )));
         }
         if self.max_locks == 0 {
             return Err(Error::Config("max_locks must be > 0 (got 0)".into()));
@@ -126,6 +169,7 @@ impl Config {
 
     fn table_config(&self) -> TableConfig {
         TableConfig {
+            profile: self.profile(),
             default_lease: self.default_lease,
             max_locks: self.max_locks,
             max_waiters: self.max_waiters,
@@ -147,6 +191,16 @@ pub struct TestServerBuilder {
 }
 
 impl TestServerBuilder {
+    /// The dflockd release whose behaviour the server reproduces (`--server-version`, an
+    /// extension of the test server). Default is the version named by
+    /// [`SERVER_VERSION_ENV`](crate::SERVER_VERSION_ENV) when it is set, else
+    /// [`ServerVersion::NEWEST`]; see the [crate documentation](crate#releases) for what
+    /// differs.
+    pub fn version(mut self, version: ServerVersion) -> Self {
+        self.cfg.version = Some(version);
+        self
+    }
+
     /// The lease applied when a request names none (`--default-lease-ttl`).
     /// Default is 33 s.
     pub fn default_lease(mut self, lease: Duration) -> Self {
@@ -167,7 +221,7 @@ impl TestServerBuilder {
     }
 
     /// A key with no holder and no waiter is collected once idle for strictly longer than this
-    /// (`--gc-max-idle`). Default is 60 s.
+    /// (`--gc-max-idle`; zero is accepted by version 2.1 only). Default is 60 s.
     pub fn gc_max_idle(mut self, idle: Duration) -> Self {
         self.cfg.gc_max_idle = idle;
         self
@@ -184,6 +238,14 @@ impl TestServerBuilder {
     /// (`--max-connections`). Default is 0 (no cap).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.cfg.max_connections = max;
+        self
+    }
+
+    /// The most open connections from one IP address; further sockets from it are closed at
+    /// once without a byte (`--max-connections-per-ip`, version 2.1 only: with 1.10 a value
+    /// above 0 is a configuration error). Default is 0 (no cap).
+    pub fn max_connections_per_ip(mut self, max: usize) -> Self {
+        self.cfg.max_connections_per_ip = max;
         self
     }
 
@@ -238,9 +300,20 @@ impl TestServerBuilder {
 
     /// Whether a closed connection's locks are released at once
     /// (`--auto-release-on-disconnect`). When off, granted locks stay until their lease ends;
-    /// queued waits and two-phase state are dropped either way. Default is `true`.
+    /// version 2.1 drops the connection's queued `e` waits and two-phase state anyway, version
+    /// 1.10 keeps them too. Default is `true`.
     pub fn auto_release_on_disconnect(mut self, on: bool) -> Self {
         self.cfg.auto_release_on_disconnect = on;
+        self
+    }
+
+    /// Keeps the fence counter in this file, so that fences keep growing across restarts even
+    /// when the clock goes back (`--fence-state-file`, version 2.1 only). The file is the real
+    /// server's journal (two checksummed 32-byte records); it is created when missing, and a
+    /// file that is not a journal is an [`Error::FenceState`]. Default is none: each start
+    /// seeds the counter from the clock.
+    pub fn fence_state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cfg.fence_state_file = Some(path.into());
         self
     }
 
@@ -276,9 +349,12 @@ impl TestServerBuilder {
     /// caller for more than the time to bind a socket and spawn a thread.
     ///
     /// # Errors
-    /// [`Error::Config`] for invalid settings, [`Error::Tls`] for an unusable certificate or
-    /// key, [`Error::Bind`] when the address is taken, [`Error::Runtime`] when the runtime
-    /// cannot start.
+    /// [`Error::Version`] when no version was set and
+    /// [`SERVER_VERSION_ENV`](crate::SERVER_VERSION_ENV) names no known one,
+    /// [`Error::Config`] for invalid settings (also settings the version does not have),
+    /// [`Error::Tls`] for an unusable certificate or key, [`Error::FenceState`] for an unusable
+    /// fence state file, [`Error::Bind`] when the address is taken, [`Error::Runtime`] when
+    /// the runtime cannot start.
     ///
     /// # Cancel safety
     /// Nothing is left running if the future is dropped before it completes (it completes on
@@ -362,6 +438,7 @@ impl Drop for RuntimeThread {
 /// abruptly (as [`kill`](Self::kill)) and frees its port before `drop` returns.
 pub struct TestServer {
     cfg: Arc<Config>,
+    version: ServerVersion,
     addr: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     current: Arc<Mutex<Slot>>,
@@ -371,6 +448,7 @@ pub struct TestServer {
 impl fmt::Debug for TestServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestServer")
+            .field("version", &self.version)
             .field("addr", &self.addr)
             .field("running", &self.is_running())
             .field("config", &self.cfg)
@@ -400,7 +478,8 @@ impl TestServer {
         Self::builder().start_blocking()
     }
 
-    fn launch(cfg: Config) -> Result<TestServer, Error> {
+    fn launch(mut cfg: Config) -> Result<TestServer, Error> {
+        let version = cfg.resolve_version()?;
         cfg.validate()?;
         let tls = match &cfg.tls {
             Some(identity) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
@@ -417,27 +496,31 @@ impl TestServer {
         let runtime = RuntimeThread::spawn(cfg.worker_threads)?;
         let server = TestServer {
             cfg: Arc::new(cfg),
+            version,
             addr,
             tls,
             current: Arc::default(),
             runtime,
         };
-        server.spawn_instance(listener);
-        tracing::debug!(%addr, "test server listening");
+        server.spawn_instance(listener)?;
+        tracing::debug!(%addr, %version, "test server listening");
         Ok(server)
     }
 
-    fn spawn_instance(&self, listener: std::net::TcpListener) {
+    fn spawn_instance(&self, listener: std::net::TcpListener) -> Result<(), Error> {
         let fence_seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let fences = FenceCounter::open(self.cfg.fence_state_file.as_deref(), fence_seed)?;
         let (control, _) = watch::channel(Control::default());
         let shared = Arc::new(Shared {
             cfg: self.cfg.clone(),
-            table: Table::new(self.cfg.table_config(), fence_seed),
+            profile: self.cfg.profile(),
+            table: Table::new(self.cfg.table_config(), fences),
             tls: self.tls.clone(),
             control,
             open_conns: AtomicUsize::new(0),
+            per_ip: Mutex::default(),
         });
         let (commands, rx) = mpsc::unbounded_channel();
         self.runtime
@@ -446,10 +529,17 @@ impl TestServer {
         let mut slot = self.lock();
         slot.generation += 1;
         slot.running = Some(Running { shared, commands });
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
         lock_slot(&self.current)
+    }
+
+    /// The dflockd release this server behaves as.
+    #[must_use]
+    pub fn version(&self) -> ServerVersion {
+        self.version
     }
 
     /// The address the server listens on (the port is the real one when 0 was asked for).
@@ -526,10 +616,13 @@ impl TestServer {
         }
     }
 
-    /// Graceful shutdown, as newer dflockd servers do: the listener closes; requests on open
-    /// connections are answered `error_draining` (`auth` too) and blocked waits `error`;
-    /// connections that have not closed by themselves after the shutdown timeout are closed
-    /// without an answer. Returns when every connection is gone. No-op when stopped.
+    /// Graceful shutdown, as the real server does on SIGINT/SIGTERM: the listener closes, lease
+    /// expiry and key collection stop, and blocked `l`/`sl`/`w`/`sw` are answered `error`.
+    /// Version 2.1 answers the next well-formed request on every connection `error_draining`
+    /// and closes it (an `auth` handshake is still answered as usual); version 1.10 keeps
+    /// serving open connections until they close or idle out. Connections that are still
+    /// open after the shutdown timeout are closed without an answer. Returns when every
+    /// connection is gone. No-op when stopped.
     ///
     /// Idle connections (a client's pool) keep the drain waiting: in tests, close clients
     /// first or set a short [`shutdown_timeout`](TestServerBuilder::shutdown_timeout) — or
@@ -576,7 +669,8 @@ impl TestServer {
     /// first).
     ///
     /// # Errors
-    /// [`Error::Bind`] if the port was taken meanwhile.
+    /// [`Error::Bind`] if the port was taken meanwhile, [`Error::FenceState`] if the fence
+    /// state file became unusable.
     ///
     /// # Cancel safety
     /// Completes on its first poll.
@@ -591,8 +685,7 @@ impl TestServer {
     pub fn restart_blocking(&self) -> Result<(), Error> {
         self.kill();
         let listener = bind(self.addr)?;
-        self.spawn_instance(listener);
-        Ok(())
+        self.spawn_instance(listener)
     }
 }
 

@@ -1,13 +1,13 @@
-//! Authentication, TLS and mutual TLS.
+//! Authentication, TLS and mutual TLS, for every server version.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Conn, bounded, connect, grant};
-use dflockd_testkit::TestServer;
+use common::{Conn, builder, connect, each_version, grant};
 use dflockd_testkit::tls::{TestCa, TlsIdentity};
+use dflockd_testkit::{ServerVersion, TestServer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
@@ -16,12 +16,8 @@ use tokio_rustls::client::TlsStream;
 
 #[tokio::test]
 async fn auth_flow() {
-    bounded(async {
-        let server = TestServer::builder()
-            .auth_token("s3cret")
-            .start()
-            .await
-            .unwrap();
+    each_version(|v| async move {
+        let server = builder(v).auth_token("s3cret").start().await.unwrap();
         let addr = server.addr();
 
         let mut ok = connect(addr).await;
@@ -42,20 +38,53 @@ async fn auth_flow() {
             assert_eq!(first.req(cmd, key, arg).await, "error_auth\n", "{cmd}");
             first.expect_eof().await;
         }
+        // `ping` first is an auth failure too (since v1.14 a known command, but not `auth`).
+        let mut ping = connect(addr).await;
+        assert_eq!(ping.req("ping", "_", "_").await, "error_auth\n");
+        ping.expect_eof().await;
         // An over-long first line is an auth failure too.
-        let mut long = connect(addr).await;
-        long.send(format!("auth\n_\n{}\n", "x".repeat(300)).as_bytes())
+        for len in [300, 70_000] {
+            let mut long = connect(addr).await;
+            long.send(format!("auth\n_\n{}\n", "x".repeat(len)).as_bytes())
+                .await;
+            assert_eq!(long.line().await, "error_auth\n");
+            long.expect_eof().await;
+        }
+        let mut long_key = connect(addr).await;
+        long_key
+            .send(format!("auth\n{}\ns3cret\n", "k".repeat(300)).as_bytes())
             .await;
-        assert_eq!(long.line().await, "error_auth\n");
-        long.expect_eof().await;
+        assert_eq!(long_key.line().await, "error_auth\n");
+        long_key.expect_eof().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn long_auth_tokens() {
+    each_version(|v| async move {
+        // The argument of `auth` may be 64 KiB since v1.15 (256 bytes before, like any line).
+        for len in [256, 1000, 65536] {
+            let secret = "t".repeat(len);
+            let server = builder(v).auth_token(secret.clone()).start().await.unwrap();
+            let mut c = connect(server.addr()).await;
+            let answer = c.req("auth", "_", &secret).await;
+            if len <= 256 || v == ServerVersion::V2_1 {
+                assert_eq!(answer, "ok\n", "{len}");
+                grant(&c.req("l", "k", "0").await, "ok");
+            } else {
+                assert_eq!(answer, "error_auth\n", "{len}");
+                c.expect_eof().await;
+            }
+        }
     })
     .await;
 }
 
 #[tokio::test]
 async fn auth_read_timeout_is_an_auth_failure() {
-    bounded(async {
-        let server = TestServer::builder()
+    each_version(|v| async move {
+        let server = builder(v)
             .auth_token("s3cret")
             .read_timeout(Duration::from_millis(200))
             .start()
@@ -103,10 +132,10 @@ async fn tls_connect(
 
 #[tokio::test]
 async fn tls() {
-    bounded(async {
+    each_version(|v| async move {
         let ca = TestCa::new();
         let identity = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
-        let server = TestServer::builder().tls(identity).start().await.unwrap();
+        let server = builder(v).tls(identity).start().await.unwrap();
         let config = client_config(&ca, None);
         for name in ["localhost", "127.0.0.1"] {
             let mut c = tls_connect(server.addr(), name, config.clone())
@@ -143,9 +172,9 @@ async fn tls() {
 
 #[tokio::test]
 async fn mutual_tls() {
-    bounded(async {
+    each_version(|v| async move {
         let ca = TestCa::new();
-        let server = TestServer::builder()
+        let server = builder(v)
             .tls(ca.issue_server(&["localhost"]).unwrap())
             .tls_client_ca(ca.cert_pem())
             .start()

@@ -1,11 +1,11 @@
-//! The `stats` answer, byte for byte.
+//! The `stats` answer, byte for byte, for every server version.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{bounded, connect, grant, s, wait_waiters};
-use dflockd_testkit::TestServer;
+use common::{builder, connect, each_version, grant, s, wait_waiters};
+use dflockd_testkit::ServerVersion;
 
 /// Replaces every float after `"lease_expires_in_s":` and `"idle_s":` by `#`, checking that it
 /// is written the way Go writes a float64; returns the floats too.
@@ -44,8 +44,8 @@ fn mask_floats(json: &str) -> (String, Vec<f64>) {
 
 #[tokio::test]
 async fn stats_json_exact() {
-    bounded(async {
-        let server = TestServer::start().await.unwrap();
+    each_version(|v| async move {
+        let server = builder(v).start().await.unwrap();
         let addr = s(server.addr());
         let mut a = connect(&addr).await;
         let mut b = connect(&addr).await;
@@ -103,8 +103,8 @@ async fn stats_json_exact() {
 
 #[tokio::test]
 async fn stats_json_empty_and_zero_lease() {
-    bounded(async {
-        let server = TestServer::builder()
+    each_version(|v| async move {
+        let server = builder(v)
             .default_lease(Duration::from_millis(50))
             .lease_sweep_interval(Duration::from_secs(3600))
             .start()
@@ -122,6 +122,61 @@ async fn stats_json_empty_and_zero_lease() {
             a.req("stats", "_", "").await,
             "ok {\"connections\":1,\"locks\":[{\"key\":\"k\",\"owner_conn_id\":1,\"lease_expires_in_s\":0,\"waiters\":0}],\"semaphores\":[],\"idle_locks\":[],\"idle_semaphores\":[]}\n"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stats_list_by_limit_and_namespace() {
+    each_version(|v| async move {
+        let server = builder(v).start().await.unwrap();
+        let addr = s(server.addr());
+        let mut a = connect(&addr).await;
+        let mut b = connect(&addr).await;
+        grant(&a.req("l", "k", "0").await, "ok");
+        let answer = b.req("sl", "k", "0 1").await;
+        let stats = server.stats();
+        if v == ServerVersion::V1_10 {
+            // One resource: the semaphore request of limit 1 waits for the lock.
+            assert_eq!(answer, "timeout\n");
+            assert_eq!(stats.locks.len(), 1);
+        } else {
+            // Two resources of limit 1, both listed under `locks` by their limit.
+            grant(&answer, "ok");
+            let keys: Vec<_> = stats.locks.iter().map(|l| l.key.as_str()).collect();
+            assert_eq!(keys, ["k", "k"]);
+            assert_eq!(
+                stats
+                    .locks
+                    .iter()
+                    .map(|l| l.owner_conn_id)
+                    .collect::<Vec<_>>(),
+                [1, 2]
+            );
+        }
+        assert!(stats.semaphores.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bogus_tokens_and_idle_time() {
+    each_version(|v| async move {
+        let server = builder(v).start().await.unwrap();
+        let mut a = connect(server.addr()).await;
+        let (t, _) = grant(&a.req("l", "k", "0").await, "ok");
+        assert_eq!(a.req("r", "k", &t).await, "ok\n");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let bogus = "0123456789abcdef0123456789abcdef";
+        assert_eq!(a.req("r", "k", bogus).await, "error\n");
+        assert_eq!(a.req("n", "k", bogus).await, "error\n");
+        let idle = server.stats().idle_locks[0].idle;
+        if v == ServerVersion::V1_10 {
+            // Any `r`/`n` counts as activity before v1.16.1.
+            assert!(idle < Duration::from_millis(200), "{idle:?}");
+        } else {
+            assert!(idle >= Duration::from_millis(300), "{idle:?}");
+        }
     })
     .await;
 }

@@ -50,10 +50,11 @@ impl Servers {
     }
 
     /// The dflockd release the servers run, when known: for embedded servers the release
-    /// the test server behaves as (its tokens carry fences, as v2.1's do); for
-    /// `DFLOCKD_SERVERS`, whatever `DFLOCKD_SERVER_VERSION` says (read by `from_env`).
+    /// the test server behaves as (the newest unless `DFLOCKD_TESTKIT_SERVER_VERSION` says
+    /// otherwise); for `DFLOCKD_SERVERS`, whatever `DFLOCKD_SERVER_VERSION` says (read by
+    /// `from_env`).
     pub(crate) fn version(&self) -> Option<dflockd::ServerVersion> {
-        (!self.embedded.is_empty()).then_some(dflockd::ServerVersion::V2_1)
+        self.embedded.first().map(|server| server.version().into())
     }
 
     /// A client builder for these servers: the `DFLOCKD_*` settings of the environment,

@@ -12,16 +12,11 @@ use dflockd_testkit::TestServers;
 /// Upper bound for a test step.
 pub const LIMIT: Duration = Duration::from_secs(30);
 
-/// The release of the servers under test: `DFLOCKD_TEST_SERVERS_VERSION` for external servers
-/// (`DFLOCKD_TEST_SERVERS`), otherwise the embedded test server's, whose tokens carry fences
-/// as v2.1's do.
+/// The release of the servers under test, as the client knows it (see
+/// `dflockd_testkit::version_under_test`): the embedded test server's profile, or
+/// `DFLOCKD_TEST_SERVERS_VERSION` for external servers.
 pub fn server_version() -> ServerVersion {
-    match std::env::var("DFLOCKD_TEST_SERVERS_VERSION") {
-        Ok(v) if std::env::var_os("DFLOCKD_TEST_SERVERS").is_some() => {
-            v.parse().expect("DFLOCKD_TEST_SERVERS_VERSION")
-        }
-        _ => ServerVersion::V2_1,
-    }
+    dflockd_testkit::version_under_test().into()
 }
 
 /// Runs `f` with a time limit, so no test can hang.

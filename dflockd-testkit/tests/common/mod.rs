@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dflockd_testkit::TestServers;
+use dflockd_testkit::{ServerVersion, TestServer, TestServerBuilder, TestServers};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -19,11 +19,88 @@ pub async fn bounded<F: Future>(fut: F) -> F::Output {
         .expect("test took longer than 30 s")
 }
 
-/// One server with the default configuration (external when `DFLOCKD_TEST_SERVERS` is set).
-pub async fn default_server() -> (TestServers, String) {
-    let servers = TestServers::default_config(1).await.unwrap();
-    let addr = servers.addrs()[0].clone();
-    (servers, addr)
+/// Whether the tests talk to external servers (`DFLOCKD_TEST_SERVERS`).
+pub fn external() -> bool {
+    std::env::var(dflockd_testkit::TEST_SERVERS_ENV).is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// The releases a release-dependent test runs for: every version in-process, or only the
+/// external servers' release (`DFLOCKD_TEST_SERVERS_VERSION`).
+pub fn versions() -> Vec<ServerVersion> {
+    if external() {
+        vec![dflockd_testkit::version_under_test()]
+    } else {
+        ServerVersion::ALL.to_vec()
+    }
+}
+
+/// Runs one test body per version of [`versions`], concurrently, each bounded like
+/// [`bounded`]; a failure names the version it failed for.
+pub async fn each_version<F, Fut>(body: F)
+where
+    F: Fn(ServerVersion) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut ids = Vec::new();
+    for version in versions() {
+        let id = tasks.spawn(bounded(body(version))).id();
+        ids.push((id, version));
+    }
+    while let Some(joined) = tasks.join_next_with_id().await {
+        if let Err(err) = joined {
+            let version = ids.iter().find(|(id, _)| *id == err.id()).map(|(_, v)| *v);
+            let Ok(panic) = err.try_into_panic() else {
+                panic!("server version {version:?}: task cancelled");
+            };
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            panic!(
+                "with server version {}: {msg}",
+                version.map_or("?".into(), |v| v.to_string())
+            );
+        }
+    }
+}
+
+/// An in-process server builder for `version`.
+pub fn builder(version: ServerVersion) -> TestServerBuilder {
+    TestServer::builder().version(version)
+}
+
+/// Servers kept alive for a test.
+pub struct Servers {
+    _external: Option<TestServers>,
+    _own: Option<TestServer>,
+}
+
+/// One server with the default configuration of `version`: external when
+/// `DFLOCKD_TEST_SERVERS` is set (then `version` is theirs, see [`versions`]).
+pub async fn default_server(version: ServerVersion) -> (Servers, String) {
+    if external() {
+        let servers = TestServers::default_config(1).await.unwrap();
+        assert_eq!(servers.version(), version);
+        let addr = servers.addrs()[0].clone();
+        return (
+            Servers {
+                _external: Some(servers),
+                _own: None,
+            },
+            addr,
+        );
+    }
+    let server = builder(version).start().await.unwrap();
+    let addr = server.addr_string();
+    (
+        Servers {
+            _external: None,
+            _own: Some(server),
+        },
+        addr,
+    )
 }
 
 /// A raw protocol connection.
