@@ -78,7 +78,11 @@ pub type CurrentLock = HeldLock;
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), dflockd::Error> {
-/// # let server = dflockd_testkit::TestServer::start().await.unwrap();
+/// # let server = dflockd_testkit::TestServer::builder()
+/// #     .version(dflockd_testkit::ServerVersion::V2_1)
+/// #     .start()
+/// #     .await
+/// #     .unwrap();
 /// # let client = dflockd::Client::builder()
 /// #     .servers([server.addr_string()])
 /// #     .server_version(dflockd::ServerVersion::V2_1)

@@ -18,7 +18,7 @@ use crate::conn::pool::ServerPool;
 use crate::error::{Error, Result};
 use crate::guard::{Guard, Origin};
 use crate::inner::ClientInner;
-use crate::proto::{Family, InvalidInput, Request, validate_client_key};
+use crate::proto::{Family, InvalidInput, MAX_WIRE_INT, Request, validate_client_key};
 
 /// What to acquire: a key, its limit, and how. Cheap to clone.
 #[derive(Clone)]
@@ -100,13 +100,17 @@ impl Spec {
         self.lease.map(whole_seconds)
     }
 
-    /// Validates what can be validated before touching the network.
-    fn check(&self) -> Result<()> {
+    /// Validates what can be validated before touching the network (a wait of `timeout`).
+    fn check(&self, timeout: Duration) -> Result<()> {
         if !self.key_facts.valid {
             validate_client_key(&self.key)?;
         }
         if self.lease.is_some_and(|l| l.is_zero()) {
             return Err(InvalidInput::ZeroLease.into());
+        }
+        check_seconds("timeout", timeout)?;
+        if let Some(lease) = self.lease {
+            check_seconds("lease", lease)?;
         }
         if self.family == Family::Semaphore && self.limit == 0 {
             return Err(InvalidInput::ZeroLimit.into());
@@ -180,7 +184,7 @@ impl Spec {
 
     /// Acquires, waiting up to `timeout` (zero: try once).
     pub(crate) async fn acquire(&self, timeout: Duration) -> Result<Guard> {
-        self.check()?;
+        self.check(timeout)?;
         let pool = self.client.pool_for(&self.key)?;
         let started = Instant::now();
         let deadline = started + timeout + self.client.settings.request_timeout;
@@ -241,7 +245,7 @@ impl Spec {
 
     /// Two-phase acquisition, first half.
     pub(crate) async fn enqueue(&self) -> Result<Enqueued> {
-        self.check()?;
+        self.check(Duration::ZERO)?;
         let pool: &ServerPool = self.client.pool_for(&self.key)?;
         let started = Instant::now();
         let deadline = started + self.client.settings.request_timeout;
@@ -280,6 +284,21 @@ impl Spec {
             _ => Err(self.unexpected(&conn.server)),
         }
     }
+}
+
+/// A duration the protocol can carry, in whole seconds (rounded up): at most
+/// [`MAX_WIRE_INT`] (some 136 years).
+fn check_seconds(what: &'static str, duration: Duration) -> Result<()> {
+    let value = whole_seconds(duration);
+    if value > MAX_WIRE_INT {
+        return Err(InvalidInput::TooLarge {
+            what,
+            value,
+            max: MAX_WIRE_INT,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The result of [`Lock::enqueue`](crate::Lock::enqueue) /
@@ -367,6 +386,8 @@ impl Queued {
     /// # Cancel safety
     /// Cancel safe: dropping the future closes the connection, leaving the queue.
     pub async fn wait(mut self, timeout: Duration) -> Result<Guard> {
+        // Before anything is sent: an error here drops `self`, which leaves the queue.
+        check_seconds("timeout", timeout)?;
         self.waited = true;
         let spec = &self.spec;
         let wait_s = whole_seconds(timeout);

@@ -9,7 +9,10 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let server = dflockd_testkit::TestServer::builder().start().await?;
+//! # let server = dflockd_testkit::TestServer::builder()
+//! #     .version(dflockd_testkit::ServerVersion::V2_1)
+//! #     .start()
+//! #     .await?;
 //! use std::time::Duration;
 //!
 //! let client = dflockd_core::Client::builder()

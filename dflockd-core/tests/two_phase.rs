@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{LIMIT, bounded, builder, default_client, wait_stats};
-use dflockd_core::{Enqueued, Error};
+use dflockd_core::{Enqueued, Error, LossReason};
 use dflockd_testkit::{TestServer, unique_key};
 
 #[tokio::test]
@@ -69,8 +69,40 @@ async fn enqueued_grant_expiring_before_wait_is_lease_expired() {
     // Granted now, but nobody waits: the lease runs out.
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let err = queued.wait(Duration::from_secs(1)).await.unwrap_err();
-    assert!(
-        matches!(err, Error::LeaseExpired { .. } | Error::NotEnqueued { .. }),
-        "{err:?}"
-    );
+    if server.version() == dflockd_testkit::ServerVersion::V1_10 {
+        // v1.10.0 answers the wait with the stale grant; the client confirms it with a renew,
+        // which the server refuses: never handed out.
+        assert!(
+            matches!(
+                err,
+                Error::LeaseLost {
+                    reason: LossReason::RenewRefused,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    } else {
+        assert!(
+            matches!(err, Error::LeaseExpired { .. } | Error::NotEnqueued { .. }),
+            "{err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_wait_beyond_what_the_protocol_carries_is_an_error_and_leaves_the_queue() {
+    let (_servers, client) = default_client().await;
+    let key = unique_key("two-phase-huge");
+    let holder = client.lock(&key).acquire().await.unwrap();
+    let Enqueued::Queued(queued) = client.lock(&key).enqueue().await.unwrap() else {
+        panic!("the key is held: queued");
+    };
+    let err = queued.wait(Duration::MAX).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    // Nothing is left queued for the key.
+    wait_stats(&client, &key, |s| s.usage(&key).1 == 0).await;
+    holder.release().await.unwrap();
+    let again = client.lock(&key).try_acquire().await.unwrap();
+    assert!(again.is_some());
 }

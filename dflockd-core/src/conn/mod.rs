@@ -250,7 +250,9 @@ impl Conn {
             park,
             forget,
         } = call;
-        let limit = server_wait.unwrap_or_default() + self.settings.request_timeout;
+        let limit = server_wait
+            .unwrap_or_default()
+            .saturating_add(self.settings.request_timeout);
         let caller = slot.caller.id;
         self.send(
             park,
