@@ -103,6 +103,7 @@ mod error;
 mod held;
 mod key;
 mod lock;
+mod policy;
 mod reject;
 
 pub use body::{BoxError, GuardedBody};
@@ -110,6 +111,7 @@ pub use error::Error;
 pub use held::HeldLock;
 pub use key::{KeyExtractor, PathKey, header, key_from_path};
 pub use lock::future::{ErrorFuture, ResponseFuture};
-pub use lock::layer::{LockLayer, OnLeaseLoss, SemaphoreLayer};
+pub use lock::layer::{LockLayer, SemaphoreLayer};
 pub use lock::service::LockService;
+pub use policy::OnLeaseLoss;
 pub use reject::{GrpcCode, RejectError, RejectResponse};

@@ -14,14 +14,10 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 use tracing::Span;
 
+use super::acquire::AcquireFuture;
 use crate::Error;
 use crate::body::{GuardedBody, Hold};
 use crate::reject::RejectResponse;
-
-/// What the boxed acquisition yields: the guard, `Err(None)` when the layer's own wait ran
-/// out first, or the client's error.
-pub(crate) type AcquireFuture =
-    Pin<Box<dyn Future<Output = Result<Guard, Option<dflockd_core::Error>>> + Send>>;
 
 /// The release of a guard whose request is complete.
 type ReleaseFuture = Pin<Box<dyn Future<Output = dflockd_core::Result<()>> + Send>>;

@@ -10,12 +10,13 @@ use dflockd_core::Guard;
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::future::{AcquireFuture, ErrorFuture, Machine, Options, ResponseFuture};
-use super::layer::{OnLeaseLoss, Settings, Shared};
+use super::acquire::acquire;
+use super::config::Shared;
+use super::future::{ErrorFuture, Machine, Options, ResponseFuture};
 use crate::body::{BoxError, GuardedBody};
 use crate::deadline::request_deadline;
 use crate::reject::{RejectError, RejectResponse};
-use crate::{Error, KeyExtractor};
+use crate::{Error, KeyExtractor, OnLeaseLoss};
 
 /// The service made by [`LockLayer`](crate::LockLayer) and
 /// [`SemaphoreLayer`](crate::SemaphoreLayer).
@@ -103,42 +104,6 @@ impl<S, K, R> LockService<S, K, R> {
         };
         Machine::acquire(acquire, key, inner, request, options, span, on_acquired)
     }
-}
-
-/// The acquisition, bounded by `wait` here as well as on the server (which counts whole
-/// seconds).
-fn acquire(settings: &Settings, key: String, wait: Duration) -> AcquireFuture {
-    let client = settings.client.clone();
-    let (limit, lease) = (settings.limit, settings.lease);
-    let acquire = async move {
-        match limit {
-            None => {
-                let mut lock = client.lock(key).acquire_timeout(wait);
-                if let Some(lease) = lease {
-                    lock = lock.lease_ttl(lease);
-                }
-                lock.acquire().await
-            }
-            Some(limit) => {
-                let mut semaphore = client.semaphore(key, limit).acquire_timeout(wait);
-                if let Some(lease) = lease {
-                    semaphore = semaphore.lease_ttl(lease);
-                }
-                semaphore.acquire().await
-            }
-        }
-    };
-    Box::pin(async move {
-        if wait.is_zero() {
-            acquire.await.map_err(Some)
-        } else {
-            // The acquisition is cancel safe: dropping it leaves the server's queue.
-            match tokio::time::timeout(wait, acquire).await {
-                Ok(acquired) => acquired.map_err(Some),
-                Err(_) => Err(None),
-            }
-        }
-    })
 }
 
 fn insert_held<B>(request: &mut Request<B>, guard: &Guard) {

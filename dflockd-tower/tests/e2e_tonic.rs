@@ -1,13 +1,13 @@
 //! The tower layers in a tonic server, end to end: tonic-health's service behind the layer,
 //! called with its generated client over a real socket.
 
-mod tower_util;
+mod util;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dflockd::tower::{GrpcCode, KeyExtractor, LockLayer, header};
 use dflockd_testkit::{TestServer, TestServers, unique_key};
+use dflockd_tower::{GrpcCode, KeyExtractor, LockLayer, header};
 use tonic::Code;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
@@ -16,7 +16,7 @@ use tonic_health::pb::health_check_response::ServingStatus as PbStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::HealthReporter;
-use tower_util::{bounded, lock_client};
+use util::{bounded, lock_client};
 
 type GrpcRequest = http::Request<tonic::body::Body>;
 

@@ -1,7 +1,7 @@
 //! The tower layers in axum, end to end: a real lock server, an axum server on a real socket,
 //! requests over real HTTP.
 
-mod tower_util;
+mod util;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,14 +11,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::Path;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use dflockd::tower::{HeldLock, LockLayer, OnLeaseLoss, PathKey, SemaphoreLayer, header};
 use dflockd_testkit::{TestServer, TestServers, unique_key};
+use dflockd_tower::{HeldLock, LockLayer, OnLeaseLoss, PathKey, SemaphoreLayer, header};
 use http::{Request, StatusCode};
 use http_body_util::channel::{Channel, Sender};
 use http_body_util::{BodyExt, Empty};
 use tokio::sync::{Barrier, Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tower_util::{InFlight, Probe, bounded, http, lock_client, send, serve};
+use util::{InFlight, Probe, bounded, http, lock_client, send, serve};
 
 fn order_key() -> PathKey {
     PathKey::new("/orders/{id}/pay", "order:{id}").unwrap()
@@ -349,7 +349,7 @@ async fn lease_loss_can_let_the_request_finish() {
 }
 
 fn streaming_app(
-    client: dflockd::Client,
+    client: dflockd_core::Client,
     hold_for_body: bool,
 ) -> (Router, mpsc::UnboundedReceiver<Sender<Bytes, Infallible>>) {
     let (senders_tx, senders) = mpsc::unbounded_channel();
@@ -379,7 +379,7 @@ fn streaming_app(
 
 /// Acquires `key` through another client, waiting at most 5 s: well under the 30 s lease,
 /// so it succeeds only if the lock was released.
-async fn acquire_elsewhere(addr: &str, key: &str) -> dflockd::Guard {
+async fn acquire_elsewhere(addr: &str, key: &str) -> dflockd_core::Guard {
     lock_client(addr)
         .lock(key)
         .acquire_timeout(Duration::from_secs(5))

@@ -1,0 +1,89 @@
+//! The configuration a layer hands to its services: settings, the key extractor and the
+//! rejection mode, shared by every clone.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dflockd_core::Client;
+
+use crate::OnLeaseLoss;
+
+/// The wait when none is configured.
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+/// The settings shared by both layers.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) client: Client,
+    /// `None` for a lock, the limit of a semaphore.
+    pub(crate) limit: Option<u32>,
+    pub(crate) lease: Option<Duration>,
+    pub(crate) wait: Duration,
+    pub(crate) use_request_deadline: bool,
+    pub(crate) reject_missing_key: bool,
+    pub(crate) on_loss: OnLeaseLoss,
+    pub(crate) hold_for_body: bool,
+}
+
+/// Everything a service needs, shared by its clones: the one configuration struct of a layer.
+pub(crate) struct Shared<K, R> {
+    pub(crate) settings: Settings,
+    pub(crate) extractor: Arc<K>,
+    pub(crate) reject: Arc<R>,
+}
+
+impl<K, R> Shared<K, R> {
+    pub(crate) fn new(client: Client, limit: Option<u32>, extractor: K, reject: R) -> Self {
+        Shared {
+            settings: Settings {
+                client,
+                limit,
+                lease: None,
+                wait: DEFAULT_WAIT,
+                use_request_deadline: true,
+                reject_missing_key: false,
+                on_loss: OnLeaseLoss::Abort,
+                hold_for_body: false,
+            },
+            extractor: Arc::new(extractor),
+            reject: Arc::new(reject),
+        }
+    }
+
+    /// The same configuration with another rejection mode.
+    pub(crate) fn with_reject<R2>(self, reject: R2) -> Shared<K, R2> {
+        Shared {
+            settings: self.settings,
+            extractor: self.extractor,
+            reject: Arc::new(reject),
+        }
+    }
+
+    /// The rejection mode, to change it (copied first if services share it already).
+    pub(crate) fn reject_mut(&mut self) -> &mut R
+    where
+        R: Clone,
+    {
+        Arc::make_mut(&mut self.reject)
+    }
+}
+
+impl<K, R> Clone for Shared<K, R> {
+    fn clone(&self) -> Self {
+        Shared {
+            settings: self.settings.clone(),
+            extractor: self.extractor.clone(),
+            reject: self.reject.clone(),
+        }
+    }
+}
+
+impl<K, R: fmt::Debug> fmt::Debug for Shared<K, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("settings", &self.settings)
+            .field("reject", &self.reject)
+            .finish_non_exhaustive()
+    }
+}
