@@ -40,7 +40,7 @@ pub(crate) fn app(client: dflockd::Client, ledger: Ledger) -> Result<Router, Box
     Ok(Router::new()
         .route("/orders/{id}/pay", post(pay))
         .with_state(ledger)
-        .layer(per_order))
+        .route_layer(per_order))
 }
 
 /// Check, then act: safe only because no other request for this order runs meanwhile.

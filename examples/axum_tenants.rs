@@ -23,7 +23,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::get;
-use dflockd::tower::{SemaphoreLayer, header};
+use dflockd::tower::{OnMissingKey, SemaphoreLayer, header};
 
 use common::BoxError;
 
@@ -51,7 +51,8 @@ pub(crate) fn app(client: dflockd::Client, load: Load, report_time: Duration) ->
     .wait(Duration::ZERO)
     .busy_status(StatusCode::TOO_MANY_REQUESTS)
     .retry_after(Some(Duration::from_secs(1)))
-    .reject_missing_key(true);
+    // A request without a tenant is the client's mistake: 400.
+    .on_missing_key(OnMissingKey::BadRequest);
     let api = Router::new()
         .route("/report", get(report))
         .with_state((load, report_time));

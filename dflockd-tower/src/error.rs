@@ -26,9 +26,24 @@ pub enum Error {
         /// How long the request waited before giving up.
         waited: Duration,
     },
-    /// The request has no key and the layer is configured to reject such requests.
-    #[error("the request has no lock key")]
-    MissingKey,
+    /// The extractor found no key in the request ([`OnMissingKey::Reject`], the default): a
+    /// configuration mistake, such as a renamed route, so HTTP 500 / gRPC `internal`.
+    ///
+    /// [`OnMissingKey::Reject`]: crate::OnMissingKey::Reject
+    #[error("the request has no lock key for layer {layer}")]
+    MissingKey {
+        /// The layer's [name](crate::LockLayer::name).
+        layer: String,
+    },
+    /// The extractor found no key in the request and the layer blames the client
+    /// ([`OnMissingKey::BadRequest`]): HTTP 400 / gRPC `invalid_argument`.
+    ///
+    /// [`OnMissingKey::BadRequest`]: crate::OnMissingKey::BadRequest
+    #[error("the request lacks the lock key of layer {layer}")]
+    KeyNotInRequest {
+        /// The layer's [name](crate::LockLayer::name).
+        layer: String,
+    },
     /// The lease was lost while the request ran: the inner future was dropped (or, in
     /// the body-holding mode, the response body was cut short).
     #[error("lease on {key:?} lost during the request: {reason}")]
@@ -96,10 +111,14 @@ impl Error {
         matches!(self, Error::LeaseLost { .. })
     }
 
-    /// The request itself is at fault (no key, or a key that cannot be sent).
+    /// The request itself is at fault (no key when the layer blames the client for it, or a
+    /// key that cannot be sent).
     #[must_use]
     pub fn is_client_error(&self) -> bool {
-        matches!(self, Error::MissingKey | Error::InvalidKey { .. })
+        matches!(
+            self,
+            Error::KeyNotInRequest { .. } | Error::InvalidKey { .. }
+        )
     }
 
     /// The key concerned, when there is one.
@@ -110,7 +129,10 @@ impl Error {
             | Error::LeaseLost { key, .. }
             | Error::Unavailable { key, .. }
             | Error::InvalidKey { key, .. } => Some(key),
-            Error::MissingKey | Error::Config { .. } | Error::Template { .. } => None,
+            Error::MissingKey { .. }
+            | Error::KeyNotInRequest { .. }
+            | Error::Config { .. }
+            | Error::Template { .. } => None,
         }
     }
 
@@ -187,7 +209,8 @@ mod tests {
                 key: "k".into(),
                 waited: Duration::ZERO,
             },
-            Error::MissingKey,
+            Error::MissingKey { layer: "l".into() },
+            Error::KeyNotInRequest { layer: "l".into() },
             Error::LeaseLost {
                 key: "k".into(),
                 reason: LossReason::ConnectionLost,

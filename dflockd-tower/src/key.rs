@@ -6,8 +6,9 @@ use http::Request;
 
 use crate::Error;
 
-/// Derives the lock key of a request; `None` means the request has no key (it passes
-/// through, or is rejected with [`Error::MissingKey`] when the layer is configured so).
+/// Derives the lock key of a request; `None` means the request has no key (what then happens
+/// is the layer's [`OnMissingKey`](crate::OnMissingKey) policy: by default it is rejected with
+/// [`Error::MissingKey`]).
 ///
 /// Implemented for every `Fn(&Req) -> Option<String>` closure, and by [`PathKey`].
 ///
@@ -22,6 +23,13 @@ use crate::Error;
 pub trait KeyExtractor<Req> {
     /// The key of `req`, if it has one.
     fn extract(&self, req: &Req) -> Option<String>;
+
+    /// How the extractor is named in logs and errors when no layer
+    /// [name](crate::LockLayer::name) is set. Default is its type name (for a closure, the
+    /// path of the function it was written in).
+    fn describe(&self) -> String {
+        std::any::type_name::<Self>().to_owned()
+    }
 }
 
 impl<F, Req> KeyExtractor<Req> for F
@@ -233,6 +241,11 @@ impl<B> KeyExtractor<Request<B>> for PathKey {
     fn extract(&self, req: &Request<B>) -> Option<String> {
         self.key_for_path(req.uri().path())
     }
+
+    /// `path key /orders/{id}/pay -> order:{id}`.
+    fn describe(&self) -> String {
+        format!("path key {}", self.source)
+    }
 }
 
 /// `Some(name)` for `{name}`, `None` for a segment without braces.
@@ -337,5 +350,15 @@ mod tests {
         assert_eq!(header(&req, "x-empty"), None);
         let closure = |r: &Request<()>| header(r, "x-tenant");
         assert_eq!(closure.extract(&req).as_deref(), Some("acme"));
+        assert!(
+            closure.describe().contains("key::tests::helpers"),
+            "{}",
+            closure.describe()
+        );
+        let path = PathKey::new("/orders/{id}/pay", "order:{id}").unwrap();
+        assert_eq!(
+            KeyExtractor::<Request<()>>::describe(&path),
+            "path key /orders/{id}/pay -> order:{id}"
+        );
     }
 }

@@ -23,7 +23,7 @@
 //!
 //! let app = Router::new()
 //!     .route("/orders/{id}/pay", post(pay))
-//!     .layer(
+//!     .route_layer(
 //!         LockLayer::new(client, |req: &Request<Body>| {
 //!             key_from_path(req, "/orders/{id}/pay", "order:{id}")
 //!         })
@@ -47,7 +47,8 @@
 //! | one request per key at a time | [`LockLayer`] |
 //! | at most N requests per key at once | [`SemaphoreLayer`] |
 //! | key from the request | [`KeyExtractor`] (any `Fn(&Req) -> Option<String>`), [`PathKey`], [`key_from_path`], [`header`] |
-//! | requests without a key | pass through, or [`reject_missing_key`](LockLayer::reject_missing_key) |
+//! | requests without a key | rejected (500) by default; 400 or unguarded by choice: [`on_missing_key`](LockLayer::on_missing_key), [`OnMissingKey`] |
+//! | counters (requests without a key, ...) | [`counters`](LockLayer::counters), [`Counters`] |
 //! | wait in FIFO order, or reject at once | [`wait`](LockLayer::wait) (zero = reject when busy) |
 //! | the request's deadline bounds the wait | [`use_request_deadline`](LockLayer::use_request_deadline) (`grpc-timeout`) |
 //! | lease | [`lease_ttl`](LockLayer::lease_ttl), renewed in the background |
@@ -62,7 +63,7 @@
 //! # How a request goes through
 //!
 //! `poll_ready` asks the inner service only. `call` extracts the key; without one the
-//! request passes through (or is rejected). With one, the response future acquires the lock
+//! request is rejected (or, by choice, passes through: [`OnMissingKey`]). With one, the response future acquires the lock
 //! (queueing FIFO on the server up to the wait), inserts a [`HeldLock`] into the request,
 //! calls the inner service (the ready instance, a clone being left in its place) and keeps
 //! the guard while the inner future runs, watching the lease. When the inner future
@@ -76,7 +77,8 @@
 //! | key busy for the whole wait, or its queue full | [`Busy`](Error::Busy) | 503 + `Retry-After` (or 429 …) | `resource_exhausted` |
 //! | lock server down, draining, auth rejected, … | [`Unavailable`](Error::Unavailable) | 503 + `Retry-After` | `unavailable` |
 //! | lease lost during the request | [`LeaseLost`](Error::LeaseLost) | 503 + `Retry-After` | `unavailable` |
-//! | no key (when rejected), or a key that cannot be sent | [`MissingKey`](Error::MissingKey), [`InvalidKey`](Error::InvalidKey) | 400 | `invalid_argument` |
+//! | no key in the request (a renamed route?) | [`MissingKey`](Error::MissingKey) | 500 | `internal` |
+//! | no key, blamed on the client ([`OnMissingKey::BadRequest`]), or a key that cannot be sent | [`KeyNotInRequest`](Error::KeyNotInRequest), [`InvalidKey`](Error::InvalidKey) | 400 | `invalid_argument` |
 //!
 //! # tonic
 //!
@@ -85,12 +87,14 @@
 //!
 //! ```no_run
 //! # fn f(client: dflockd_core::Client) {
-//! use dflockd_tower::{LockLayer, header};
+//! use dflockd_tower::{LockLayer, OnMissingKey, header};
 //! use http::Request;
 //! let layer = LockLayer::new(client, |req: &Request<tonic::body::Body>| {
 //!     header(req, "x-account").map(|a| format!("account:{a}"))
 //! })
-//! .grpc();
+//! .grpc()
+//! // A call without `x-account` is the caller's mistake: `invalid_argument`.
+//! .on_missing_key(OnMissingKey::BadRequest);
 //! let server = tonic::transport::Server::builder().layer(layer);
 //! # let _ = server; }
 //! ```
@@ -103,6 +107,7 @@ mod error;
 mod held;
 mod key;
 mod lock;
+mod observe;
 mod policy;
 mod reject;
 
@@ -113,5 +118,6 @@ pub use key::{KeyExtractor, PathKey, header, key_from_path};
 pub use lock::future::{ErrorFuture, ResponseFuture};
 pub use lock::layer::{LockLayer, SemaphoreLayer};
 pub use lock::service::LockService;
-pub use policy::OnLeaseLoss;
+pub use observe::Counters;
+pub use policy::{OnLeaseLoss, OnMissingKey};
 pub use reject::{GrpcCode, RejectError, RejectResponse};

@@ -13,3 +13,30 @@ pub enum OnLeaseLoss {
     /// `outcome`). Handlers can still check [`HeldLock::is_held`](crate::HeldLock::is_held).
     Finish,
 }
+
+/// What happens to a request in which the key extractor finds no key.
+///
+/// A layer is usually meant to guard every request it sees, so a request without a key is
+/// most often a mistake in the configuration: a route renamed while the extractor still
+/// expects the old path, a layer added with `Router::layer` where `Router::route_layer` was
+/// meant, a header a proxy no longer sets. Running such a request unguarded would go
+/// unnoticed, so by default it is rejected, loudly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OnMissingKey {
+    /// Reject with [`Error::MissingKey`](crate::Error::MissingKey): HTTP 500, gRPC
+    /// `internal`, or the typed error; logged at `error` with the layer's
+    /// [name](crate::LockLayer::name) (at most once per 10 s, with a count of the others).
+    /// The default.
+    #[default]
+    Reject,
+    /// Reject with [`Error::KeyNotInRequest`](crate::Error::KeyNotInRequest): HTTP 400, gRPC
+    /// `invalid_argument`, or the typed error; logged at `debug`. For keys made from what
+    /// the client sends (a tenant header), whose absence is the client's mistake.
+    BadRequest,
+    /// Run the request unguarded, without a [`HeldLock`](crate::HeldLock): the explicit
+    /// opt-in for layers that guard only some of the requests they see. Counted
+    /// ([`Counters::passed_unguarded`](crate::Counters::passed_unguarded)) and logged at
+    /// `warn` the first time per layer.
+    PassThrough,
+}

@@ -12,7 +12,9 @@ use axum::extract::Path;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use dflockd_testkit::{TestServer, TestServers, unique_key};
-use dflockd_tower::{HeldLock, LockLayer, OnLeaseLoss, PathKey, SemaphoreLayer, header};
+use dflockd_tower::{
+    HeldLock, LockLayer, OnLeaseLoss, OnMissingKey, PathKey, SemaphoreLayer, header,
+};
 use http::{Request, StatusCode};
 use http_body_util::channel::{Channel, Sender};
 use http_body_util::{BodyExt, Empty};
@@ -477,7 +479,7 @@ async fn lock_server_down_gives_503_quickly() {
         server.kill();
         let app = Router::new()
             .route("/orders/{id}/pay", post(|| async { "paid" }))
-            .layer(LockLayer::new(lock_client(&lock_addr), order_key()));
+            .route_layer(LockLayer::new(lock_client(&lock_addr), order_key()));
         let addr = serve(app).await;
         let started = Instant::now();
         let reply = send(&http(), addr, "POST", "/orders/1/pay", &[]).await;
@@ -488,7 +490,7 @@ async fn lock_server_down_gives_503_quickly() {
             "{:?}",
             started.elapsed()
         );
-        // Routes without a key are not affected.
+        // Paths the router does not know never reach a route layer.
         let other = send(&http(), addr, "POST", "/orders/1/refund", &[]).await;
         assert_eq!(other.status, StatusCode::NOT_FOUND);
     })
@@ -496,7 +498,7 @@ async fn lock_server_down_gives_503_quickly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn requests_without_a_key_pass_or_are_rejected() {
+async fn requests_without_a_key_are_rejected_unless_told_otherwise() {
     bounded(async {
         let servers = TestServers::default_config(1).await.unwrap();
         let lock_addr = servers.addrs()[0].clone();
@@ -507,27 +509,77 @@ async fn requests_without_a_key_pass_or_are_rejected() {
             }
         };
         let by_header = |req: &Request<Body>| header(req, "x-key");
-        let lenient = Router::new()
-            .route("/", get(handler))
-            .layer(LockLayer::new(lock_client(&lock_addr), by_header));
-        let strict = Router::new()
-            .route("/", get(handler))
-            .layer(LockLayer::new(lock_client(&lock_addr), by_header).reject_missing_key(true));
-        let (lenient, strict) = (serve(lenient).await, serve(strict).await);
+        let layer = || LockLayer::new(lock_client(&lock_addr), by_header);
+        let app = |layer| Router::new().route("/", get(handler)).layer(layer);
+        let strict = layer().name("by x-key");
+        let client_error = layer().on_missing_key(OnMissingKey::BadRequest);
+        let lenient = layer().on_missing_key(OnMissingKey::PassThrough);
+        let counters = (strict.clone(), client_error.clone(), lenient.clone());
+        let strict = serve(app(strict)).await;
+        let client_error = serve(app(client_error)).await;
+        let lenient = serve(app(lenient)).await;
         let http = http();
         let key = unique_key("k");
 
-        let reply = send(&http, lenient, "GET", "/", &[]).await;
-        assert_eq!(
-            (reply.status, reply.body.as_str()),
-            (StatusCode::OK, "unlocked")
-        );
-        let reply = send(&http, lenient, "GET", "/", &[("x-key", &key)]).await;
-        assert_eq!(reply.body, format!("locked {key}"));
         let reply = send(&http, strict, "GET", "/", &[]).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{reply:?}");
+        assert!(reply.body.contains("by x-key"), "{reply:?}");
+        let reply = send(&http, client_error, "GET", "/", &[]).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
-        let reply = send(&http, strict, "GET", "/", &[("x-key", &key)]).await;
-        assert_eq!(reply.status, StatusCode::OK);
+        for _ in 0..2 {
+            let reply = send(&http, lenient, "GET", "/", &[]).await;
+            assert_eq!(
+                (reply.status, reply.body.as_str()),
+                (StatusCode::OK, "unlocked")
+            );
+        }
+        for addr in [strict, client_error, lenient] {
+            let reply = send(&http, addr, "GET", "/", &[("x-key", &key)]).await;
+            assert_eq!(reply.body, format!("locked {key}"));
+        }
+        assert_eq!(counters.0.counters().missing_key_rejected, 1);
+        assert_eq!(counters.1.counters().missing_key_rejected, 1);
+        assert_eq!(counters.2.counters().passed_unguarded, 2);
+        assert_eq!(counters.2.counters().missing_key_rejected, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_renamed_route_cannot_run_unguarded() {
+    bounded(async {
+        let servers = TestServers::default_config(1).await.unwrap();
+        let lock_addr = servers.addrs()[0].clone();
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // The route was renamed from `/orders/{id}/pay`; the layer's key was not.
+        let app = |layer: LockLayer<PathKey>| {
+            let ran = ran.clone();
+            Router::new()
+                .route(
+                    "/orders/{id}/checkout",
+                    post(move || {
+                        ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async { "paid" }
+                    }),
+                )
+                .route_layer(layer)
+        };
+        let layer = LockLayer::new(lock_client(&lock_addr), order_key());
+        let strict = serve(app(layer.clone())).await;
+        let reply = send(&http(), strict, "POST", "/orders/7/checkout", &[]).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{reply:?}");
+        assert!(
+            reply.body.contains("/orders/{id}/pay -> order:{id}"),
+            "the rejection names the layer: {reply:?}"
+        );
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(layer.counters().missing_key_rejected, 1);
+
+        // Unguarded only with the opt-in.
+        let lenient = serve(app(layer.on_missing_key(OnMissingKey::PassThrough))).await;
+        let reply = send(&http(), lenient, "POST", "/orders/7/checkout", &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
     })
     .await;
 }

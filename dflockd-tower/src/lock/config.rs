@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use dflockd_core::Client;
 
-use crate::OnLeaseLoss;
+use crate::observe::Observed;
+use crate::{OnLeaseLoss, OnMissingKey};
 
 /// The wait when none is configured.
 pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(10);
@@ -21,9 +22,11 @@ pub(crate) struct Settings {
     pub(crate) lease: Option<Duration>,
     pub(crate) wait: Duration,
     pub(crate) use_request_deadline: bool,
-    pub(crate) reject_missing_key: bool,
+    pub(crate) on_missing_key: OnMissingKey,
     pub(crate) on_loss: OnLeaseLoss,
     pub(crate) hold_for_body: bool,
+    /// The name in logs and errors; `None` for the extractor's own description.
+    pub(crate) name: Option<Arc<str>>,
 }
 
 /// Everything a service needs, shared by its clones: the one configuration struct of a layer.
@@ -31,6 +34,8 @@ pub(crate) struct Shared<K, R> {
     pub(crate) settings: Settings,
     pub(crate) extractor: Arc<K>,
     pub(crate) reject: Arc<R>,
+    /// Counters and log switches: shared by clones of the layer, not reset by a setter.
+    pub(crate) observed: Arc<Observed>,
 }
 
 impl<K, R> Shared<K, R> {
@@ -42,12 +47,14 @@ impl<K, R> Shared<K, R> {
                 lease: None,
                 wait: DEFAULT_WAIT,
                 use_request_deadline: true,
-                reject_missing_key: false,
+                on_missing_key: OnMissingKey::Reject,
                 on_loss: OnLeaseLoss::Abort,
                 hold_for_body: false,
+                name: None,
             },
             extractor: Arc::new(extractor),
             reject: Arc::new(reject),
+            observed: Arc::default(),
         }
     }
 
@@ -57,6 +64,7 @@ impl<K, R> Shared<K, R> {
             settings: self.settings,
             extractor: self.extractor,
             reject: Arc::new(reject),
+            observed: self.observed,
         }
     }
 
@@ -75,6 +83,7 @@ impl<K, R> Clone for Shared<K, R> {
             settings: self.settings.clone(),
             extractor: self.extractor.clone(),
             reject: self.reject.clone(),
+            observed: self.observed.clone(),
         }
     }
 }
@@ -84,6 +93,7 @@ impl<K, R: fmt::Debug> fmt::Debug for Shared<K, R> {
         f.debug_struct("Shared")
             .field("settings", &self.settings)
             .field("reject", &self.reject)
+            .field("counters", &self.observed.snapshot())
             .finish_non_exhaustive()
     }
 }

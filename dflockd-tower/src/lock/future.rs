@@ -282,7 +282,7 @@ fn record_rejection(span: &Span, error: &Error) {
     let outcome = match error {
         Error::Busy { .. } => "busy",
         Error::Unavailable { .. } => "unavailable",
-        Error::InvalidKey { .. } | Error::MissingKey => "invalid_key",
+        Error::InvalidKey { .. } => "invalid_key",
         _ => "config",
     };
     span.record("outcome", outcome);

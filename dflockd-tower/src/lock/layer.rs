@@ -13,7 +13,7 @@ use tower_layer::Layer;
 use super::config::Shared;
 use super::service::LockService;
 use crate::reject::{GrpcCode, RejectError, RejectResponse};
-use crate::{Error, OnLeaseLoss};
+use crate::{Counters, Error, OnLeaseLoss, OnMissingKey};
 
 /// A layer that runs each request under a distributed lock on a key derived from the
 /// request: one request per key at a time, across every replica that uses the same lock
@@ -28,7 +28,8 @@ use crate::{Error, OnLeaseLoss};
 /// async fn pay() -> &'static str { "paid" }
 /// let app = Router::new()
 ///     .route("/orders/{id}/pay", post(pay))
-///     .layer(
+///     // Only the routes above; other paths get their 404 without a lock.
+///     .route_layer(
 ///         LockLayer::new(client, PathKey::new("/orders/{id}/pay", "order:{id}")?)
 ///             .wait(Duration::from_secs(5))
 ///             .lease_ttl(Duration::from_secs(30)),
@@ -37,7 +38,7 @@ use crate::{Error, OnLeaseLoss};
 /// ```
 ///
 /// Defaults: wait 10 s, the client's lease, the request's `grpc-timeout` bounds the wait,
-/// requests without a key pass through, the inner future is dropped on lease loss, the lock
+/// requests without a key are rejected (HTTP 500, [`OnMissingKey`]), the inner future is dropped on lease loss, the lock
 /// is released before the response is passed on, rejections are HTTP responses
 /// ([`RejectResponse`]).
 pub struct LockLayer<K, R = RejectResponse> {
@@ -81,12 +82,29 @@ impl<K, R> LockLayer<K, R> {
         self
     }
 
-    /// Whether a request without a key is rejected ([`Error::MissingKey`], HTTP 400)
-    /// instead of passing through unguarded. Default is false (pass through).
+    /// What happens to a request in which the extractor finds no key: rejected as a
+    /// configuration mistake (HTTP 500), rejected as the client's (HTTP 400), or run
+    /// unguarded; see [`OnMissingKey`]. Default is [`OnMissingKey::Reject`].
     #[must_use]
-    pub fn reject_missing_key(mut self, reject: bool) -> Self {
-        self.shared.settings.reject_missing_key = reject;
+    pub fn on_missing_key(mut self, policy: OnMissingKey) -> Self {
+        self.shared.settings.on_missing_key = policy;
         self
+    }
+
+    /// The layer's name in logs and in [`Error::MissingKey`]. Default is the extractor's
+    /// [description](crate::KeyExtractor::describe): a [`PathKey`](crate::PathKey)'s pattern
+    /// and template, a closure's type name (which names the function it was written in).
+    #[must_use]
+    pub fn name(mut self, name: &str) -> Self {
+        self.shared.settings.name = Some(name.into());
+        self
+    }
+
+    /// What the layer has counted so far (requests without a key, ...), shared by its
+    /// clones and every service it made: keep a clone of the layer to read them.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        self.shared.observed.snapshot()
     }
 
     /// What happens when the lease is lost during a request. Default is
@@ -205,7 +223,7 @@ impl<S, K, R> Layer<S> for LockLayer<K, R> {
 ///
 /// ```no_run
 /// use axum::{Router, routing::get, http::{Request, StatusCode}};
-/// use dflockd_tower::{SemaphoreLayer, header};
+/// use dflockd_tower::{OnMissingKey, SemaphoreLayer, header};
 /// use std::time::Duration;
 ///
 /// # fn app(client: dflockd_core::Client) -> Router {
@@ -216,7 +234,8 @@ impl<S, K, R> Layer<S> for LockLayer<K, R> {
 ///         SemaphoreLayer::new(client, 5, |req: &Request<_>| header(req, "x-tenant"))
 ///             .wait(Duration::ZERO)
 ///             .busy_status(StatusCode::TOO_MANY_REQUESTS)
-///             .reject_missing_key(true),
+///             // No tenant header: the client's mistake.
+///             .on_missing_key(OnMissingKey::BadRequest),
 ///     );
 /// # app }
 /// ```
@@ -265,12 +284,29 @@ impl<K, R> SemaphoreLayer<K, R> {
         self
     }
 
-    /// Whether a request without a key is rejected ([`Error::MissingKey`], HTTP 400)
-    /// instead of passing through unguarded. Default is false (pass through).
+    /// What happens to a request in which the extractor finds no key: rejected as a
+    /// configuration mistake (HTTP 500), rejected as the client's (HTTP 400), or run
+    /// unguarded; see [`OnMissingKey`]. Default is [`OnMissingKey::Reject`].
     #[must_use]
-    pub fn reject_missing_key(mut self, reject: bool) -> Self {
-        self.shared.settings.reject_missing_key = reject;
+    pub fn on_missing_key(mut self, policy: OnMissingKey) -> Self {
+        self.shared.settings.on_missing_key = policy;
         self
+    }
+
+    /// The layer's name in logs and in [`Error::MissingKey`]. Default is the extractor's
+    /// [description](crate::KeyExtractor::describe): a [`PathKey`](crate::PathKey)'s pattern
+    /// and template, a closure's type name (which names the function it was written in).
+    #[must_use]
+    pub fn name(mut self, name: &str) -> Self {
+        self.shared.settings.name = Some(name.into());
+        self
+    }
+
+    /// What the layer has counted so far (requests without a key, ...), shared by its
+    /// clones and every service it made: keep a clone of the layer to read them.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        self.shared.observed.snapshot()
     }
 
     /// What happens when the lease is lost during a request. Default is

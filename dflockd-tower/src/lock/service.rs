@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dflockd_core::Guard;
@@ -16,7 +16,7 @@ use super::future::{ErrorFuture, Machine, Options, ResponseFuture};
 use crate::body::{BoxError, GuardedBody};
 use crate::deadline::request_deadline;
 use crate::reject::{RejectError, RejectResponse};
-use crate::{Error, KeyExtractor, OnLeaseLoss};
+use crate::{Error, KeyExtractor, OnLeaseLoss, OnMissingKey};
 
 /// The service made by [`LockLayer`](crate::LockLayer) and
 /// [`SemaphoreLayer`](crate::SemaphoreLayer).
@@ -164,15 +164,56 @@ where
 }
 
 impl<S, K, R> LockService<S, K, R> {
+    /// A request in which the extractor found no key: the layer's [`OnMissingKey`] policy.
     fn without_key<Req>(&mut self, request: Req) -> Machine<S, Req>
     where
         S: Service<Req>,
+        K: KeyExtractor<Req>,
     {
-        if self.shared.settings.reject_missing_key {
-            tracing::debug!("request without a lock key rejected");
-            Machine::reject(Error::MissingKey)
-        } else {
-            Machine::pass(self.inner.call(request))
+        let observed = &self.shared.observed;
+        match self.shared.settings.on_missing_key {
+            OnMissingKey::PassThrough => {
+                if observed.passed_unguarded() {
+                    tracing::warn!(
+                        layer = %self.name(),
+                        "a request without a lock key runs unguarded (OnMissingKey::PassThrough); \
+                         logged once per layer, counted in Counters::passed_unguarded"
+                    );
+                }
+                Machine::pass(self.inner.call(request))
+            }
+            OnMissingKey::BadRequest => {
+                observed.missing_key_rejected();
+                let layer = self.name();
+                tracing::debug!(%layer, "request without a lock key rejected as a bad request");
+                Machine::reject(Error::KeyNotInRequest { layer })
+            }
+            OnMissingKey::Reject => {
+                observed.missing_key_rejected();
+                let layer = self.name();
+                if let Some(held_back) = observed.missing_key_log.admit(Instant::now()) {
+                    tracing::error!(
+                        %layer,
+                        similar_since_last = held_back,
+                        "request without a lock key rejected (HTTP 500 / gRPC internal): the \
+                         layer's key extractor found no key in it; a renamed route? A layer \
+                         meant for Router::route_layer? To run such requests unguarded, set \
+                         on_missing_key(OnMissingKey::PassThrough)"
+                    );
+                }
+                Machine::reject(Error::MissingKey { layer })
+            }
+        }
+    }
+
+    /// The layer's name: the configured one, or the extractor's description.
+    fn name<Req>(&self) -> String
+    where
+        K: KeyExtractor<Req>,
+    {
+        match &self.shared.settings.name {
+            Some(name) => name.to_string(),
+            None => self.shared.extractor.describe(),
         }
     }
 }
