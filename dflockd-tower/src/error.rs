@@ -156,6 +156,26 @@ impl Error {
     }
 }
 
+/// Whether `error` means the lock server cannot be reached (see
+/// [`OnUnreachable`](crate::OnUnreachable) for the list and the reasons).
+pub(crate) fn is_unreachable(error: &dflockd_core::Error) -> bool {
+    use dflockd_core::Error as E;
+    match error {
+        // A TLS handshake refused (certificate, protocol) or a server name TLS cannot use:
+        // configuration, not reachability.
+        E::Connect { source, .. } => !matches!(
+            source.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+        ),
+        E::Io { .. }
+        | E::ConnectionClosed { .. }
+        | E::RequestTimeout { .. }
+        | E::Draining { .. }
+        | E::NotLeader { .. } => true,
+        _ => false,
+    }
+}
+
 fn truncate(mut key: String) -> String {
     if key.len() > 64 {
         let mut end = 64;
@@ -191,6 +211,60 @@ mod tests {
             e(InvalidInput::ZeroLimit.into()),
             Error::Config { .. }
         ));
+    }
+
+    #[test]
+    fn unreachable_is_the_connection_level_only() {
+        use dflockd_core::Error as E;
+        use std::io::ErrorKind;
+        let connect = |kind: ErrorKind| E::Connect {
+            server: "s".into(),
+            source: kind.into(),
+        };
+        let server = || "s".to_owned();
+        let key = || "k".to_owned();
+        let unreachable = [
+            connect(ErrorKind::ConnectionRefused),
+            connect(ErrorKind::TimedOut),
+            connect(ErrorKind::NotFound),
+            E::Io {
+                server: server(),
+                source: ErrorKind::ConnectionReset.into(),
+            },
+            E::ConnectionClosed {
+                server: server(),
+                reason: "eof".into(),
+            },
+            E::RequestTimeout {
+                server: server(),
+                after: Duration::from_secs(5),
+            },
+            E::Draining { server: server() },
+            E::NotLeader {
+                server: server(),
+                leader: None,
+            },
+        ];
+        for e in &unreachable {
+            assert!(is_unreachable(e), "{e:?}");
+        }
+        let reachable = [
+            connect(ErrorKind::InvalidData),
+            connect(ErrorKind::InvalidInput),
+            E::Timeout { key: key() },
+            E::MaxWaiters { key: key() },
+            E::MaxLocks { key: key() },
+            E::LimitMismatch { key: key() },
+            E::AuthRejected { server: server() },
+            E::Protocol {
+                server: server(),
+                reason: "x",
+            },
+            InvalidInput::EmptyKey.into(),
+        ];
+        for e in &reachable {
+            assert!(!is_unreachable(e), "{e:?}");
+        }
     }
 
     #[test]

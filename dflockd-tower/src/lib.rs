@@ -48,6 +48,7 @@
 //! | at most N requests per key at once | [`SemaphoreLayer`] |
 //! | key from the request | [`KeyExtractor`] (any `Fn(&Req) -> Option<String>`), [`PathKey`], [`key_from_path`], [`header`] |
 //! | requests without a key | rejected (500) by default; 400 or unguarded by choice: [`on_missing_key`](LockLayer::on_missing_key), [`OnMissingKey`] |
+//! | lock server unreachable | fail closed (503 / `unavailable`) by default, or run unguarded: [`on_unreachable`](LockLayer::on_unreachable), [`OnUnreachable`] |
 //! | counters (requests without a key, ...) | [`counters`](LockLayer::counters), [`Counters`] |
 //! | wait in FIFO order, or reject at once | [`wait`](LockLayer::wait) (zero = reject when busy) |
 //! | the request's deadline bounds the wait | [`use_request_deadline`](LockLayer::use_request_deadline) (`grpc-timeout`) |
@@ -75,7 +76,7 @@
 //! | what went wrong | [`Error`] | HTTP (default) | gRPC |
 //! |---|---|---|---|
 //! | key busy for the whole wait, or its queue full | [`Busy`](Error::Busy) | 503 + `Retry-After` (or 429 …) | `resource_exhausted` |
-//! | lock server down, draining, auth rejected, … | [`Unavailable`](Error::Unavailable) | 503 + `Retry-After` | `unavailable` |
+//! | lock server down, draining, auth rejected, … (unless it [fails open](OnUnreachable::FailOpen)) | [`Unavailable`](Error::Unavailable) | 503 + `Retry-After` | `unavailable` |
 //! | lease lost during the request | [`LeaseLost`](Error::LeaseLost) | 503 + `Retry-After` | `unavailable` |
 //! | no key in the request (a renamed route?) | [`MissingKey`](Error::MissingKey) | 500 | `internal` |
 //! | no key, blamed on the client ([`OnMissingKey::BadRequest`]), or a key that cannot be sent | [`KeyNotInRequest`](Error::KeyNotInRequest), [`InvalidKey`](Error::InvalidKey) | 400 | `invalid_argument` |
@@ -119,5 +120,5 @@ pub use lock::future::{ErrorFuture, ResponseFuture};
 pub use lock::layer::{LockLayer, SemaphoreLayer};
 pub use lock::service::LockService;
 pub use observe::Counters;
-pub use policy::{OnLeaseLoss, OnMissingKey};
+pub use policy::{OnLeaseLoss, OnMissingKey, OnUnreachable};
 pub use reject::{GrpcCode, RejectError, RejectResponse};

@@ -16,6 +16,9 @@ pub struct Counters {
     /// Requests without a key that ran unguarded
     /// ([`OnMissingKey::PassThrough`](crate::OnMissingKey::PassThrough)).
     pub passed_unguarded: u64,
+    /// Requests that ran unguarded because the lock server could not be reached
+    /// ([`OnUnreachable::FailOpen`](crate::OnUnreachable::FailOpen)).
+    pub failed_open: u64,
 }
 
 /// The live counters and the once-only and rate-limited log switches of one layer.
@@ -23,10 +26,13 @@ pub struct Counters {
 pub(crate) struct Observed {
     missing_key_rejected: AtomicU64,
     passed_unguarded: AtomicU64,
+    failed_open: AtomicU64,
     /// Set by the first request that passed without a key.
     passed_unguarded_logged: AtomicBool,
     /// Rejections for a missing key are logged at most once per period.
     pub(crate) missing_key_log: LogGate,
+    /// Requests that fail open are logged at most once per period.
+    pub(crate) failed_open_log: LogGate,
 }
 
 impl Observed {
@@ -34,11 +40,16 @@ impl Observed {
         Counters {
             missing_key_rejected: self.missing_key_rejected.load(Ordering::Relaxed),
             passed_unguarded: self.passed_unguarded.load(Ordering::Relaxed),
+            failed_open: self.failed_open.load(Ordering::Relaxed),
         }
     }
 
     pub(crate) fn missing_key_rejected(&self) {
         self.missing_key_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn failed_open(&self) {
+        self.failed_open.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request that passed without a key; true the first time (to log it).

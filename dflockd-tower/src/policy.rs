@@ -40,3 +40,43 @@ pub enum OnMissingKey {
     /// `warn` the first time per layer.
     PassThrough,
 }
+
+/// What happens to a request when the lock server cannot be reached.
+///
+/// "Cannot be reached" means the connection level, where retrying elsewhere or later is the
+/// only remedy: connecting failed or timed out ([`Connect`], except a TLS handshake the
+/// server or the client refused, which is configuration), the connection failed or closed
+/// mid-request ([`Io`], [`ConnectionClosed`]), no answer within the client's request timeout
+/// ([`RequestTimeout`]), the server is shutting down ([`Draining`]) or is not the cluster
+/// leader ([`NotLeader`]).
+///
+/// Never: a busy key (the server works; [`Error::Busy`](crate::Error::Busy) either way),
+/// rejected credentials, a rejected TLS handshake, the server's key table full, a limit
+/// mismatch, a protocol violation. These fail closed whatever the policy, since failing open
+/// on them would switch the guard off until someone fixes the configuration.
+///
+/// A server that accepts connections but does not answer within the layer's
+/// [wait](crate::LockLayer::wait) looks busy: the wait runs out before the client's own
+/// timeouts do.
+///
+/// [`Connect`]: dflockd_core::Error::Connect
+/// [`Io`]: dflockd_core::Error::Io
+/// [`ConnectionClosed`]: dflockd_core::Error::ConnectionClosed
+/// [`RequestTimeout`]: dflockd_core::Error::RequestTimeout
+/// [`Draining`]: dflockd_core::Error::Draining
+/// [`NotLeader`]: dflockd_core::Error::NotLeader
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OnUnreachable {
+    /// Reject with [`Error::Unavailable`](crate::Error::Unavailable): HTTP 503 with
+    /// `Retry-After`, gRPC `unavailable`, or the typed error. The default: a guard that
+    /// cannot be taken is not given.
+    #[default]
+    FailClosed,
+    /// Run the request unguarded, without a [`HeldLock`](crate::HeldLock) (handlers that
+    /// must not run unguarded can insist on one). Counted
+    /// ([`Counters::failed_open`](crate::Counters::failed_open)) and logged at `warn`, at
+    /// most once per 10 s with a count of the others. For guards that protect capacity
+    /// rather than correctness, such as per-tenant limits.
+    FailOpen,
+}

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use dflockd_testkit::{TestServer, TestServers, unique_key};
 use dflockd_tower::{
-    HeldLock, LockLayer, OnLeaseLoss, OnMissingKey, PathKey, SemaphoreLayer, header,
+    HeldLock, LockLayer, OnLeaseLoss, OnMissingKey, OnUnreachable, PathKey, SemaphoreLayer, header,
 };
 use http::{Request, StatusCode};
 use http_body_util::channel::{Channel, Sender};
@@ -580,6 +580,98 @@ async fn a_renamed_route_cannot_run_unguarded() {
         let reply = send(&http(), lenient, "POST", "/orders/7/checkout", &[]).await;
         assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
         assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+    })
+    .await;
+}
+
+/// A handler that says whether it runs under a lock.
+async fn locked_or_not(lock: Option<Extension<HeldLock>>) -> &'static str {
+    if lock.is_some() {
+        "locked"
+    } else {
+        "unguarded"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_server_fails_closed_or_open_as_configured() {
+    bounded(async {
+        let server = TestServer::start().await.unwrap();
+        let lock_addr = server.addr_string();
+        let app = |layer| {
+            Router::new()
+                .route("/orders/{id}/pay", post(locked_or_not))
+                .route_layer(layer)
+        };
+        let closed = LockLayer::new(lock_client(&lock_addr), order_key());
+        let open = LockLayer::new(lock_client(&lock_addr), order_key())
+            .on_unreachable(OnUnreachable::FailOpen);
+        let closed_addr = serve(app(closed.clone())).await;
+        let open_addr = serve(app(open.clone())).await;
+        let http = http();
+        let path = format!("/orders/{}/pay", unique_key("o"));
+
+        // While the server is up, both guard.
+        for addr in [closed_addr, open_addr] {
+            assert_eq!(send(&http, addr, "POST", &path, &[]).await.body, "locked");
+        }
+        server.kill();
+        let reply = send(&http, closed_addr, "POST", &path, &[]).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert!(reply.body.contains("unavailable"), "{reply:?}");
+        assert!(reply.headers.contains_key("retry-after"));
+        for _ in 0..2 {
+            let reply = send(&http, open_addr, "POST", &path, &[]).await;
+            assert_eq!(
+                (reply.status, reply.body.as_str()),
+                (StatusCode::OK, "unguarded")
+            );
+        }
+        assert_eq!(closed.counters().failed_open, 0);
+        assert_eq!(open.counters().failed_open, 2);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_open_covers_neither_a_busy_key_nor_rejected_credentials() {
+    bounded(async {
+        let server = TestServer::builder()
+            .auth_token("secret")
+            .start()
+            .await
+            .unwrap();
+        let lock_addr = server.addr_string();
+        let authed = dflockd_core::Client::builder()
+            .servers([lock_addr.clone()])
+            .auth_token("secret")
+            .build()
+            .unwrap();
+        let app = |layer: LockLayer<PathKey>| {
+            Router::new()
+                .route("/orders/{id}/pay", post(locked_or_not))
+                .route_layer(layer.on_unreachable(OnUnreachable::FailOpen))
+        };
+        let busy_layer = LockLayer::new(authed.clone(), order_key()).wait(Duration::ZERO);
+        // No token: the server answers error_auth.
+        let unauthed_layer = LockLayer::new(lock_client(&lock_addr), order_key());
+        let busy_addr = serve(app(busy_layer.clone())).await;
+        let unauthed_addr = serve(app(unauthed_layer.clone())).await;
+        let http = http();
+        let id = unique_key("o");
+        let path = format!("/orders/{id}/pay");
+
+        let holder = authed.lock(format!("order:{id}")).acquire().await.unwrap();
+        let reply = send(&http, busy_addr, "POST", &path, &[]).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert!(reply.body.contains("busy"), "{reply:?}");
+        holder.release().await.unwrap();
+
+        let reply = send(&http, unauthed_addr, "POST", &path, &[]).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert!(reply.body.contains("unavailable"), "{reply:?}");
+        assert_eq!(busy_layer.counters().failed_open, 0);
+        assert_eq!(unauthed_layer.counters().failed_open, 0);
     })
     .await;
 }

@@ -1,23 +1,43 @@
-//! How a request's lock or semaphore slot is acquired.
+//! How a request's lock or semaphore slot is acquired, and what happens when the lock server
+//! cannot be reached.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dflockd_core::Guard;
 
 use super::config::Settings;
+use crate::OnUnreachable;
+use crate::error::is_unreachable;
+use crate::observe::Observed;
 
-/// What the boxed acquisition yields: the guard, `Err(None)` when the layer's own wait ran
-/// out first, or the client's error.
+/// What a request runs under.
+pub(crate) enum Acquired {
+    /// The lock or slot, held.
+    Held(Guard),
+    /// Nothing: the lock server could not be reached and the layer fails open.
+    Unguarded,
+}
+
+/// What the boxed acquisition yields: what the request runs under, `Err(None)` when the
+/// layer's own wait ran out first, or the client's error.
 pub(crate) type AcquireFuture =
-    Pin<Box<dyn Future<Output = Result<Guard, Option<dflockd_core::Error>>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<Acquired, Option<dflockd_core::Error>>> + Send>>;
 
 /// The acquisition, bounded by `wait` here as well as on the server (which counts whole
 /// seconds).
-pub(crate) fn acquire(settings: &Settings, key: String, wait: Duration) -> AcquireFuture {
+pub(crate) fn acquire(
+    settings: &Settings,
+    observed: &Arc<Observed>,
+    key: String,
+    wait: Duration,
+) -> AcquireFuture {
     let client = settings.client.clone();
     let (limit, lease) = (settings.limit, settings.lease);
+    let fail_open = settings.on_unreachable == OnUnreachable::FailOpen;
+    let observed = observed.clone();
     let acquire = async move {
         match limit {
             None => {
@@ -37,7 +57,7 @@ pub(crate) fn acquire(settings: &Settings, key: String, wait: Duration) -> Acqui
         }
     };
     Box::pin(async move {
-        if wait.is_zero() {
+        let acquired = if wait.is_zero() {
             acquire.await.map_err(Some)
         } else {
             // The acquisition is cancel safe: dropping it leaves the server's queue.
@@ -45,6 +65,23 @@ pub(crate) fn acquire(settings: &Settings, key: String, wait: Duration) -> Acqui
                 Ok(acquired) => acquired.map_err(Some),
                 Err(_) => Err(None),
             }
+        };
+        match acquired {
+            Ok(guard) => Ok(Acquired::Held(guard)),
+            Err(Some(error)) if fail_open && is_unreachable(&error) => {
+                observed.failed_open();
+                // In the request's span, which names the key.
+                if let Some(held_back) = observed.failed_open_log.admit(Instant::now()) {
+                    tracing::warn!(
+                        %error,
+                        similar_since_last = held_back,
+                        "lock server unreachable: the request runs unguarded \
+                         (OnUnreachable::FailOpen, counted in Counters::failed_open)"
+                    );
+                }
+                Ok(Acquired::Unguarded)
+            }
+            Err(failure) => Err(failure),
         }
     })
 }

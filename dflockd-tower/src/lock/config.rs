@@ -8,7 +8,7 @@ use std::time::Duration;
 use dflockd_core::Client;
 
 use crate::observe::Observed;
-use crate::{OnLeaseLoss, OnMissingKey};
+use crate::{OnLeaseLoss, OnMissingKey, OnUnreachable};
 
 /// The wait when none is configured.
 pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(10);
@@ -23,6 +23,7 @@ pub(crate) struct Settings {
     pub(crate) wait: Duration,
     pub(crate) use_request_deadline: bool,
     pub(crate) on_missing_key: OnMissingKey,
+    pub(crate) on_unreachable: OnUnreachable,
     pub(crate) on_loss: OnLeaseLoss,
     pub(crate) hold_for_body: bool,
     /// The name in logs and errors; `None` for the extractor's own description.
@@ -48,6 +49,7 @@ impl<K, R> Shared<K, R> {
                 wait: DEFAULT_WAIT,
                 use_request_deadline: true,
                 on_missing_key: OnMissingKey::Reject,
+                on_unreachable: OnUnreachable::FailClosed,
                 on_loss: OnLeaseLoss::Abort,
                 hold_for_body: false,
                 name: None,

@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 use tracing::Span;
 
-use super::acquire::AcquireFuture;
+use super::acquire::{AcquireFuture, Acquired};
 use crate::Error;
 use crate::body::{GuardedBody, Hold};
 use crate::reject::RejectResponse;
@@ -160,7 +160,18 @@ impl<S: Service<Req>, Req> Machine<S, Req> {
                     let waited = started.elapsed();
                     this.span.record("wait_ms", millis(waited));
                     let guard = match acquired {
-                        Ok(guard) => guard,
+                        Ok(Acquired::Held(guard)) => guard,
+                        Ok(Acquired::Unguarded) => {
+                            this.span.record("outcome", "failed_open");
+                            let request = request.take().expect("request taken twice");
+                            let future = service.call(request);
+                            this.state.set(State::Calling {
+                                future,
+                                guard: None,
+                                lost: None,
+                            });
+                            continue;
+                        }
                         Err(failure) => {
                             let key = std::mem::take(this.key);
                             let error = match failure {

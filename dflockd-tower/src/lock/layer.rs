@@ -13,7 +13,7 @@ use tower_layer::Layer;
 use super::config::Shared;
 use super::service::LockService;
 use crate::reject::{GrpcCode, RejectError, RejectResponse};
-use crate::{Counters, Error, OnLeaseLoss, OnMissingKey};
+use crate::{Counters, Error, OnLeaseLoss, OnMissingKey, OnUnreachable};
 
 /// A layer that runs each request under a distributed lock on a key derived from the
 /// request: one request per key at a time, across every replica that uses the same lock
@@ -88,6 +88,15 @@ impl<K, R> LockLayer<K, R> {
     #[must_use]
     pub fn on_missing_key(mut self, policy: OnMissingKey) -> Self {
         self.shared.settings.on_missing_key = policy;
+        self
+    }
+
+    /// What happens to a request when the lock server cannot be reached: rejected (503 /
+    /// `unavailable`) or run unguarded; see [`OnUnreachable`] for what counts as
+    /// unreachable. Default is [`OnUnreachable::FailClosed`].
+    #[must_use]
+    pub fn on_unreachable(mut self, policy: OnUnreachable) -> Self {
+        self.shared.settings.on_unreachable = policy;
         self
     }
 
@@ -290,6 +299,15 @@ impl<K, R> SemaphoreLayer<K, R> {
     #[must_use]
     pub fn on_missing_key(mut self, policy: OnMissingKey) -> Self {
         self.shared.settings.on_missing_key = policy;
+        self
+    }
+
+    /// What happens to a request when the lock server cannot be reached: rejected (503 /
+    /// `unavailable`) or run unguarded; see [`OnUnreachable`] for what counts as
+    /// unreachable. Default is [`OnUnreachable::FailClosed`].
+    #[must_use]
+    pub fn on_unreachable(mut self, policy: OnUnreachable) -> Self {
+        self.shared.settings.on_unreachable = policy;
         self
     }
 

@@ -94,7 +94,7 @@ impl<S, K, R> LockService<S, K, R> {
             wait_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let acquire = acquire(settings, key.clone(), wait);
+        let acquire = acquire(settings, &self.shared.observed, key.clone(), wait);
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let options = Options {
