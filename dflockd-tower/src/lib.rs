@@ -115,7 +115,7 @@ mod reject;
 pub use body::{BoxError, GuardedBody};
 pub use error::Error;
 pub use held::HeldLock;
-pub use key::{KeyExtractor, PathKey, header, key_from_path};
+pub use key::{KeyExtractor, PathKey, Slot, header, key_from_path};
 pub use lock::future::{ErrorFuture, ResponseFuture};
 pub use lock::layer::{LockLayer, SemaphoreLayer};
 pub use lock::service::LockService;

@@ -13,7 +13,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use dflockd_testkit::{TestServer, TestServers, unique_key};
 use dflockd_tower::{
-    HeldLock, LockLayer, OnLeaseLoss, OnMissingKey, OnUnreachable, PathKey, SemaphoreLayer, header,
+    HeldLock, LockLayer, OnLeaseLoss, OnMissingKey, OnUnreachable, PathKey, SemaphoreLayer, Slot,
+    header,
 };
 use http::{Request, StatusCode};
 use http_body_util::channel::{Channel, Sender};
@@ -672,6 +673,85 @@ async fn failing_open_covers_neither_a_busy_key_nor_rejected_credentials() {
         assert!(reply.body.contains("unavailable"), "{reply:?}");
         assert_eq!(busy_layer.counters().failed_open, 0);
         assert_eq!(unauthed_layer.counters().failed_open, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_premium_tenant_gets_its_larger_limit() {
+    bounded(async {
+        const PREMIUM: u32 = 8;
+        const FREE: u32 = 2;
+        let servers = TestServers::default_config(1).await.unwrap();
+        let client = lock_client(&servers.addrs()[0]);
+        let probe = Probe::default();
+        let gate = Arc::new(Semaphore::new(0));
+        let (entered_tx, mut entered) = mpsc::unbounded_channel::<String>();
+        let (premium, free) = (unique_key("premium"), unique_key("free"));
+        let (p, g, is_premium) = (probe.clone(), gate.clone(), premium.clone());
+        let app = Router::new()
+            .route(
+                "/work",
+                get(
+                    move |headers: http::HeaderMap, Extension(lock): Extension<HeldLock>| {
+                        let (p, g, tx) = (p.clone(), g.clone(), entered_tx.clone());
+                        async move {
+                            let tenant = headers["x-tenant"].to_str().unwrap().to_owned();
+                            let _in = InFlight::new(&p, &tenant);
+                            tx.send(tenant).unwrap();
+                            // Closed at the end of the test: then everyone goes on.
+                            let _ = g.acquire().await;
+                            format!("limit {}", lock.limit())
+                        }
+                    },
+                ),
+            )
+            .route_layer(
+                SemaphoreLayer::new(client, FREE, move |req: &Request<Body>| {
+                    let tenant = header(req, "x-tenant")?;
+                    let limit = if tenant == is_premium { PREMIUM } else { FREE };
+                    Some(Slot::new(tenant, limit))
+                })
+                // Over the limit: refused at once, so that what runs is exactly the limit.
+                .wait(Duration::ZERO),
+            );
+        let addr = serve(app).await;
+        let http = http();
+
+        let mut requests = JoinSet::new();
+        for (tenant, n) in [(&premium, PREMIUM + 2), (&free, FREE + 2)] {
+            for _ in 0..n {
+                let (http, tenant) = (http.clone(), tenant.clone());
+                requests.spawn(async move {
+                    let reply = send(&http, addr, "GET", "/work", &[("x-tenant", &tenant)]).await;
+                    (tenant, reply)
+                });
+            }
+        }
+        // Every request either runs (and waits for the gate) or is refused at once.
+        let mut refused: Vec<String> = Vec::new();
+        while refused.len() < 4 {
+            let (tenant, reply) = requests.join_next().await.unwrap().unwrap();
+            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+            refused.push(tenant);
+        }
+        for _ in 0..PREMIUM + FREE {
+            entered.recv().await.unwrap();
+        }
+        assert_eq!(probe.in_flight(&premium), PREMIUM as usize);
+        assert_eq!(probe.in_flight(&free), FREE as usize);
+        let count = |t: &String| refused.iter().filter(|r| *r == t).count();
+        assert_eq!((count(&premium), count(&free)), (2, 2), "{refused:?}");
+
+        gate.close();
+        while let Some(done) = requests.join_next().await {
+            let (tenant, reply) = done.unwrap();
+            let limit = if tenant == premium { PREMIUM } else { FREE };
+            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+            assert_eq!(reply.body, format!("limit {limit}"));
+        }
+        assert_eq!(probe.max(&premium), PREMIUM as usize);
+        assert_eq!(probe.max(&free), FREE as usize);
     })
     .await;
 }

@@ -26,16 +26,17 @@ pub(crate) enum Acquired {
 pub(crate) type AcquireFuture =
     Pin<Box<dyn Future<Output = Result<Acquired, Option<dflockd_core::Error>>> + Send>>;
 
-/// The acquisition, bounded by `wait` here as well as on the server (which counts whole
-/// seconds).
+/// The acquisition of `key` (a lock when `limit` is `None`, else a semaphore), bounded by
+/// `wait` here as well as on the server (which counts whole seconds).
 pub(crate) fn acquire(
     settings: &Settings,
     observed: &Arc<Observed>,
     key: String,
+    limit: Option<u32>,
     wait: Duration,
 ) -> AcquireFuture {
     let client = settings.client.clone();
-    let (limit, lease) = (settings.limit, settings.lease);
+    let lease = settings.lease;
     let fail_open = settings.on_unreachable == OnUnreachable::FailOpen;
     let observed = observed.clone();
     let acquire = async move {

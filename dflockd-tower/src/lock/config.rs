@@ -17,7 +17,7 @@ pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) client: Client,
-    /// `None` for a lock, the limit of a semaphore.
+    /// The limit of keys without one of their own: `None` for a lock (a `LockLayer`).
     pub(crate) limit: Option<u32>,
     pub(crate) lease: Option<Duration>,
     pub(crate) wait: Duration,

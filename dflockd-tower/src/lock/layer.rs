@@ -47,7 +47,8 @@ pub struct LockLayer<K, R = RejectResponse> {
 
 impl<K> LockLayer<K> {
     /// A lock per key, the key made by `extractor` (a closure `Fn(&Request) -> Option<String>`
-    /// or any [`KeyExtractor`](crate::KeyExtractor)).
+    /// or any [`KeyExtractor`](crate::KeyExtractor)). A [`Slot`](crate::Slot) with a limit of
+    /// its own makes that request's key a semaphore of that limit.
     pub fn new(client: Client, extractor: K) -> Self {
         LockLayer {
             shared: Shared::new(client, None, extractor, RejectResponse::default()),
@@ -256,9 +257,13 @@ pub struct SemaphoreLayer<K, R = RejectResponse> {
 }
 
 impl<K> SemaphoreLayer<K> {
-    /// At most `limit` requests at once per key, the key made by `extractor`.
+    /// At most `limit` requests at once per key, the key made by `extractor`: a closure
+    /// `Fn(&Request) -> Option<String>` or any [`KeyExtractor`](crate::KeyExtractor).
     ///
-    /// A limit of zero makes every keyed request fail with [`Error::Config`] (HTTP 500).
+    /// An extractor that returns [`Slot`](crate::Slot)s gives each request's key a limit of
+    /// its own (premium tenants 8, others 2); `limit` is then the limit of slots made
+    /// without one. A limit of zero makes every request that uses it fail with
+    /// [`Error::Config`] (HTTP 500).
     pub fn new(client: Client, limit: u32, extractor: K) -> Self {
         SemaphoreLayer {
             shared: Shared::new(client, Some(limit), extractor, RejectResponse::default()),

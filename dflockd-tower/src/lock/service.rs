@@ -16,7 +16,7 @@ use super::future::{ErrorFuture, Machine, Options, ResponseFuture};
 use crate::body::{BoxError, GuardedBody};
 use crate::deadline::request_deadline;
 use crate::reject::{RejectError, RejectResponse};
-use crate::{Error, KeyExtractor, OnLeaseLoss, OnMissingKey};
+use crate::{Error, KeyExtractor, OnLeaseLoss, OnMissingKey, Slot};
 
 /// The service made by [`LockLayer`](crate::LockLayer) and
 /// [`SemaphoreLayer`](crate::SemaphoreLayer).
@@ -72,7 +72,7 @@ impl<S, K, R> LockService<S, K, R> {
     /// out of `self` (a clone is left in its place, as tower's docs recommend).
     fn start<Req>(
         &mut self,
-        key: String,
+        slot: Slot,
         request: Req,
         deadline: Option<Duration>,
         hold_for_body: bool,
@@ -83,6 +83,8 @@ impl<S, K, R> LockService<S, K, R> {
         S: Service<Req> + Clone,
     {
         let settings = &self.shared.settings;
+        let (key, own_limit) = slot.into_parts();
+        let limit = own_limit.or(settings.limit);
         let wait = match deadline {
             Some(deadline) if settings.use_request_deadline => settings.wait.min(deadline),
             _ => settings.wait,
@@ -90,11 +92,11 @@ impl<S, K, R> LockService<S, K, R> {
         let span = tracing::info_span!(
             "dflockd_guard",
             key = %key,
-            limit = settings.limit.unwrap_or(1),
+            limit = limit.unwrap_or(1),
             wait_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let acquire = acquire(settings, &self.shared.observed, key.clone(), wait);
+        let acquire = acquire(settings, &self.shared.observed, key.clone(), limit, wait);
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let options = Options {
@@ -132,7 +134,7 @@ where
                 let deadline = request_deadline(request.headers());
                 let hold = self.shared.settings.hold_for_body;
                 let grpc = self.shared.reject.grpc;
-                self.start(key, request, deadline, hold, grpc, insert_held)
+                self.start(key.into(), request, deadline, hold, grpc, insert_held)
             }
             None => self.without_key(request),
         };
@@ -156,7 +158,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let machine = match self.shared.extractor.extract(&request) {
-            Some(key) => self.start(key, request, None, false, false, |_, _| {}),
+            Some(key) => self.start(key.into(), request, None, false, false, |_, _| {}),
             None => self.without_key(request),
         };
         ErrorFuture::new(machine)
