@@ -107,6 +107,7 @@ mod deadline;
 mod error;
 mod held;
 mod key;
+mod limits;
 mod lock;
 mod observe;
 mod policy;

@@ -19,6 +19,10 @@ pub struct Counters {
     /// Requests that ran unguarded because the lock server could not be reached
     /// ([`OnUnreachable::FailOpen`](crate::OnUnreachable::FailOpen)).
     pub failed_open: u64,
+    /// Requests that acquired their semaphore slot under the limit the lock server has for
+    /// the key rather than the configured one (the limit was changed while the key was in
+    /// use; see [`SemaphoreLayer`](crate::SemaphoreLayer)).
+    pub adopted_limit: u64,
 }
 
 /// The live counters and the once-only and rate-limited log switches of one layer.
@@ -27,6 +31,7 @@ pub(crate) struct Observed {
     missing_key_rejected: AtomicU64,
     passed_unguarded: AtomicU64,
     failed_open: AtomicU64,
+    adopted_limit: AtomicU64,
     /// Set by the first request that passed without a key.
     passed_unguarded_logged: AtomicBool,
     /// Rejections for a missing key are logged at most once per period.
@@ -41,11 +46,16 @@ impl Observed {
             missing_key_rejected: self.missing_key_rejected.load(Ordering::Relaxed),
             passed_unguarded: self.passed_unguarded.load(Ordering::Relaxed),
             failed_open: self.failed_open.load(Ordering::Relaxed),
+            adopted_limit: self.adopted_limit.load(Ordering::Relaxed),
         }
     }
 
     pub(crate) fn missing_key_rejected(&self) {
         self.missing_key_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn adopted_limit(&self) {
+        self.adopted_limit.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn failed_open(&self) {

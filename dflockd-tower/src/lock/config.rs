@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use dflockd_core::Client;
 
+use crate::limits::AdoptedLimits;
 use crate::observe::Observed;
 use crate::{OnLeaseLoss, OnMissingKey, OnUnreachable};
 
@@ -37,6 +38,8 @@ pub(crate) struct Shared<K, R> {
     pub(crate) reject: Arc<R>,
     /// Counters and log switches: shared by clones of the layer, not reset by a setter.
     pub(crate) observed: Arc<Observed>,
+    /// The server's limits for keys where they differ from the configured ones.
+    pub(crate) limits: Arc<AdoptedLimits>,
 }
 
 impl<K, R> Shared<K, R> {
@@ -57,6 +60,7 @@ impl<K, R> Shared<K, R> {
             extractor: Arc::new(extractor),
             reject: Arc::new(reject),
             observed: Arc::default(),
+            limits: Arc::default(),
         }
     }
 
@@ -67,6 +71,7 @@ impl<K, R> Shared<K, R> {
             extractor: self.extractor,
             reject: Arc::new(reject),
             observed: self.observed,
+            limits: self.limits,
         }
     }
 
@@ -86,6 +91,7 @@ impl<K, R> Clone for Shared<K, R> {
             extractor: self.extractor.clone(),
             reject: self.reject.clone(),
             observed: self.observed.clone(),
+            limits: self.limits.clone(),
         }
     }
 }

@@ -250,8 +250,30 @@ impl<S, K, R> Layer<S> for LockLayer<K, R> {
 /// # app }
 /// ```
 ///
-/// Defaults are those of [`LockLayer`]. A semaphore key must not be used as a lock key or
-/// with another limit elsewhere (the server refuses: [`Error::Unavailable`]).
+/// Defaults are those of [`LockLayer`].
+///
+/// # Changing a limit
+///
+/// The lock server keeps one limit per key while the key is in use (held, queued for, or
+/// idle and not yet collected) and refuses another (`error_limit_mismatch`). So when a
+/// limit changes in a rolling deploy, replicas of the old and the new release would refuse
+/// each other's requests. Instead, on a mismatch the layer reads the key's limit from the
+/// server's statistics and queues under it, which keeps the server's bound (there is only
+/// ever one semaphore per key, never one per limit, which would add the two up):
+///
+/// * while a key is in use, every replica queues under the limit it has on the server,
+///   the old one (or, once the new release created the key, the new one);
+/// * the configured limit applies once the key has been idle long enough for the server to
+///   collect it (dflockd's `--gc-max-idle`), and a key that is never idle keeps its limit;
+/// * each adoption is logged at `warn` once per key and limit and counted
+///   ([`Counters::adopted_limit`]); an adopted limit is used for 2 s before the configured
+///   one is tried again;
+/// * a key that is idle on the server with another limit does not list it: its requests
+///   are refused ([`Error::Unavailable`], 503) until the server collects the key, unless
+///   this layer learnt the limit while the key was in use.
+///
+/// A semaphore key must not be used as a lock key elsewhere (the server refuses:
+/// [`Error::Unavailable`]).
 pub struct SemaphoreLayer<K, R = RejectResponse> {
     shared: Shared<K, R>,
 }

@@ -93,10 +93,19 @@ impl<S, K, R> LockService<S, K, R> {
             "dflockd_guard",
             key = %key,
             limit = limit.unwrap_or(1),
+            server_limit = tracing::field::Empty,
             wait_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let acquire = acquire(settings, &self.shared.observed, key.clone(), limit, wait);
+        let shared = &self.shared;
+        let acquire = acquire(
+            settings,
+            &shared.observed,
+            &shared.limits,
+            key.clone(),
+            limit,
+            wait,
+        );
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let options = Options {
