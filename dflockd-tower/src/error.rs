@@ -73,11 +73,15 @@ pub enum Error {
         #[source]
         source: dflockd_core::Error,
     },
-    /// A [`PathKey`](crate::PathKey) pattern or template cannot be parsed.
-    #[error("bad path key {pattern:?} -> {template:?}: {reason}")]
+    /// A key template cannot be parsed: a [`PathKey`](crate::PathKey)'s (with its route
+    /// pattern) or a `RouteKey`'s.
+    #[error(
+        "bad key template {template:?}{}: {reason}",
+        pattern.as_deref().map(|p| format!(" for route pattern {p:?}")).unwrap_or_default()
+    )]
     Template {
-        /// The route pattern.
-        pattern: String,
+        /// The route pattern of a [`PathKey`](crate::PathKey); `None` for a `RouteKey`.
+        pattern: Option<String>,
         /// The key template.
         template: String,
         /// What is wrong.

@@ -14,7 +14,8 @@ use crate::Error;
 /// limit depends on the request (premium tenants get more).
 ///
 /// Implemented for every closure `Fn(&Req) -> Option<String>` or `Fn(&Req) -> Option<Slot>`,
-/// and by [`PathKey`].
+/// by [`PathKey`], and with the `axum` feature by `RouteKey` (keys from the route axum
+/// matched).
 ///
 /// ```
 /// use dflockd_tower::{KeyExtractor, Slot, header};
@@ -37,6 +38,14 @@ pub trait KeyExtractor<Req> {
 
     /// The key of `req`, if it has one.
     fn extract(&self, req: &Req) -> Option<Self::Key>;
+
+    /// The key of `req`, with the request lent mutably: what the layer calls, as it owns the
+    /// request. For extractors that read framework state through `&mut` (axum's
+    /// extractors take the request's parts so); they implement both. Default is
+    /// [`extract`](Self::extract).
+    fn extract_mut(&self, req: &mut Req) -> Option<Self::Key> {
+        self.extract(req)
+    }
 
     /// How the extractor is named in logs and errors when no layer
     /// [name](crate::LockLayer::name) is set. Default is its type name (for a closure, the
@@ -196,7 +205,7 @@ impl PathKey {
     /// pattern does not have.
     pub fn new(pattern: &str, template: &str) -> Result<PathKey, Error> {
         let bad = |reason: &'static str| Error::Template {
-            pattern: pattern.to_owned(),
+            pattern: Some(pattern.to_owned()),
             template: template.to_owned(),
             reason,
         };
@@ -331,7 +340,7 @@ fn placeholder(part: &str) -> Result<Option<&str>, &'static str> {
     }
 }
 
-fn checked_name(name: &str) -> Result<&str, &'static str> {
+pub(crate) fn checked_name(name: &str) -> Result<&str, &'static str> {
     if !name.is_empty()
         && name
             .chars()

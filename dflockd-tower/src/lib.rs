@@ -47,6 +47,8 @@
 //! | one request per key at a time | [`LockLayer`] |
 //! | at most N requests per key at once | [`SemaphoreLayer`] |
 //! | key from the request | [`KeyExtractor`] (any `Fn(&Req) -> Option<String>`), [`PathKey`], [`key_from_path`], [`header`] |
+//! | key from the route axum matched (feature `axum`) | `RouteKey::new("order:{id}")` with `Router::route_layer` |
+//! | per-request limits (premium tenants get more) | an extractor returning [`Slot`]s |
 //! | requests without a key | rejected (500) by default; 400 or unguarded by choice: [`on_missing_key`](LockLayer::on_missing_key), [`OnMissingKey`] |
 //! | lock server unreachable | fail closed (503 / `unavailable`) by default, or run unguarded: [`on_unreachable`](LockLayer::on_unreachable), [`OnUnreachable`] |
 //! | counters (requests without a key, ...) | [`counters`](LockLayer::counters), [`Counters`] |
@@ -58,7 +60,7 @@
 //! | rejections as gRPC statuses (tonic) | [`grpc`](LockLayer::grpc), [`GrpcCode`] |
 //! | rejections as typed errors (other tower stacks) | [`typed_errors`](LockLayer::typed_errors), [`Error`] |
 //! | lease lost during a request | [`OnLeaseLoss`]: drop the request (503 / `unavailable`), or finish and record |
-//! | the handler sees its lock (fence, loss) | [`HeldLock`] in the request extensions |
+//! | the handler sees its lock (fence, loss) | [`HeldLock`] in the request extensions; the `Locked` axum extractor (feature `axum`) |
 //! | tracing | span `dflockd_guard` with `key`, `limit`, `wait_ms`, `outcome` |
 //!
 //! # How a request goes through
@@ -112,10 +114,15 @@ mod lock;
 mod observe;
 mod policy;
 mod reject;
+#[cfg(feature = "axum")]
+mod route_key;
 
 pub use body::{BoxError, GuardedBody};
 pub use error::Error;
 pub use held::HeldLock;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use held::{Locked, NotLocked};
 pub use key::{KeyExtractor, PathKey, Slot, header, key_from_path};
 pub use lock::future::{ErrorFuture, ResponseFuture};
 pub use lock::layer::{LockLayer, SemaphoreLayer};
@@ -123,3 +130,6 @@ pub use lock::service::LockService;
 pub use observe::Counters;
 pub use policy::{OnLeaseLoss, OnMissingKey, OnUnreachable};
 pub use reject::{GrpcCode, RejectError, RejectResponse};
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use route_key::RouteKey;

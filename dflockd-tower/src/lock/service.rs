@@ -136,9 +136,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let reject = self.shared.reject.clone();
-        let machine = match self.shared.extractor.extract(&request) {
+        let machine = match self.shared.extractor.extract_mut(&mut request) {
             Some(key) => {
                 let deadline = request_deadline(request.headers());
                 let hold = self.shared.settings.hold_for_body;
@@ -165,8 +165,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
-        let machine = match self.shared.extractor.extract(&request) {
+    fn call(&mut self, mut request: Req) -> Self::Future {
+        let machine = match self.shared.extractor.extract_mut(&mut request) {
             Some(key) => self.start(key.into(), request, None, false, false, |_, _| {}),
             None => self.without_key(request),
         };
