@@ -87,7 +87,8 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
-    /// The layer's own settings are invalid (a zero lease or a zero semaphore limit).
+    /// The layer's own settings are invalid (a zero or too long lease, a zero semaphore
+    /// limit).
     #[error("invalid layer configuration")]
     Config {
         /// What the client reported.
@@ -145,8 +146,12 @@ impl Error {
         use dflockd_core::proto::InvalidInput;
         match error {
             e if e.is_busy() => Error::Busy { key, waited },
+            // The layer's lease or a limit: not the request's doing.
             dflockd_core::Error::InvalidArgument(
-                InvalidInput::ZeroLease | InvalidInput::ZeroLimit | InvalidInput::LockLimit,
+                InvalidInput::ZeroLease
+                | InvalidInput::ZeroLimit
+                | InvalidInput::LockLimit
+                | InvalidInput::TooLarge { .. },
             ) => Error::Config { source: error },
             dflockd_core::Error::InvalidArgument(_) => Error::InvalidKey {
                 key: truncate(key),
@@ -215,6 +220,12 @@ mod tests {
             e(InvalidInput::ZeroLimit.into()),
             Error::Config { .. }
         ));
+        let too_large = InvalidInput::TooLarge {
+            what: "lease",
+            value: u64::MAX,
+            max: u64::from(u32::MAX),
+        };
+        assert!(matches!(e(too_large.into()), Error::Config { .. }));
     }
 
     #[test]

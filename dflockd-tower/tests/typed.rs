@@ -145,3 +145,32 @@ async fn server_errors_are_not_busy_and_zero_limits_are_config_errors() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_without_end_is_fine() {
+    bounded(async {
+        let server = TestServer::start().await.unwrap();
+        for limit in [None, Some(2)] {
+            let key_of = |job: &Job| job.key.clone();
+            let inner = service_fn(|_: Job| async { Ok::<_, BoxError>("done") });
+            let svc = match limit {
+                None => LockLayer::new(client(&server), key_of)
+                    .wait(Duration::MAX)
+                    .typed_errors()
+                    .layer(inner)
+                    .boxed(),
+                Some(limit) => SemaphoreLayer::new(client(&server), limit, key_of)
+                    .wait(Duration::MAX)
+                    .typed_errors()
+                    .layer(inner)
+                    .boxed(),
+            };
+            let job = Job {
+                key: Some(unique_key("job")),
+                gated: false,
+            };
+            assert_eq!(svc.oneshot(job).await.unwrap(), "done");
+        }
+    })
+    .await;
+}

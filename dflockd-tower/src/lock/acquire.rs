@@ -28,6 +28,10 @@ pub(crate) enum Acquired {
 pub(crate) type AcquireFuture =
     Pin<Box<dyn Future<Output = Result<Acquired, Option<dflockd_core::Error>>> + Send>>;
 
+/// The longest wait the protocol can carry (`u32::MAX` seconds, some 136 years): longer
+/// waits, `Duration::MAX` among them, wait this long.
+const MAX_WAIT: Duration = Duration::from_secs(u32::MAX as u64);
+
 /// Acquisitions of one semaphore key tried at most (the configured limit, the server's, and
 /// once more if the key changed in between).
 const MAX_ATTEMPTS: usize = 3;
@@ -42,11 +46,14 @@ pub(crate) fn acquire(
     limit: Option<u32>,
     wait: Duration,
 ) -> AcquireFuture {
+    // The protocol carries whole seconds in 32 bits; the client takes no more.
+    let wait = wait.min(MAX_WAIT);
     let client = settings.client.clone();
     let lease = settings.lease;
     let fail_open = settings.on_unreachable == OnUnreachable::FailOpen;
     let (observed, limits) = (observed.clone(), limits.clone());
-    let deadline = Instant::now() + wait;
+    // `None` for a wait too long to be an `Instant` (a wait without end).
+    let deadline = Instant::now().checked_add(wait);
     let acquire = {
         let observed = observed.clone();
         async move {
@@ -62,6 +69,7 @@ pub(crate) fn acquire(
                     let slot = Slot {
                         client: &client,
                         lease,
+                        wait,
                         deadline,
                     };
                     slot.acquire(key, configured, &limits, &observed).await
@@ -103,8 +111,10 @@ pub(crate) fn acquire(
 struct Slot<'a> {
     client: &'a Client,
     lease: Option<Duration>,
-    /// The end of the wait (now, for a wait of zero: then each attempt tries once).
-    deadline: Instant,
+    wait: Duration,
+    /// The end of the wait (now, for a wait of zero: then each attempt tries once); `None`
+    /// when it is too far away to be represented.
+    deadline: Option<Instant>,
 }
 
 impl Slot<'_> {
@@ -129,8 +139,10 @@ impl Slot<'_> {
         let mut semaphore = self.client.semaphore(key, limit);
         let mut attempt = 1;
         loop {
-            semaphore =
-                semaphore.acquire_timeout(self.deadline.saturating_duration_since(Instant::now()));
+            let left = self.deadline.map_or(self.wait, |end| {
+                end.saturating_duration_since(Instant::now())
+            });
+            semaphore = semaphore.acquire_timeout(left);
             if let Some(lease) = self.lease {
                 semaphore = semaphore.lease_ttl(lease);
             }

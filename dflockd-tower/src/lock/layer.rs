@@ -67,7 +67,8 @@ impl<K, R> LockLayer<K, R> {
     }
 
     /// How long a request waits in the key's FIFO queue before it is rejected as busy.
-    /// Zero rejects at once when the key is busy. Default is 10 s.
+    /// Zero rejects at once when the key is busy; `Duration::MAX` waits as long as the
+    /// protocol can say (`u32::MAX` seconds). Default is 10 s.
     #[must_use]
     pub fn wait(mut self, wait: Duration) -> Self {
         self.shared.settings.wait = wait;
@@ -304,7 +305,8 @@ impl<K, R> SemaphoreLayer<K, R> {
     }
 
     /// How long a request waits in the key's FIFO queue before it is rejected as busy.
-    /// Zero rejects at once when the key is busy. Default is 10 s.
+    /// Zero rejects at once when the key is busy; `Duration::MAX` waits as long as the
+    /// protocol can say (`u32::MAX` seconds). Default is 10 s.
     #[must_use]
     pub fn wait(mut self, wait: Duration) -> Self {
         self.shared.settings.wait = wait;
