@@ -1,5 +1,7 @@
 //! One request per order at a time, across every replica: a per-entity lock around an axum
-//! route, so that "check, then pay" cannot run twice at once for the same order.
+//! route, so that "check, then pay" cannot run twice at once for the same order. The key comes
+//! from the route axum matched (`RouteKey`), and the handler takes its lock as an extractor
+//! (`Locked`).
 //!
 //! ```text
 //! cargo run --example axum_orders              # serves http://127.0.0.1:3000
@@ -17,11 +19,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use axum::{Extension, Router};
-use dflockd::tower::{HeldLock, LockLayer, PathKey};
+use dflockd::tower::{LockLayer, Locked, RouteKey};
 
 use common::BoxError;
 
@@ -33,21 +35,26 @@ pub(crate) struct Ledger {
 
 /// The application: `POST /orders/{id}/pay` runs under the lock `order:{id}`.
 pub(crate) fn app(client: dflockd::Client, ledger: Ledger) -> Result<Router, BoxError> {
-    let per_order = LockLayer::new(client, PathKey::new("/orders/{id}/pay", "order:{id}")?)
+    // `{id}` is the route's parameter: the key follows the route, whatever its path.
+    let per_order = LockLayer::new(client, RouteKey::new("order:{id}")?)
         // Queue up to 5 s behind a payment in progress, then answer 503 + Retry-After.
         .wait(Duration::from_secs(5))
         .lease_ttl(Duration::from_secs(30));
     Ok(Router::new()
         .route("/orders/{id}/pay", post(pay))
         .with_state(ledger)
-        .layer(per_order))
+        // A route layer runs once axum has matched a route (so its parameters are known);
+        // other paths get their 404 without a lock. A payment must not run unguarded: the
+        // defaults fail closed when the lock server cannot be reached (503), and a route
+        // without `{id}` would be refused (500), not run unlocked.
+        .route_layer(per_order))
 }
 
 /// Check, then act: safe only because no other request for this order runs meanwhile.
 async fn pay(
     State(ledger): State<Ledger>,
     Path(id): Path<String>,
-    Extension(lock): Extension<HeldLock>,
+    Locked(lock): Locked,
 ) -> (StatusCode, String) {
     if let Some(fence) = ledger.paid.lock().unwrap().get(&id) {
         return (

@@ -17,7 +17,7 @@ pub(crate) mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dflockd::tower::{LockLayer, header};
+use dflockd::tower::{LockLayer, OnMissingKey, header};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic_health::ServingStatus;
@@ -27,7 +27,8 @@ use tonic_health::pb::health_client::HealthClient;
 use common::BoxError;
 type GrpcRequest = http::Request<tonic::body::Body>;
 
-/// The lock layer: `account:{x-account}`; calls without the metadata are not locked.
+/// The lock layer: `account:{x-account}`; calls without the metadata (health checkers) run
+/// unguarded, by explicit choice.
 pub(crate) fn layer(
     client: dflockd::Client,
 ) -> LockLayer<impl Fn(&GrpcRequest) -> Option<String> + Clone + Send + Sync + 'static> {
@@ -35,6 +36,7 @@ pub(crate) fn layer(
         header(req, "x-account").map(|account| format!("account:{account}"))
     })
     .grpc()
+    .on_missing_key(OnMissingKey::PassThrough)
     .wait(Duration::ZERO)
     .lease_ttl(Duration::from_secs(30))
 }

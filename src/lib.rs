@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `macros` | yes | `#[dflockd::exclusive]`, `#[dflockd::exclusive_semaphore]` |
 //! | `tower` | yes | [`tower`]: keyed lock / semaphore layers for axum and tonic |
+//! | `axum` | yes | the layers' axum integration: `tower::RouteKey` (keys from the matched route), the `tower::Locked` extractor |
 //! | `blocking` | yes | [`blocking`]: the same client for plain threads |
 //! | `tls` | yes | TLS through rustls ([`TlsOptions`]) |
 #![forbid(unsafe_code)]

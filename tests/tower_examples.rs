@@ -38,25 +38,34 @@ async fn axum_orders_pays_each_order_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn axum_tenants_limits_each_tenant() {
+async fn axum_tenants_limits_each_tenant_by_plan_and_fails_open() {
     bounded(async {
         let (client, _servers) = axum_tenants::common::client().unwrap();
         let report = axum_tenants::quick(client).await.unwrap();
-        let acme = &report.statuses["acme"];
-        let ok = acme.iter().filter(|s| **s == StatusCode::OK).count();
-        let refused = acme
-            .iter()
-            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
-            .count();
-        assert_eq!(ok + refused, 5, "{report:?}");
-        assert!(ok >= 1 && refused >= 1, "{report:?}");
+        for (tenant, limit) in [
+            ("acme", axum_tenants::PREMIUM_LIMIT),
+            ("globex", axum_tenants::FREE_LIMIT),
+        ] {
+            let statuses = &report.statuses[tenant];
+            let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+            let refused = statuses
+                .iter()
+                .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+                .count();
+            assert_eq!(ok + refused, 6, "{tenant}: {report:?}");
+            assert!(ok >= 1 && refused >= 1, "{tenant}: {report:?}");
+            let max = report.max_in_flight[tenant];
+            assert!(max <= limit as usize, "{tenant}: {report:?}");
+        }
+        // The premium tenant ran more at once than the free tier allows.
         assert!(
-            report.acme_max_in_flight <= axum_tenants::PER_TENANT as usize,
+            report.max_in_flight["acme"] > axum_tenants::FREE_LIMIT as usize,
             "{report:?}"
         );
-        assert_eq!(report.statuses["globex"], [StatusCode::OK]);
         assert_eq!(report.statuses[""], [StatusCode::BAD_REQUEST]);
         assert_eq!(report.retry_after.as_deref(), Some("1"));
+        assert_eq!(report.unreachable, Some(StatusCode::OK), "{report:?}");
+        assert_eq!(report.failed_open, 1, "{report:?}");
     })
     .await;
 }

@@ -26,9 +26,24 @@ pub enum Error {
         /// How long the request waited before giving up.
         waited: Duration,
     },
-    /// The request has no key and the layer is configured to reject such requests.
-    #[error("the request has no lock key")]
-    MissingKey,
+    /// The extractor found no key in the request ([`OnMissingKey::Reject`], the default): a
+    /// configuration mistake, such as a renamed route, so HTTP 500 / gRPC `internal`.
+    ///
+    /// [`OnMissingKey::Reject`]: crate::OnMissingKey::Reject
+    #[error("the request has no lock key for layer {layer}")]
+    MissingKey {
+        /// The layer's [name](crate::LockLayer::name).
+        layer: String,
+    },
+    /// The extractor found no key in the request and the layer blames the client
+    /// ([`OnMissingKey::BadRequest`]): HTTP 400 / gRPC `invalid_argument`.
+    ///
+    /// [`OnMissingKey::BadRequest`]: crate::OnMissingKey::BadRequest
+    #[error("the request lacks the lock key of layer {layer}")]
+    KeyNotInRequest {
+        /// The layer's [name](crate::LockLayer::name).
+        layer: String,
+    },
     /// The lease was lost while the request ran: the inner future was dropped (or, in
     /// the body-holding mode, the response body was cut short).
     #[error("lease on {key:?} lost during the request: {reason}")]
@@ -58,17 +73,22 @@ pub enum Error {
         #[source]
         source: dflockd_core::Error,
     },
-    /// A [`PathKey`](crate::PathKey) pattern or template cannot be parsed.
-    #[error("bad path key {pattern:?} -> {template:?}: {reason}")]
+    /// A key template cannot be parsed: a [`PathKey`](crate::PathKey)'s (with its route
+    /// pattern) or a `RouteKey`'s.
+    #[error(
+        "bad key template {template:?}{}: {reason}",
+        pattern.as_deref().map(|p| format!(" for route pattern {p:?}")).unwrap_or_default()
+    )]
     Template {
-        /// The route pattern.
-        pattern: String,
+        /// The route pattern of a [`PathKey`](crate::PathKey); `None` for a `RouteKey`.
+        pattern: Option<String>,
         /// The key template.
         template: String,
         /// What is wrong.
         reason: &'static str,
     },
-    /// The layer's own settings are invalid (a zero lease or a zero semaphore limit).
+    /// The layer's own settings are invalid (a zero or too long lease, a zero semaphore
+    /// limit).
     #[error("invalid layer configuration")]
     Config {
         /// What the client reported.
@@ -96,10 +116,14 @@ impl Error {
         matches!(self, Error::LeaseLost { .. })
     }
 
-    /// The request itself is at fault (no key, or a key that cannot be sent).
+    /// The request itself is at fault (no key when the layer blames the client for it, or a
+    /// key that cannot be sent).
     #[must_use]
     pub fn is_client_error(&self) -> bool {
-        matches!(self, Error::MissingKey | Error::InvalidKey { .. })
+        matches!(
+            self,
+            Error::KeyNotInRequest { .. } | Error::InvalidKey { .. }
+        )
     }
 
     /// The key concerned, when there is one.
@@ -110,7 +134,10 @@ impl Error {
             | Error::LeaseLost { key, .. }
             | Error::Unavailable { key, .. }
             | Error::InvalidKey { key, .. } => Some(key),
-            Error::MissingKey | Error::Config { .. } | Error::Template { .. } => None,
+            Error::MissingKey { .. }
+            | Error::KeyNotInRequest { .. }
+            | Error::Config { .. }
+            | Error::Template { .. } => None,
         }
     }
 
@@ -119,8 +146,12 @@ impl Error {
         use dflockd_core::proto::InvalidInput;
         match error {
             e if e.is_busy() => Error::Busy { key, waited },
+            // The layer's lease or a limit: not the request's doing.
             dflockd_core::Error::InvalidArgument(
-                InvalidInput::ZeroLease | InvalidInput::ZeroLimit | InvalidInput::LockLimit,
+                InvalidInput::ZeroLease
+                | InvalidInput::ZeroLimit
+                | InvalidInput::LockLimit
+                | InvalidInput::TooLarge { .. },
             ) => Error::Config { source: error },
             dflockd_core::Error::InvalidArgument(_) => Error::InvalidKey {
                 key: truncate(key),
@@ -131,6 +162,26 @@ impl Error {
             }
             source => Error::Unavailable { key, source },
         }
+    }
+}
+
+/// Whether `error` means the lock server cannot be reached (see
+/// [`OnUnreachable`](crate::OnUnreachable) for the list and the reasons).
+pub(crate) fn is_unreachable(error: &dflockd_core::Error) -> bool {
+    use dflockd_core::Error as E;
+    match error {
+        // A TLS handshake refused (certificate, protocol) or a server name TLS cannot use:
+        // configuration, not reachability.
+        E::Connect { source, .. } => !matches!(
+            source.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+        ),
+        E::Io { .. }
+        | E::ConnectionClosed { .. }
+        | E::RequestTimeout { .. }
+        | E::Draining { .. }
+        | E::NotLeader { .. } => true,
+        _ => false,
     }
 }
 
@@ -169,6 +220,66 @@ mod tests {
             e(InvalidInput::ZeroLimit.into()),
             Error::Config { .. }
         ));
+        let too_large = InvalidInput::TooLarge {
+            what: "lease",
+            value: u64::MAX,
+            max: u64::from(u32::MAX),
+        };
+        assert!(matches!(e(too_large.into()), Error::Config { .. }));
+    }
+
+    #[test]
+    fn unreachable_is_the_connection_level_only() {
+        use dflockd_core::Error as E;
+        use std::io::ErrorKind;
+        let connect = |kind: ErrorKind| E::Connect {
+            server: "s".into(),
+            source: kind.into(),
+        };
+        let server = || "s".to_owned();
+        let key = || "k".to_owned();
+        let unreachable = [
+            connect(ErrorKind::ConnectionRefused),
+            connect(ErrorKind::TimedOut),
+            connect(ErrorKind::NotFound),
+            E::Io {
+                server: server(),
+                source: ErrorKind::ConnectionReset.into(),
+            },
+            E::ConnectionClosed {
+                server: server(),
+                reason: "eof".into(),
+            },
+            E::RequestTimeout {
+                server: server(),
+                after: Duration::from_secs(5),
+            },
+            E::Draining { server: server() },
+            E::NotLeader {
+                server: server(),
+                leader: None,
+            },
+        ];
+        for e in &unreachable {
+            assert!(is_unreachable(e), "{e:?}");
+        }
+        let reachable = [
+            connect(ErrorKind::InvalidData),
+            connect(ErrorKind::InvalidInput),
+            E::Timeout { key: key() },
+            E::MaxWaiters { key: key() },
+            E::MaxLocks { key: key() },
+            E::LimitMismatch { key: key() },
+            E::AuthRejected { server: server() },
+            E::Protocol {
+                server: server(),
+                reason: "x",
+            },
+            InvalidInput::EmptyKey.into(),
+        ];
+        for e in &reachable {
+            assert!(!is_unreachable(e), "{e:?}");
+        }
     }
 
     #[test]
@@ -187,7 +298,8 @@ mod tests {
                 key: "k".into(),
                 waited: Duration::ZERO,
             },
-            Error::MissingKey,
+            Error::MissingKey { layer: "l".into() },
+            Error::KeyNotInRequest { layer: "l".into() },
             Error::LeaseLost {
                 key: "k".into(),
                 reason: LossReason::ConnectionLost,

@@ -6,30 +6,117 @@ use http::Request;
 
 use crate::Error;
 
-/// Derives the lock key of a request; `None` means the request has no key (it passes
-/// through, or is rejected with [`Error::MissingKey`] when the layer is configured so).
+/// Derives the lock key of a request; `None` means the request has no key (what then happens
+/// is the layer's [`OnMissingKey`](crate::OnMissingKey) policy: by default it is rejected with
+/// [`Error::MissingKey`]).
 ///
-/// Implemented for every `Fn(&Req) -> Option<String>` closure, and by [`PathKey`].
+/// The key is a `String`, or a [`Slot`]: a key with a limit of its own, for semaphores whose
+/// limit depends on the request (premium tenants get more).
+///
+/// Implemented for every closure `Fn(&Req) -> Option<String>` or `Fn(&Req) -> Option<Slot>`,
+/// by [`PathKey`], and with the `axum` feature by `RouteKey` (keys from the route axum
+/// matched).
 ///
 /// ```
-/// use dflockd_tower::{KeyExtractor, header};
+/// use dflockd_tower::{KeyExtractor, Slot, header};
 /// use http::Request;
 ///
 /// let by_tenant = |req: &Request<()>| header(req, "x-tenant").map(|t| format!("tenant:{t}"));
 /// let req = Request::builder().header("x-tenant", "acme").body(()).unwrap();
 /// assert_eq!(by_tenant.extract(&req).as_deref(), Some("tenant:acme"));
+///
+/// let tiered = |req: &Request<()>| {
+///     let tenant = header(req, "x-tenant")?;
+///     let limit = if tenant == "acme" { 8 } else { 2 };
+///     Some(Slot::new(format!("tenant:{tenant}"), limit))
+/// };
+/// assert_eq!(tiered.extract(&req), Some(Slot::new("tenant:acme", 8)));
 /// ```
 pub trait KeyExtractor<Req> {
+    /// What the extractor yields: `String` (the key) or [`Slot`] (the key and its limit).
+    type Key: Into<Slot>;
+
     /// The key of `req`, if it has one.
-    fn extract(&self, req: &Req) -> Option<String>;
+    fn extract(&self, req: &Req) -> Option<Self::Key>;
+
+    /// The key of `req`, with the request lent mutably: what the layer calls, as it owns the
+    /// request. For extractors that read framework state through `&mut` (axum's
+    /// extractors take the request's parts so); they implement both. Default is
+    /// [`extract`](Self::extract).
+    fn extract_mut(&self, req: &mut Req) -> Option<Self::Key> {
+        self.extract(req)
+    }
+
+    /// How the extractor is named in logs and errors when no layer
+    /// [name](crate::LockLayer::name) is set. Default is its type name (for a closure, the
+    /// path of the function it was written in).
+    fn describe(&self) -> String {
+        std::any::type_name::<Self>().to_owned()
+    }
 }
 
-impl<F, Req> KeyExtractor<Req> for F
+impl<F, Req, T> KeyExtractor<Req> for F
 where
-    F: Fn(&Req) -> Option<String>,
+    F: Fn(&Req) -> Option<T>,
+    T: Into<Slot>,
 {
-    fn extract(&self, req: &Req) -> Option<String> {
+    type Key = T;
+
+    fn extract(&self, req: &Req) -> Option<T> {
         self(req)
+    }
+}
+
+/// A key with a limit of its own: what a [`KeyExtractor`] returns to give a request's key
+/// the limit that suits it, such as 8 concurrent requests for premium tenants and 2 for the
+/// others.
+///
+/// A plain `String` key becomes a slot without a limit of its own: it gets the layer's
+/// ([`SemaphoreLayer::new`](crate::SemaphoreLayer::new)'s `limit`, 1 for a
+/// [`LockLayer`](crate::LockLayer)). A slot's own limit always makes a semaphore of that
+/// limit, also in a `LockLayer`.
+///
+/// One key has one limit on the lock server at a time: see
+/// [`SemaphoreLayer`](crate::SemaphoreLayer) for what happens when it changes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Slot {
+    key: String,
+    limit: Option<u32>,
+}
+
+impl Slot {
+    /// `key`, with at most `limit` holders at once. A limit of zero makes the request fail
+    /// with [`Error::Config`] (HTTP 500).
+    #[must_use]
+    pub fn new(key: impl Into<String>, limit: u32) -> Slot {
+        Slot {
+            key: key.into(),
+            limit: Some(limit),
+        }
+    }
+
+    /// The key.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The slot's own limit; `None` for the layer's.
+    #[must_use]
+    pub fn limit(&self) -> Option<u32> {
+        self.limit
+    }
+
+    /// The key and the limit.
+    pub(crate) fn into_parts(self) -> (String, Option<u32>) {
+        (self.key, self.limit)
+    }
+}
+
+impl From<String> for Slot {
+    /// A key with the layer's limit.
+    fn from(key: String) -> Slot {
+        Slot { key, limit: None }
     }
 }
 
@@ -118,7 +205,7 @@ impl PathKey {
     /// pattern does not have.
     pub fn new(pattern: &str, template: &str) -> Result<PathKey, Error> {
         let bad = |reason: &'static str| Error::Template {
-            pattern: pattern.to_owned(),
+            pattern: Some(pattern.to_owned()),
             template: template.to_owned(),
             reason,
         };
@@ -230,8 +317,15 @@ impl PathKey {
 }
 
 impl<B> KeyExtractor<Request<B>> for PathKey {
+    type Key = String;
+
     fn extract(&self, req: &Request<B>) -> Option<String> {
         self.key_for_path(req.uri().path())
+    }
+
+    /// `path key /orders/{id}/pay -> order:{id}`.
+    fn describe(&self) -> String {
+        format!("path key {}", self.source)
     }
 }
 
@@ -246,7 +340,7 @@ fn placeholder(part: &str) -> Result<Option<&str>, &'static str> {
     }
 }
 
-fn checked_name(name: &str) -> Result<&str, &'static str> {
+pub(crate) fn checked_name(name: &str) -> Result<&str, &'static str> {
     if !name.is_empty()
         && name
             .chars()
@@ -337,5 +431,15 @@ mod tests {
         assert_eq!(header(&req, "x-empty"), None);
         let closure = |r: &Request<()>| header(r, "x-tenant");
         assert_eq!(closure.extract(&req).as_deref(), Some("acme"));
+        assert!(
+            closure.describe().contains("key::tests::helpers"),
+            "{}",
+            closure.describe()
+        );
+        let path = PathKey::new("/orders/{id}/pay", "order:{id}").unwrap();
+        assert_eq!(
+            KeyExtractor::<Request<()>>::describe(&path),
+            "path key /orders/{id}/pay -> order:{id}"
+        );
     }
 }

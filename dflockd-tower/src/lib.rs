@@ -23,7 +23,7 @@
 //!
 //! let app = Router::new()
 //!     .route("/orders/{id}/pay", post(pay))
-//!     .layer(
+//!     .route_layer(
 //!         LockLayer::new(client, |req: &Request<Body>| {
 //!             key_from_path(req, "/orders/{id}/pay", "order:{id}")
 //!         })
@@ -38,16 +38,29 @@
 //! ```
 //!
 //! A per-tenant limit is one line too:
-//! `SemaphoreLayer::new(client, 5, |req: &Request<_>| header(req, "x-tenant"))`.
+//! `SemaphoreLayer::new(client, 5, |req: &Request<_>| header(req, "x-tenant"))`. With the
+//! `axum` feature, the key can come from the route axum matched instead:
+//! `LockLayer::new(client, RouteKey::new("order:{id}")?)` under `Router::route_layer`, and
+//! handlers take their lock as an extractor, `Locked(lock): Locked`.
 //!
-//! # Features
+//! # Cargo features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `axum` | no (yes through the `dflockd` facade) | `RouteKey` (keys from the matched route's parameters) and the `Locked` extractor, for axum 0.8 |
+//!
+//! # Capabilities
 //!
 //! | capability | API |
 //! |---|---|
 //! | one request per key at a time | [`LockLayer`] |
 //! | at most N requests per key at once | [`SemaphoreLayer`] |
 //! | key from the request | [`KeyExtractor`] (any `Fn(&Req) -> Option<String>`), [`PathKey`], [`key_from_path`], [`header`] |
-//! | requests without a key | pass through, or [`reject_missing_key`](LockLayer::reject_missing_key) |
+//! | key from the route axum matched (feature `axum`) | `RouteKey::new("order:{id}")` under `Router::route_layer` |
+//! | a limit per request (premium tenants get more) | an extractor returning [`Slot`]s (`Fn(&Req) -> Option<Slot>`) |
+//! | a limit changed during a rolling deploy | queue under the limit the server has for the key (see [`SemaphoreLayer`]) |
+//! | requests without a key | rejected (500) by default; 400, or unguarded, by choice: [`on_missing_key`](LockLayer::on_missing_key), [`OnMissingKey`] |
+//! | lock server unreachable | fail closed (503 / `unavailable`) by default, or run unguarded: [`on_unreachable`](LockLayer::on_unreachable), [`OnUnreachable`] |
 //! | wait in FIFO order, or reject at once | [`wait`](LockLayer::wait) (zero = reject when busy) |
 //! | the request's deadline bounds the wait | [`use_request_deadline`](LockLayer::use_request_deadline) (`grpc-timeout`) |
 //! | lease | [`lease_ttl`](LockLayer::lease_ttl), renewed in the background |
@@ -56,27 +69,39 @@
 //! | rejections as gRPC statuses (tonic) | [`grpc`](LockLayer::grpc), [`GrpcCode`] |
 //! | rejections as typed errors (other tower stacks) | [`typed_errors`](LockLayer::typed_errors), [`Error`] |
 //! | lease lost during a request | [`OnLeaseLoss`]: drop the request (503 / `unavailable`), or finish and record |
-//! | the handler sees its lock (fence, loss) | [`HeldLock`] in the request extensions |
-//! | tracing | span `dflockd_guard` with `key`, `limit`, `wait_ms`, `outcome` |
+//! | the handler sees its lock (fence, loss) | [`HeldLock`] in the request extensions; with the `axum` feature the `Locked` extractor, which refuses requests no layer guarded |
+//! | logs and counters | the layer's [`name`](LockLayer::name); [`counters`](LockLayer::counters) ([`Counters`]): requests without a key, failed open, under an adopted limit |
+//! | tracing | span `dflockd_guard` with `key`, `limit`, `server_limit`, `wait_ms`, `outcome` |
 //!
 //! # How a request goes through
 //!
-//! `poll_ready` asks the inner service only. `call` extracts the key; without one the
-//! request passes through (or is rejected). With one, the response future acquires the lock
-//! (queueing FIFO on the server up to the wait), inserts a [`HeldLock`] into the request,
-//! calls the inner service (the ready instance, a clone being left in its place) and keeps
-//! the guard while the inner future runs, watching the lease. When the inner future
-//! completes the lock is released and the response passed on once the server has answered
-//! the release (one round trip, so that a client's next request finds the key free); with
+//! `poll_ready` asks the inner service only. `call` extracts the key (and the request's own
+//! limit, if the extractor gives one); without a key the request is rejected, or by choice
+//! passes through ([`OnMissingKey`]). With one, the response future acquires the lock
+//! (queueing FIFO on the server up to the wait; on a semaphore limit mismatch, under the
+//! limit the server has for the key), inserts a [`HeldLock`] into the request, calls the
+//! inner service (the ready instance, a clone being left in its place) and keeps the guard
+//! while the inner future runs, watching the lease. When the inner future completes the
+//! lock is released and the response passed on once the server has answered the release
+//! (one round trip, so that a client's next request finds the key free); with
 //! [`hold_for_body`](LockLayer::hold_for_body), the lock is released in the background when
-//! the response body ends or is dropped.
+//! the response body ends or is dropped. If the lock server cannot be reached, the request
+//! is rejected, or with [`OnUnreachable::FailOpen`] runs unguarded, without a `HeldLock`.
 //!
 //! | what went wrong | [`Error`] | HTTP (default) | gRPC |
 //! |---|---|---|---|
 //! | key busy for the whole wait, or its queue full | [`Busy`](Error::Busy) | 503 + `Retry-After` (or 429 …) | `resource_exhausted` |
-//! | lock server down, draining, auth rejected, … | [`Unavailable`](Error::Unavailable) | 503 + `Retry-After` | `unavailable` |
+//! | lock server unreachable or draining (unless the layer [fails open](OnUnreachable::FailOpen)); auth rejected, key table full, a semaphore idle on the server with another limit, … | [`Unavailable`](Error::Unavailable) | 503 + `Retry-After` | `unavailable` |
 //! | lease lost during the request | [`LeaseLost`](Error::LeaseLost) | 503 + `Retry-After` | `unavailable` |
-//! | no key (when rejected), or a key that cannot be sent | [`MissingKey`](Error::MissingKey), [`InvalidKey`](Error::InvalidKey) | 400 | `invalid_argument` |
+//! | no key in the request (a renamed route? [`OnMissingKey::Reject`]) | [`MissingKey`](Error::MissingKey) | 500 | `internal` |
+//! | no key, blamed on the client ([`OnMissingKey::BadRequest`]), or a key that cannot be sent | [`KeyNotInRequest`](Error::KeyNotInRequest), [`InvalidKey`](Error::InvalidKey) | 400 | `invalid_argument` |
+//! | a zero lease or limit | [`Config`](Error::Config) | 500 | `internal` |
+//! | a handler takes `Locked` but no layer guarded the request (feature `axum`) | — (`NotLocked`) | 500 | — |
+//!
+//! Requests that run unguarded by choice (failing open, passing without a key) are counted
+//! in [`Counters`] and logged at `warn`; rejections for a missing key are logged at `error`
+//! with the layer's name. Both are rate limited (once per layer, or once per 10 s with a
+//! count of the others), so a misconfiguration is visible without flooding the log.
 //!
 //! # tonic
 //!
@@ -85,12 +110,14 @@
 //!
 //! ```no_run
 //! # fn f(client: dflockd_core::Client) {
-//! use dflockd_tower::{LockLayer, header};
+//! use dflockd_tower::{LockLayer, OnMissingKey, header};
 //! use http::Request;
 //! let layer = LockLayer::new(client, |req: &Request<tonic::body::Body>| {
 //!     header(req, "x-account").map(|a| format!("account:{a}"))
 //! })
-//! .grpc();
+//! .grpc()
+//! // A call without `x-account` is the caller's mistake: `invalid_argument`.
+//! .on_missing_key(OnMissingKey::BadRequest);
 //! let server = tonic::transport::Server::builder().layer(layer);
 //! # let _ = server; }
 //! ```
@@ -102,14 +129,27 @@ mod deadline;
 mod error;
 mod held;
 mod key;
+mod limits;
 mod lock;
+mod observe;
+mod policy;
 mod reject;
+#[cfg(feature = "axum")]
+mod route_key;
 
 pub use body::{BoxError, GuardedBody};
 pub use error::Error;
 pub use held::HeldLock;
-pub use key::{KeyExtractor, PathKey, header, key_from_path};
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use held::{Locked, NotLocked};
+pub use key::{KeyExtractor, PathKey, Slot, header, key_from_path};
 pub use lock::future::{ErrorFuture, ResponseFuture};
-pub use lock::layer::{LockLayer, OnLeaseLoss, SemaphoreLayer};
+pub use lock::layer::{LockLayer, SemaphoreLayer};
 pub use lock::service::LockService;
+pub use observe::Counters;
+pub use policy::{OnLeaseLoss, OnMissingKey, OnUnreachable};
 pub use reject::{GrpcCode, RejectError, RejectResponse};
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use route_key::RouteKey;

@@ -23,8 +23,8 @@ pub(crate) type Custom = Arc<dyn Fn(&Error) -> Response<Bytes> + Send + Sync>;
 /// | [`Busy`](Error::Busy) | 503, or [`busy_status`](crate::LockLayer::busy_status) | yes |
 /// | [`Unavailable`](Error::Unavailable) | 503, or [`unavailable_status`](crate::LockLayer::unavailable_status) | yes |
 /// | [`LeaseLost`](Error::LeaseLost) | as unavailable | yes |
-/// | [`MissingKey`](Error::MissingKey), [`InvalidKey`](Error::InvalidKey) | 400 | no |
-/// | [`Config`](Error::Config) | 500 | no |
+/// | [`KeyNotInRequest`](Error::KeyNotInRequest), [`InvalidKey`](Error::InvalidKey) | 400 | no |
+/// | [`MissingKey`](Error::MissingKey), [`Config`](Error::Config) | 500 | no |
 ///
 /// The body is the error's message as `text/plain`. With [`grpc`](crate::LockLayer::grpc)
 /// the rejection is a gRPC "trailers-only" response instead (HTTP 200, `content-type:
@@ -32,7 +32,7 @@ pub(crate) type Custom = Arc<dyn Fn(&Error) -> Response<Bytes> + Send + Sync>;
 /// a `Status`: busy is [`GrpcCode::ResourceExhausted`] (or
 /// [`grpc_busy_code`](crate::LockLayer::grpc_busy_code)), unavailable and lease lost
 /// [`GrpcCode::Unavailable`], client errors [`GrpcCode::InvalidArgument`], configuration
-/// errors [`GrpcCode::Internal`]. [`reject_with`](crate::LockLayer::reject_with) replaces
+/// errors (a missing key among them) [`GrpcCode::Internal`]. [`reject_with`](crate::LockLayer::reject_with) replaces
 /// all of this with a closure.
 #[derive(Clone)]
 pub struct RejectResponse {
@@ -82,7 +82,9 @@ impl RejectResponse {
         let (status, retry) = match error {
             Error::Busy { .. } => (self.busy_status, true),
             Error::Unavailable { .. } | Error::LeaseLost { .. } => (self.unavailable_status, true),
-            Error::MissingKey | Error::InvalidKey { .. } => (StatusCode::BAD_REQUEST, false),
+            Error::KeyNotInRequest { .. } | Error::InvalidKey { .. } => {
+                (StatusCode::BAD_REQUEST, false)
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, false),
         };
         let mut response = Response::new(Bytes::from(format!("{error}\n")));
@@ -102,7 +104,7 @@ impl RejectResponse {
         match error {
             Error::Busy { .. } => self.grpc_busy,
             Error::Unavailable { .. } | Error::LeaseLost { .. } => GrpcCode::Unavailable,
-            Error::MissingKey | Error::InvalidKey { .. } => GrpcCode::InvalidArgument,
+            Error::KeyNotInRequest { .. } | Error::InvalidKey { .. } => GrpcCode::InvalidArgument,
             _ => GrpcCode::Internal,
         }
     }
@@ -216,9 +218,18 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
         assert!(std::str::from_utf8(resp.body()).unwrap().contains("busy"));
-        let resp = r.respond(&Error::MissingKey);
+        let layer = || "order:{id}".to_owned();
+        let resp = r.respond(&Error::KeyNotInRequest { layer: layer() });
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
         assert!(resp.headers().get(header::RETRY_AFTER).is_none());
+        let resp = r.respond(&Error::MissingKey { layer: layer() });
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(resp.headers().get(header::RETRY_AFTER).is_none());
+        assert!(
+            std::str::from_utf8(resp.body())
+                .unwrap()
+                .contains("order:{id}")
+        );
         let config = Error::Config {
             source: dflockd_core::proto::InvalidInput::ZeroLimit.into(),
         };
@@ -251,6 +262,10 @@ mod tests {
             reason: dflockd_core::LossReason::ConnectionLost,
         };
         assert_eq!(r.respond(&lost).headers()["grpc-status"], "14");
+        let missing = Error::MissingKey { layer: "l".into() };
+        assert_eq!(r.respond(&missing).headers()["grpc-status"], "13");
+        let not_sent = Error::KeyNotInRequest { layer: "l".into() };
+        assert_eq!(r.respond(&not_sent).headers()["grpc-status"], "3");
         assert_eq!(percent_encode("a%b é\n"), "a%25b %C3%A9%0A");
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dflockd_testkit::{TestServer, unique_key};
-use dflockd_tower::{BoxError, Error, LockLayer, SemaphoreLayer};
+use dflockd_tower::{BoxError, Error, LockLayer, OnMissingKey, SemaphoreLayer};
 use tokio::sync::{Semaphore, mpsc};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -65,12 +65,26 @@ async fn rejections_are_typed_errors() {
         assert!(busy.is_busy(), "{busy:?}");
         assert_eq!(busy.key(), Some(key.as_str()));
 
-        // No key: passes through, even while the key is busy.
+        // No key: rejected by default, without calling the inner service.
         let free = Job {
             key: None,
             gated: false,
         };
-        assert_eq!(svc.clone().oneshot(free).await.unwrap(), "done");
+        let err = svc.clone().oneshot(free.clone()).await.unwrap_err();
+        let err = err.downcast::<Error>().unwrap();
+        assert!(
+            matches!(&*err, Error::MissingKey { layer } if layer.contains("rejections_are_typed_errors")),
+            "{err:?}"
+        );
+        // Passing through is an explicit choice: then it runs, even while the key is busy.
+        let lenient = ServiceBuilder::new()
+            .layer(
+                LockLayer::new(client(&server), |job: &Job| job.key.clone())
+                    .on_missing_key(OnMissingKey::PassThrough)
+                    .typed_errors(),
+            )
+            .service(service_fn(|_: Job| async { Ok::<_, BoxError>("unguarded") }));
+        assert_eq!(lenient.oneshot(free).await.unwrap(), "unguarded");
 
         gate.close();
         assert_eq!(first.await.unwrap().unwrap(), "done");
@@ -128,6 +142,35 @@ async fn server_errors_are_not_busy_and_zero_limits_are_config_errors() {
             0,
             "the inner service ran unguarded"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_without_end_is_fine() {
+    bounded(async {
+        let server = TestServer::start().await.unwrap();
+        for limit in [None, Some(2)] {
+            let key_of = |job: &Job| job.key.clone();
+            let inner = service_fn(|_: Job| async { Ok::<_, BoxError>("done") });
+            let svc = match limit {
+                None => LockLayer::new(client(&server), key_of)
+                    .wait(Duration::MAX)
+                    .typed_errors()
+                    .layer(inner)
+                    .boxed(),
+                Some(limit) => SemaphoreLayer::new(client(&server), limit, key_of)
+                    .wait(Duration::MAX)
+                    .typed_errors()
+                    .layer(inner)
+                    .boxed(),
+            };
+            let job = Job {
+                key: Some(unique_key("job")),
+                gated: false,
+            };
+            assert_eq!(svc.oneshot(job).await.unwrap(), "done");
+        }
     })
     .await;
 }

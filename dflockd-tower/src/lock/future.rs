@@ -14,14 +14,10 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 use tracing::Span;
 
+use super::acquire::{AcquireFuture, Acquired};
 use crate::Error;
 use crate::body::{GuardedBody, Hold};
 use crate::reject::RejectResponse;
-
-/// What the boxed acquisition yields: the guard, `Err(None)` when the layer's own wait ran
-/// out first, or the client's error.
-pub(crate) type AcquireFuture =
-    Pin<Box<dyn Future<Output = Result<Guard, Option<dflockd_core::Error>>> + Send>>;
 
 /// The release of a guard whose request is complete.
 type ReleaseFuture = Pin<Box<dyn Future<Output = dflockd_core::Result<()>> + Send>>;
@@ -164,7 +160,18 @@ impl<S: Service<Req>, Req> Machine<S, Req> {
                     let waited = started.elapsed();
                     this.span.record("wait_ms", millis(waited));
                     let guard = match acquired {
-                        Ok(guard) => guard,
+                        Ok(Acquired::Held(guard)) => guard,
+                        Ok(Acquired::Unguarded) => {
+                            this.span.record("outcome", "failed_open");
+                            let request = request.take().expect("request taken twice");
+                            let future = service.call(request);
+                            this.state.set(State::Calling {
+                                future,
+                                guard: None,
+                                lost: None,
+                            });
+                            continue;
+                        }
                         Err(failure) => {
                             let key = std::mem::take(this.key);
                             let error = match failure {
@@ -286,7 +293,7 @@ fn record_rejection(span: &Span, error: &Error) {
     let outcome = match error {
         Error::Busy { .. } => "busy",
         Error::Unavailable { .. } => "unavailable",
-        Error::InvalidKey { .. } | Error::MissingKey => "invalid_key",
+        Error::InvalidKey { .. } => "invalid_key",
         _ => "config",
     };
     span.record("outcome", outcome);

@@ -3,19 +3,20 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dflockd_core::Guard;
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::future::{AcquireFuture, ErrorFuture, Machine, Options, ResponseFuture};
-use super::layer::{OnLeaseLoss, Settings, Shared};
+use super::acquire::acquire;
+use super::config::Shared;
+use super::future::{ErrorFuture, Machine, Options, ResponseFuture};
 use crate::body::{BoxError, GuardedBody};
 use crate::deadline::request_deadline;
 use crate::reject::{RejectError, RejectResponse};
-use crate::{Error, KeyExtractor};
+use crate::{Error, KeyExtractor, OnLeaseLoss, OnMissingKey, Slot};
 
 /// The service made by [`LockLayer`](crate::LockLayer) and
 /// [`SemaphoreLayer`](crate::SemaphoreLayer).
@@ -71,7 +72,7 @@ impl<S, K, R> LockService<S, K, R> {
     /// out of `self` (a clone is left in its place, as tower's docs recommend).
     fn start<Req>(
         &mut self,
-        key: String,
+        slot: Slot,
         request: Req,
         deadline: Option<Duration>,
         hold_for_body: bool,
@@ -82,6 +83,8 @@ impl<S, K, R> LockService<S, K, R> {
         S: Service<Req> + Clone,
     {
         let settings = &self.shared.settings;
+        let (key, own_limit) = slot.into_parts();
+        let limit = own_limit.or(settings.limit);
         let wait = match deadline {
             Some(deadline) if settings.use_request_deadline => settings.wait.min(deadline),
             _ => settings.wait,
@@ -89,11 +92,20 @@ impl<S, K, R> LockService<S, K, R> {
         let span = tracing::info_span!(
             "dflockd_guard",
             key = %key,
-            limit = settings.limit.unwrap_or(1),
+            limit = limit.unwrap_or(1),
+            server_limit = tracing::field::Empty,
             wait_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let acquire = acquire(settings, key.clone(), wait);
+        let shared = &self.shared;
+        let acquire = acquire(
+            settings,
+            &shared.observed,
+            &shared.limits,
+            key.clone(),
+            limit,
+            wait,
+        );
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let options = Options {
@@ -103,42 +115,6 @@ impl<S, K, R> LockService<S, K, R> {
         };
         Machine::acquire(acquire, key, inner, request, options, span, on_acquired)
     }
-}
-
-/// The acquisition, bounded by `wait` here as well as on the server (which counts whole
-/// seconds).
-fn acquire(settings: &Settings, key: String, wait: Duration) -> AcquireFuture {
-    let client = settings.client.clone();
-    let (limit, lease) = (settings.limit, settings.lease);
-    let acquire = async move {
-        match limit {
-            None => {
-                let mut lock = client.lock(key).acquire_timeout(wait);
-                if let Some(lease) = lease {
-                    lock = lock.lease_ttl(lease);
-                }
-                lock.acquire().await
-            }
-            Some(limit) => {
-                let mut semaphore = client.semaphore(key, limit).acquire_timeout(wait);
-                if let Some(lease) = lease {
-                    semaphore = semaphore.lease_ttl(lease);
-                }
-                semaphore.acquire().await
-            }
-        }
-    };
-    Box::pin(async move {
-        if wait.is_zero() {
-            acquire.await.map_err(Some)
-        } else {
-            // The acquisition is cancel safe: dropping it leaves the server's queue.
-            match tokio::time::timeout(wait, acquire).await {
-                Ok(acquired) => acquired.map_err(Some),
-                Err(_) => Err(None),
-            }
-        }
-    })
 }
 
 fn insert_held<B>(request: &mut Request<B>, guard: &Guard) {
@@ -160,14 +136,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let reject = self.shared.reject.clone();
-        let machine = match self.shared.extractor.extract(&request) {
+        let machine = match self.shared.extractor.extract_mut(&mut request) {
             Some(key) => {
                 let deadline = request_deadline(request.headers());
                 let hold = self.shared.settings.hold_for_body;
                 let grpc = self.shared.reject.grpc;
-                self.start(key, request, deadline, hold, grpc, insert_held)
+                self.start(key.into(), request, deadline, hold, grpc, insert_held)
             }
             None => self.without_key(request),
         };
@@ -189,9 +165,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
-        let machine = match self.shared.extractor.extract(&request) {
-            Some(key) => self.start(key, request, None, false, false, |_, _| {}),
+    fn call(&mut self, mut request: Req) -> Self::Future {
+        let machine = match self.shared.extractor.extract_mut(&mut request) {
+            Some(key) => self.start(key.into(), request, None, false, false, |_, _| {}),
             None => self.without_key(request),
         };
         ErrorFuture::new(machine)
@@ -199,15 +175,56 @@ where
 }
 
 impl<S, K, R> LockService<S, K, R> {
+    /// A request in which the extractor found no key: the layer's [`OnMissingKey`] policy.
     fn without_key<Req>(&mut self, request: Req) -> Machine<S, Req>
     where
         S: Service<Req>,
+        K: KeyExtractor<Req>,
     {
-        if self.shared.settings.reject_missing_key {
-            tracing::debug!("request without a lock key rejected");
-            Machine::reject(Error::MissingKey)
-        } else {
-            Machine::pass(self.inner.call(request))
+        let observed = &self.shared.observed;
+        match self.shared.settings.on_missing_key {
+            OnMissingKey::PassThrough => {
+                if observed.passed_unguarded() {
+                    tracing::warn!(
+                        layer = %self.name(),
+                        "a request without a lock key runs unguarded (OnMissingKey::PassThrough); \
+                         logged once per layer, counted in Counters::passed_unguarded"
+                    );
+                }
+                Machine::pass(self.inner.call(request))
+            }
+            OnMissingKey::BadRequest => {
+                observed.missing_key_rejected();
+                let layer = self.name();
+                tracing::debug!(%layer, "request without a lock key rejected as a bad request");
+                Machine::reject(Error::KeyNotInRequest { layer })
+            }
+            OnMissingKey::Reject => {
+                observed.missing_key_rejected();
+                let layer = self.name();
+                if let Some(held_back) = observed.missing_key_log.admit(Instant::now()) {
+                    tracing::error!(
+                        %layer,
+                        similar_since_last = held_back,
+                        "request without a lock key rejected (HTTP 500 / gRPC internal): the \
+                         layer's key extractor found no key in it; a renamed route? A layer \
+                         meant for Router::route_layer? To run such requests unguarded, set \
+                         on_missing_key(OnMissingKey::PassThrough)"
+                    );
+                }
+                Machine::reject(Error::MissingKey { layer })
+            }
+        }
+    }
+
+    /// The layer's name: the configured one, or the extractor's description.
+    fn name<Req>(&self) -> String
+    where
+        K: KeyExtractor<Req>,
+    {
+        match &self.shared.settings.name {
+            Some(name) => name.to_string(),
+            None => self.shared.extractor.describe(),
         }
     }
 }

@@ -28,8 +28,8 @@ pub async fn bounded<T>(f: impl Future<Output = T>) -> T {
 }
 
 /// A client of `addr` with short timeouts.
-pub fn lock_client(addr: &str) -> dflockd::Client {
-    dflockd::Client::builder()
+pub fn lock_client(addr: &str) -> dflockd_core::Client {
+    dflockd_core::Client::builder()
         .servers([addr.to_owned()])
         .connect_timeout(Duration::from_secs(2))
         .request_timeout(Duration::from_secs(5))

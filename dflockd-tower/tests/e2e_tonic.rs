@@ -1,13 +1,13 @@
 //! The tower layers in a tonic server, end to end: tonic-health's service behind the layer,
 //! called with its generated client over a real socket.
 
-mod tower_util;
+mod util;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dflockd::tower::{GrpcCode, KeyExtractor, LockLayer, header};
 use dflockd_testkit::{TestServer, TestServers, unique_key};
+use dflockd_tower::{GrpcCode, KeyExtractor, LockLayer, OnMissingKey, header};
 use tonic::Code;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
@@ -16,7 +16,7 @@ use tonic_health::pb::health_check_response::ServingStatus as PbStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::HealthReporter;
-use tower_util::{bounded, lock_client};
+use util::{bounded, lock_client};
 
 type GrpcRequest = http::Request<tonic::body::Body>;
 
@@ -151,6 +151,35 @@ async fn lease_loss_ends_a_held_stream_with_unavailable() {
         let status = stream.message().await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(status.message().contains("lost"), "{status:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_without_a_key_is_internal_unless_passing_through_is_chosen() {
+    bounded(async {
+        let servers = TestServers::default_config(1).await.unwrap();
+        let lock_addr = servers.addrs()[0].clone();
+        let layer = || LockLayer::new(lock_client(&lock_addr), by_metadata()).grpc();
+        let (strict, _r1) = serve_grpc(layer().name("by x-lock-key")).await;
+        let (lenient, _r2) = serve_grpc(layer().on_missing_key(OnMissingKey::PassThrough)).await;
+        let without_key = || {
+            tonic::Request::new(HealthCheckRequest {
+                service: "orders".into(),
+            })
+        };
+        let status = grpc_client(strict)
+            .await
+            .check(without_key())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+        assert!(status.message().contains("by x-lock-key"), "{status:?}");
+        grpc_client(lenient)
+            .await
+            .check(without_key())
+            .await
+            .unwrap();
     })
     .await;
 }

@@ -1,7 +1,7 @@
 //! The tower layers in axum, end to end: a real lock server, an axum server on a real socket,
 //! requests over real HTTP.
 
-mod tower_util;
+mod util;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,14 +11,17 @@ use axum::body::{Body, Bytes};
 use axum::extract::Path;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use dflockd::tower::{HeldLock, LockLayer, OnLeaseLoss, PathKey, SemaphoreLayer, header};
 use dflockd_testkit::{TestServer, TestServers, unique_key};
+use dflockd_tower::{
+    HeldLock, LockLayer, OnLeaseLoss, OnMissingKey, OnUnreachable, PathKey, SemaphoreLayer, Slot,
+    header,
+};
 use http::{Request, StatusCode};
 use http_body_util::channel::{Channel, Sender};
 use http_body_util::{BodyExt, Empty};
 use tokio::sync::{Barrier, Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tower_util::{InFlight, Probe, bounded, http, lock_client, send, serve};
+use util::{InFlight, Probe, bounded, http, lock_client, send, serve};
 
 fn order_key() -> PathKey {
     PathKey::new("/orders/{id}/pay", "order:{id}").unwrap()
@@ -349,7 +352,7 @@ async fn lease_loss_can_let_the_request_finish() {
 }
 
 fn streaming_app(
-    client: dflockd::Client,
+    client: dflockd_core::Client,
     hold_for_body: bool,
 ) -> (Router, mpsc::UnboundedReceiver<Sender<Bytes, Infallible>>) {
     let (senders_tx, senders) = mpsc::unbounded_channel();
@@ -379,7 +382,7 @@ fn streaming_app(
 
 /// Acquires `key` through another client, waiting at most 5 s: well under the 30 s lease,
 /// so it succeeds only if the lock was released.
-async fn acquire_elsewhere(addr: &str, key: &str) -> dflockd::Guard {
+async fn acquire_elsewhere(addr: &str, key: &str) -> dflockd_core::Guard {
     lock_client(addr)
         .lock(key)
         .acquire_timeout(Duration::from_secs(5))
@@ -477,7 +480,7 @@ async fn lock_server_down_gives_503_quickly() {
         server.kill();
         let app = Router::new()
             .route("/orders/{id}/pay", post(|| async { "paid" }))
-            .layer(LockLayer::new(lock_client(&lock_addr), order_key()));
+            .route_layer(LockLayer::new(lock_client(&lock_addr), order_key()));
         let addr = serve(app).await;
         let started = Instant::now();
         let reply = send(&http(), addr, "POST", "/orders/1/pay", &[]).await;
@@ -488,7 +491,7 @@ async fn lock_server_down_gives_503_quickly() {
             "{:?}",
             started.elapsed()
         );
-        // Routes without a key are not affected.
+        // Paths the router does not know never reach a route layer.
         let other = send(&http(), addr, "POST", "/orders/1/refund", &[]).await;
         assert_eq!(other.status, StatusCode::NOT_FOUND);
     })
@@ -496,7 +499,7 @@ async fn lock_server_down_gives_503_quickly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn requests_without_a_key_pass_or_are_rejected() {
+async fn requests_without_a_key_are_rejected_unless_told_otherwise() {
     bounded(async {
         let servers = TestServers::default_config(1).await.unwrap();
         let lock_addr = servers.addrs()[0].clone();
@@ -507,27 +510,248 @@ async fn requests_without_a_key_pass_or_are_rejected() {
             }
         };
         let by_header = |req: &Request<Body>| header(req, "x-key");
-        let lenient = Router::new()
-            .route("/", get(handler))
-            .layer(LockLayer::new(lock_client(&lock_addr), by_header));
-        let strict = Router::new()
-            .route("/", get(handler))
-            .layer(LockLayer::new(lock_client(&lock_addr), by_header).reject_missing_key(true));
-        let (lenient, strict) = (serve(lenient).await, serve(strict).await);
+        let layer = || LockLayer::new(lock_client(&lock_addr), by_header);
+        let app = |layer| Router::new().route("/", get(handler)).layer(layer);
+        let strict = layer().name("by x-key");
+        let client_error = layer().on_missing_key(OnMissingKey::BadRequest);
+        let lenient = layer().on_missing_key(OnMissingKey::PassThrough);
+        let counters = (strict.clone(), client_error.clone(), lenient.clone());
+        let strict = serve(app(strict)).await;
+        let client_error = serve(app(client_error)).await;
+        let lenient = serve(app(lenient)).await;
         let http = http();
         let key = unique_key("k");
 
-        let reply = send(&http, lenient, "GET", "/", &[]).await;
-        assert_eq!(
-            (reply.status, reply.body.as_str()),
-            (StatusCode::OK, "unlocked")
-        );
-        let reply = send(&http, lenient, "GET", "/", &[("x-key", &key)]).await;
-        assert_eq!(reply.body, format!("locked {key}"));
         let reply = send(&http, strict, "GET", "/", &[]).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{reply:?}");
+        assert!(reply.body.contains("by x-key"), "{reply:?}");
+        let reply = send(&http, client_error, "GET", "/", &[]).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
-        let reply = send(&http, strict, "GET", "/", &[("x-key", &key)]).await;
-        assert_eq!(reply.status, StatusCode::OK);
+        for _ in 0..2 {
+            let reply = send(&http, lenient, "GET", "/", &[]).await;
+            assert_eq!(
+                (reply.status, reply.body.as_str()),
+                (StatusCode::OK, "unlocked")
+            );
+        }
+        for addr in [strict, client_error, lenient] {
+            let reply = send(&http, addr, "GET", "/", &[("x-key", &key)]).await;
+            assert_eq!(reply.body, format!("locked {key}"));
+        }
+        assert_eq!(counters.0.counters().missing_key_rejected, 1);
+        assert_eq!(counters.1.counters().missing_key_rejected, 1);
+        assert_eq!(counters.2.counters().passed_unguarded, 2);
+        assert_eq!(counters.2.counters().missing_key_rejected, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_renamed_route_cannot_run_unguarded() {
+    bounded(async {
+        let servers = TestServers::default_config(1).await.unwrap();
+        let lock_addr = servers.addrs()[0].clone();
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // The route was renamed from `/orders/{id}/pay`; the layer's key was not.
+        let app = |layer: LockLayer<PathKey>| {
+            let ran = ran.clone();
+            Router::new()
+                .route(
+                    "/orders/{id}/checkout",
+                    post(move || {
+                        ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async { "paid" }
+                    }),
+                )
+                .route_layer(layer)
+        };
+        let layer = LockLayer::new(lock_client(&lock_addr), order_key());
+        let strict = serve(app(layer.clone())).await;
+        let reply = send(&http(), strict, "POST", "/orders/7/checkout", &[]).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{reply:?}");
+        assert!(
+            reply.body.contains("/orders/{id}/pay -> order:{id}"),
+            "the rejection names the layer: {reply:?}"
+        );
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(layer.counters().missing_key_rejected, 1);
+
+        // Unguarded only with the opt-in.
+        let lenient = serve(app(layer.on_missing_key(OnMissingKey::PassThrough))).await;
+        let reply = send(&http(), lenient, "POST", "/orders/7/checkout", &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+    })
+    .await;
+}
+
+/// A handler that says whether it runs under a lock.
+async fn locked_or_not(lock: Option<Extension<HeldLock>>) -> &'static str {
+    if lock.is_some() {
+        "locked"
+    } else {
+        "unguarded"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_server_fails_closed_or_open_as_configured() {
+    bounded(async {
+        let server = TestServer::start().await.unwrap();
+        let lock_addr = server.addr_string();
+        let app = |layer| {
+            Router::new()
+                .route("/orders/{id}/pay", post(locked_or_not))
+                .route_layer(layer)
+        };
+        let closed = LockLayer::new(lock_client(&lock_addr), order_key());
+        let open = LockLayer::new(lock_client(&lock_addr), order_key())
+            .on_unreachable(OnUnreachable::FailOpen);
+        let closed_addr = serve(app(closed.clone())).await;
+        let open_addr = serve(app(open.clone())).await;
+        let http = http();
+        let path = format!("/orders/{}/pay", unique_key("o"));
+
+        // While the server is up, both guard.
+        for addr in [closed_addr, open_addr] {
+            assert_eq!(send(&http, addr, "POST", &path, &[]).await.body, "locked");
+        }
+        server.kill();
+        let reply = send(&http, closed_addr, "POST", &path, &[]).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert!(reply.body.contains("unavailable"), "{reply:?}");
+        assert!(reply.headers.contains_key("retry-after"));
+        for _ in 0..2 {
+            let reply = send(&http, open_addr, "POST", &path, &[]).await;
+            assert_eq!(
+                (reply.status, reply.body.as_str()),
+                (StatusCode::OK, "unguarded")
+            );
+        }
+        assert_eq!(closed.counters().failed_open, 0);
+        assert_eq!(open.counters().failed_open, 2);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_open_covers_neither_a_busy_key_nor_rejected_credentials() {
+    bounded(async {
+        let server = TestServer::builder()
+            .auth_token("secret")
+            .start()
+            .await
+            .unwrap();
+        let lock_addr = server.addr_string();
+        let authed = dflockd_core::Client::builder()
+            .servers([lock_addr.clone()])
+            .auth_token("secret")
+            .build()
+            .unwrap();
+        let app = |layer: LockLayer<PathKey>| {
+            Router::new()
+                .route("/orders/{id}/pay", post(locked_or_not))
+                .route_layer(layer.on_unreachable(OnUnreachable::FailOpen))
+        };
+        let busy_layer = LockLayer::new(authed.clone(), order_key()).wait(Duration::ZERO);
+        // No token: the server answers error_auth.
+        let unauthed_layer = LockLayer::new(lock_client(&lock_addr), order_key());
+        let busy_addr = serve(app(busy_layer.clone())).await;
+        let unauthed_addr = serve(app(unauthed_layer.clone())).await;
+        let http = http();
+        let id = unique_key("o");
+        let path = format!("/orders/{id}/pay");
+
+        let holder = authed.lock(format!("order:{id}")).acquire().await.unwrap();
+        let reply = send(&http, busy_addr, "POST", &path, &[]).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert!(reply.body.contains("busy"), "{reply:?}");
+        holder.release().await.unwrap();
+
+        let reply = send(&http, unauthed_addr, "POST", &path, &[]).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert!(reply.body.contains("unavailable"), "{reply:?}");
+        assert_eq!(busy_layer.counters().failed_open, 0);
+        assert_eq!(unauthed_layer.counters().failed_open, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_premium_tenant_gets_its_larger_limit() {
+    bounded(async {
+        const PREMIUM: u32 = 8;
+        const FREE: u32 = 2;
+        let servers = TestServers::default_config(1).await.unwrap();
+        let client = lock_client(&servers.addrs()[0]);
+        let probe = Probe::default();
+        let gate = Arc::new(Semaphore::new(0));
+        let (entered_tx, mut entered) = mpsc::unbounded_channel::<String>();
+        let (premium, free) = (unique_key("premium"), unique_key("free"));
+        let (p, g, is_premium) = (probe.clone(), gate.clone(), premium.clone());
+        let app = Router::new()
+            .route(
+                "/work",
+                get(
+                    move |headers: http::HeaderMap, Extension(lock): Extension<HeldLock>| {
+                        let (p, g, tx) = (p.clone(), g.clone(), entered_tx.clone());
+                        async move {
+                            let tenant = headers["x-tenant"].to_str().unwrap().to_owned();
+                            let _in = InFlight::new(&p, &tenant);
+                            tx.send(tenant).unwrap();
+                            // Closed at the end of the test: then everyone goes on.
+                            let _ = g.acquire().await;
+                            format!("limit {}", lock.limit())
+                        }
+                    },
+                ),
+            )
+            .route_layer(
+                SemaphoreLayer::new(client, FREE, move |req: &Request<Body>| {
+                    let tenant = header(req, "x-tenant")?;
+                    let limit = if tenant == is_premium { PREMIUM } else { FREE };
+                    Some(Slot::new(tenant, limit))
+                })
+                // Over the limit: refused at once, so that what runs is exactly the limit.
+                .wait(Duration::ZERO),
+            );
+        let addr = serve(app).await;
+        let http = http();
+
+        let mut requests = JoinSet::new();
+        for (tenant, n) in [(&premium, PREMIUM + 2), (&free, FREE + 2)] {
+            for _ in 0..n {
+                let (http, tenant) = (http.clone(), tenant.clone());
+                requests.spawn(async move {
+                    let reply = send(&http, addr, "GET", "/work", &[("x-tenant", &tenant)]).await;
+                    (tenant, reply)
+                });
+            }
+        }
+        // Every request either runs (and waits for the gate) or is refused at once.
+        let mut refused: Vec<String> = Vec::new();
+        while refused.len() < 4 {
+            let (tenant, reply) = requests.join_next().await.unwrap().unwrap();
+            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+            refused.push(tenant);
+        }
+        for _ in 0..PREMIUM + FREE {
+            entered.recv().await.unwrap();
+        }
+        assert_eq!(probe.in_flight(&premium), PREMIUM as usize);
+        assert_eq!(probe.in_flight(&free), FREE as usize);
+        let count = |t: &String| refused.iter().filter(|r| *r == t).count();
+        assert_eq!((count(&premium), count(&free)), (2, 2), "{refused:?}");
+
+        gate.close();
+        while let Some(done) = requests.join_next().await {
+            let (tenant, reply) = done.unwrap();
+            let limit = if tenant == premium { PREMIUM } else { FREE };
+            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+            assert_eq!(reply.body, format!("limit {limit}"));
+        }
+        assert_eq!(probe.max(&premium), PREMIUM as usize);
+        assert_eq!(probe.max(&free), FREE as usize);
     })
     .await;
 }
