@@ -161,7 +161,7 @@ impl Client {
         }
     }
 
-    /// The release the client was told the servers run ([`ClientBuilder::server_version`]).
+    /// The release the client was told the servers run ([`ClientBuilder::server_version`](crate::ClientBuilder::server_version)).
     #[must_use]
     pub fn server_version(&self) -> Option<ServerVersion> {
         self.inner.server_version

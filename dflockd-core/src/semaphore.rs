@@ -116,7 +116,7 @@ impl Semaphore {
     /// Two-phase acquisition, first half: joins the queue without waiting.
     ///
     /// Returns [`Enqueued::Acquired`] when a slot was free (the guard is renewing
-    /// already) or [`Enqueued::Queued`], whose [`wait`](Queued::wait) blocks
+    /// already) or [`Enqueued::Queued`], whose [`wait`](crate::Queued::wait) blocks
     /// server-side. Do the work you need between the two (notify another system,
     /// record telemetry). The connection is kept for the wait, as the protocol
     /// requires; call `wait` before the server's read timeout (23 s by default)
