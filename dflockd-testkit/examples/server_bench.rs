@@ -2,7 +2,7 @@
 //! persistent connections, with 1 and with 16 concurrent connections.
 //!
 //! ```text
-//! cargo run -p dflockd-testkit --release --example server_bench [-- --shards N --secs S]
+//! cargo run -p dflockd-testkit --release --example server_bench [-- --shards N --secs S | --quick]
 //! ```
 //!
 //! One op is one `l KEY 0` answered `ok TOKEN LEASE` plus one `r KEY TOKEN` answered `ok` (two
@@ -82,6 +82,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match arg.as_str() {
             "--shards" => shards = args.next().ok_or("--shards N")?.parse()?,
             "--secs" => secs = args.next().ok_or("--secs S")?.parse()?,
+            // A short run, as every example takes.
+            "--quick" => secs = 0.5,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }

@@ -1058,8 +1058,14 @@ mod tests {
             let c = parse_as(v, &[]).unwrap();
             assert_eq!(c.server_version, v);
             assert_eq!(c.host, "127.0.0.1");
+            // The usage table spells the defaults out as the real server prints them; they
+            // are the protocol's, which the client uses too.
+            assert_eq!(c.port, dflockd_core::proto::DEFAULT_PORT);
             assert_eq!(c.port, 6388);
-            assert_eq!(c.default_lease_ttl, Duration::from_secs(33));
+            assert_eq!(
+                c.default_lease_ttl,
+                Duration::from_secs(dflockd_core::proto::DEFAULT_LEASE_S)
+            );
             assert_eq!(c.lease_sweep_interval, Duration::from_secs(1));
             assert_eq!(c.gc_interval, Duration::from_secs(5));
             assert_eq!(c.gc_max_idle, Duration::from_secs(60));
@@ -1068,7 +1074,10 @@ mod tests {
                 (c.max_connections, c.max_connections_per_ip, c.max_waiters),
                 (0, 0, 0)
             );
-            assert_eq!(c.read_timeout, Duration::from_secs(23));
+            assert_eq!(
+                c.read_timeout,
+                Duration::from_secs(dflockd_core::proto::DEFAULT_READ_TIMEOUT_S)
+            );
             assert_eq!(c.write_timeout, Duration::from_secs(5));
             assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
             assert!(c.auto_release_on_disconnect);

@@ -12,13 +12,14 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use dflockd_core::proto::{Family, LineScan, MAX_REQUEST_LINE, Request, RequestError, scan_line};
+use dflockd_core::proto::server::{Answer, RequestError, parse_request};
+use dflockd_core::proto::{Family, LineScan, MAX_REQUEST_LINE, Request, ServerStatus, scan_line};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::instance::{ConnSlot, Control, Shared};
+use crate::shared::{ConnSlot, Control, Shared};
 use crate::state::{Acquire, ConnId, Enqueue, Grant, Lease, WaitPoll};
 use crate::version::{PEER_WATCH_BUFFER, Profile};
 
@@ -132,7 +133,7 @@ fn parse<'a>(
     key: &'a str,
     arg: &'a str,
 ) -> Result<Parsed<'a>, Malformed> {
-    let request = Request::parse(cmd, key, arg).map_err(Malformed::Request)?;
+    let request = parse_request(cmd, key, arg).map_err(Malformed::Request)?;
     if let Request::Ping = request {
         // Before v1.14 `ping` is an unknown command.
         return if profile.ping {
@@ -262,7 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// `error_auth` before authentication, also while draining), then close.
     async fn fail_and_close(&mut self) {
         if self.authed {
-            self.out.extend_from_slice(b"error\n");
+            self.status(ServerStatus::Error);
         } else {
             self.auth_failed().await;
         }
@@ -270,7 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// `error_auth`, then a pause; the caller closes.
     async fn auth_failed(&mut self) -> Flow {
-        self.out.extend_from_slice(b"error_auth\n");
+        self.status(ServerStatus::Auth);
         let _ = self.flush().await;
         tokio::time::sleep(AUTH_FAILURE_PAUSE).await;
         Flow::Close
@@ -477,24 +478,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         })
     }
 
-    fn word(&mut self, word: &str) {
-        self.out.extend_from_slice(word.as_bytes());
-        self.out.push(b'\n');
+    fn answer(&mut self, answer: Answer<'_>) {
+        answer.encode(&mut self.out);
     }
 
-    /// `STATUS TOKEN LEASE`. A lease of 0 whole seconds is written as the default lease's
-    /// seconds, as the real server formats every grant.
-    fn grant(&mut self, status: &str, grant: Grant) {
+    fn status(&mut self, status: ServerStatus) {
+        self.answer(Answer::Status(status));
+    }
+
+    /// `ok TOKEN LEASE` (or `acquired TOKEN LEASE` to an enqueue). A lease of 0 whole seconds
+    /// is written as the default lease's seconds, as the real server formats every grant.
+    fn grant(&mut self, grant: Grant, enqueue: bool) {
         let lease_s = match grant.lease_s {
             0 => self.shared.table.config().default_lease.as_secs(),
             secs => secs,
         };
-        self.out.extend_from_slice(status.as_bytes());
-        self.out.push(b' ');
-        self.out.extend_from_slice(grant.token.as_str().as_bytes());
-        self.out.push(b' ');
-        self.out.extend_from_slice(lease_s.to_string().as_bytes());
-        self.out.push(b'\n');
+        let token = &grant.token;
+        self.answer(if enqueue {
+            Answer::Acquired { token, lease_s }
+        } else {
+            Answer::Granted { token, lease_s }
+        });
     }
 
     // ----- requests ------------------------------------------------------------------------
@@ -534,7 +538,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     if constant_time_eq(secret, expected) =>
                 {
                     self.authed = true;
-                    self.word("ok");
+                    self.answer(Answer::Ok);
                     Flow::Continue
                 }
                 _ => self.auth_failed().await,
@@ -544,13 +548,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Ok(Parsed::Request(request, seconds)) => (request, seconds),
             Ok(Parsed::Ping) => {
                 return self.refuse_while_draining().unwrap_or_else(|| {
-                    self.word("ok");
+                    self.answer(Answer::Ok);
                     Flow::Continue
                 });
             }
             Err(err) => {
                 tracing::debug!(conn = self.id, %err, "bad request");
-                self.word("error");
+                self.status(ServerStatus::Error);
                 return Flow::Continue;
             }
         };
@@ -564,14 +568,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         match request {
             Request::Stats => {
                 let json = table.snapshot(self.shared.connections(), now).to_json();
-                self.out.extend_from_slice(b"ok ");
-                self.out.extend_from_slice(json.as_bytes());
-                self.out.push(b'\n');
+                self.answer(Answer::Stats(&json));
             }
-            Request::Auth { .. } => self.word("error"),
+            Request::Auth { .. } => self.status(ServerStatus::Error),
             Request::Release { family, token, .. } => {
                 let ok = table.release(family, key, token, now);
-                self.word(if ok { "ok" } else { "error" });
+                if ok {
+                    self.answer(Answer::Ok);
+                } else {
+                    self.status(ServerStatus::Error);
+                }
             }
             Request::Renew {
                 family,
@@ -581,11 +587,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             } => {
                 let lease = self.lease(lease_s, seconds.lease);
                 match table.renew(family, key, token, lease, now) {
-                    Some(secs) => {
-                        self.out
-                            .extend_from_slice(format!("ok {secs}\n").as_bytes());
-                    }
-                    None => self.word("error"),
+                    Some(lease_s) => self.answer(Answer::Renewed { lease_s }),
+                    None => self.status(ServerStatus::Error),
                 }
             }
             Request::Enqueue {
@@ -596,12 +599,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             } => {
                 let lease = self.lease(lease_s, seconds.lease);
                 match table.enqueue(family, key, limit, lease, self.id, now) {
-                    Enqueue::Acquired(grant) => self.grant("acquired", grant),
-                    Enqueue::Queued => self.word("queued"),
-                    Enqueue::AlreadyEnqueued => self.word("error_already_enqueued"),
-                    Enqueue::MaxLocks => self.word("error_max_locks"),
-                    Enqueue::MaxWaiters => self.word("error_max_waiters"),
-                    Enqueue::LimitMismatch => self.word("error_limit_mismatch"),
+                    Enqueue::Acquired(grant) => self.grant(grant, true),
+                    Enqueue::Queued => self.answer(Answer::Queued),
+                    Enqueue::AlreadyEnqueued => self.status(ServerStatus::AlreadyEnqueued),
+                    Enqueue::MaxLocks => self.status(ServerStatus::MaxLocks),
+                    Enqueue::MaxWaiters => self.status(ServerStatus::MaxWaiters),
+                    Enqueue::LimitMismatch => self.status(ServerStatus::LimitMismatch),
                 }
             }
             Request::Acquire {
@@ -618,7 +621,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Request::Wait { family, .. } => {
                 return self.wait(family, key, seconds.timeout, now).await;
             }
-            _ => self.word("error"),
+            _ => self.status(ServerStatus::Error),
         }
         Flow::Continue
     }
@@ -627,7 +630,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// and the connection closed.
     fn refuse_while_draining(&mut self) -> Option<Flow> {
         if self.shared.profile.drain_refuses && self.control.borrow().draining {
-            self.word("error_draining");
+            self.status(ServerStatus::Draining);
             return Some(Flow::Close);
         }
         None
@@ -649,24 +652,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .acquire(family, key, limit, lease, self.id, wait, now);
         let (waiter, mut rx) = match outcome {
             Acquire::Granted(grant) => {
-                self.grant("ok", grant);
+                self.grant(grant, false);
                 return Flow::Continue;
             }
             Acquire::Queued(waiter, rx) => (waiter, rx),
             Acquire::Timeout => {
-                self.word("timeout");
+                self.answer(Answer::Timeout);
                 return Flow::Continue;
             }
             Acquire::MaxLocks => {
-                self.word("error_max_locks");
+                self.status(ServerStatus::MaxLocks);
                 return Flow::Continue;
             }
             Acquire::MaxWaiters => {
-                self.word("error_max_waiters");
+                self.status(ServerStatus::MaxWaiters);
                 return Flow::Continue;
             }
             Acquire::LimitMismatch => {
-                self.word("error_limit_mismatch");
+                self.status(ServerStatus::LimitMismatch);
                 return Flow::Continue;
             }
         };
@@ -692,11 +695,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .await;
         let fallback = match waited {
             Watched::Done(Some(grant)) => {
-                self.grant("ok", grant);
+                self.grant(grant, false);
                 return Flow::Continue;
             }
-            Watched::Done(None) => "timeout",
-            Watched::Stopped => "error",
+            Watched::Done(None) => Answer::Timeout,
+            Watched::Stopped => Answer::Status(ServerStatus::Error),
             Watched::PeerClosed => {
                 shared
                     .table
@@ -706,17 +709,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         let now = StdInstant::now();
         if shared.table.cancel_wait(family, key, waiter, now) {
-            self.word(fallback);
+            self.answer(fallback);
             return Flow::Continue;
         }
         // Granted while the timer fired or the drain began.
         match rx.try_recv() {
-            Ok(grant) if fallback == "error" && !shared.profile.cancelled_wait_keeps_grant => {
+            Ok(grant)
+                if matches!(fallback, Answer::Status(_))
+                    && !shared.profile.cancelled_wait_keeps_grant =>
+            {
                 shared.table.release(family, key, grant.token.as_str(), now);
-                self.word("error");
+                self.status(ServerStatus::Error);
             }
-            Ok(grant) => self.grant("ok", grant),
-            Err(_) => self.word(fallback),
+            Ok(grant) => self.grant(grant, false),
+            Err(_) => self.answer(fallback),
         }
         Flow::Continue
     }
@@ -764,13 +770,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     let now = StdInstant::now();
                     match table.wait_poll(family, key, self.id, true, now) {
                         WaitPoll::Granted(grant) if shared.profile.cancelled_wait_keeps_grant => {
-                            self.grant("ok", grant);
+                            self.grant(grant, false);
                         }
                         WaitPoll::Granted(grant) => {
                             table.release(family, key, grant.token.as_str(), now);
-                            self.word("error");
+                            self.status(ServerStatus::Error);
                         }
-                        _ => self.word("error"),
+                        _ => self.status(ServerStatus::Error),
                     }
                     return Flow::Continue;
                 }
@@ -788,10 +794,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     fn wait_answer(&mut self, poll: WaitPoll) {
         match poll {
-            WaitPoll::Granted(grant) => self.grant("ok", grant),
-            WaitPoll::NotEnqueued => self.word("error_not_enqueued"),
-            WaitPoll::LeaseExpired => self.word("error_lease_expired"),
-            WaitPoll::Timeout | WaitPoll::Pending(_) => self.word("timeout"),
+            WaitPoll::Granted(grant) => self.grant(grant, false),
+            WaitPoll::NotEnqueued => self.status(ServerStatus::NotEnqueued),
+            WaitPoll::LeaseExpired => self.status(ServerStatus::LeaseExpired),
+            WaitPoll::Timeout | WaitPoll::Pending(_) => self.answer(Answer::Timeout),
         }
     }
 }

@@ -145,6 +145,7 @@
 pub mod chaos;
 pub mod checker;
 pub mod cli;
+mod config;
 mod conn;
 mod error;
 mod fence;
@@ -153,6 +154,7 @@ mod instance;
 mod json;
 pub mod scripted;
 mod server;
+mod shared;
 mod state;
 mod stats;
 pub mod tls;

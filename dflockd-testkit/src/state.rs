@@ -20,7 +20,6 @@ use dflockd_core::proto::{Family, Token};
 use tokio::sync::oneshot;
 
 use crate::fence::FenceCounter;
-use crate::stats::{RawIdle, RawLock, RawSemaphore, RawStats};
 use crate::version::Profile;
 
 /// A connection id, counted from 1 per accepted connection.
@@ -28,6 +27,38 @@ pub(crate) type ConnId = u64;
 
 /// A key: the raw bytes of the request line (the real server accepts non-UTF-8 keys).
 pub(crate) type Key = Arc<[u8]>;
+
+/// A snapshot of the table for `stats` (see `stats.rs` for the JSON).
+#[derive(Debug, Default)]
+pub(crate) struct RawStats {
+    pub(crate) connections: u64,
+    pub(crate) locks: Vec<RawLock>,
+    pub(crate) semaphores: Vec<RawSemaphore>,
+    pub(crate) idle_locks: Vec<RawIdle>,
+    pub(crate) idle_semaphores: Vec<RawIdle>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawLock {
+    pub(crate) key: Key,
+    pub(crate) owner_conn_id: u64,
+    pub(crate) lease_expires_in: Duration,
+    pub(crate) waiters: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawSemaphore {
+    pub(crate) key: Key,
+    pub(crate) limit: u64,
+    pub(crate) holders: usize,
+    pub(crate) waiters: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawIdle {
+    pub(crate) key: Key,
+    pub(crate) idle: Duration,
+}
 
 /// A resource: its namespace (an index into [`Shard::entries`]) and its key.
 type Rid = (usize, Key);

@@ -1,136 +1,16 @@
-//! `stats`: the typed snapshot and the exact JSON line the wire carries.
-
-use std::time::Duration;
+//! `stats`: the exact JSON line the wire carries, and the typed view tests read (the
+//! client's [`dflockd_core::Stats`], parsed from that line: one family of stats types).
 
 use crate::json::{push_float, push_string};
-use crate::state::Key;
+use crate::state::RawStats;
 
-/// A point-in-time view of the server, as `stats` reports it.
-///
-/// Each list is sorted by key (the real server's order is unspecified).
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Open connections.
-    pub connections: u64,
-    /// Keys of limit 1 with a holder or waiters.
-    pub locks: Vec<LockStats>,
-    /// Keys of limit > 1 with holders or waiters.
-    pub semaphores: Vec<SemaphoreStats>,
-    /// Keys of limit 1 with neither holder nor waiter (not yet collected).
-    pub idle_locks: Vec<IdleStats>,
-    /// Keys of limit > 1 with neither holder nor waiter (not yet collected).
-    pub idle_semaphores: Vec<IdleStats>,
-}
+pub use dflockd_core::{IdleStats, LockStats, SemaphoreStats, Stats};
 
-/// One busy lock in [`Stats::locks`].
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct LockStats {
-    /// The key (invalid UTF-8 replaced by U+FFFD).
-    pub key: String,
-    /// The holder's connection id (from 1), or 0 when only waiters exist.
-    pub owner_conn_id: u64,
-    /// Time left on the holder's lease (zero when expired or without a holder).
-    pub lease_expires_in: Duration,
-    /// Queued waiters.
-    pub waiters: usize,
-}
-
-/// One busy semaphore in [`Stats::semaphores`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SemaphoreStats {
-    /// The key (invalid UTF-8 replaced by U+FFFD).
-    pub key: String,
-    /// Holders allowed at once.
-    pub limit: u64,
-    /// Current holders.
-    pub holders: usize,
-    /// Queued waiters.
-    pub waiters: usize,
-}
-
-/// One idle key in [`Stats::idle_locks`] or [`Stats::idle_semaphores`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct IdleStats {
-    /// The key (invalid UTF-8 replaced by U+FFFD).
-    pub key: String,
-    /// Time since the key's last activity.
-    pub idle: Duration,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct RawStats {
-    pub(crate) connections: u64,
-    pub(crate) locks: Vec<RawLock>,
-    pub(crate) semaphores: Vec<RawSemaphore>,
-    pub(crate) idle_locks: Vec<RawIdle>,
-    pub(crate) idle_semaphores: Vec<RawIdle>,
-}
-
-#[derive(Debug)]
-pub(crate) struct RawLock {
-    pub(crate) key: Key,
-    pub(crate) owner_conn_id: u64,
-    pub(crate) lease_expires_in: Duration,
-    pub(crate) waiters: usize,
-}
-
-#[derive(Debug)]
-pub(crate) struct RawSemaphore {
-    pub(crate) key: Key,
-    pub(crate) limit: u64,
-    pub(crate) holders: usize,
-    pub(crate) waiters: usize,
-}
-
-#[derive(Debug)]
-pub(crate) struct RawIdle {
-    pub(crate) key: Key,
-    pub(crate) idle: Duration,
-}
-
-fn text(key: &[u8]) -> String {
-    String::from_utf8_lossy(key).into_owned()
-}
-
-impl From<RawStats> for Stats {
-    fn from(raw: RawStats) -> Self {
-        let idle = |v: Vec<RawIdle>| {
-            v.into_iter()
-                .map(|i| IdleStats {
-                    key: text(&i.key),
-                    idle: i.idle,
-                })
-                .collect()
-        };
-        Stats {
-            connections: raw.connections,
-            locks: raw
-                .locks
-                .into_iter()
-                .map(|l| LockStats {
-                    key: text(&l.key),
-                    owner_conn_id: l.owner_conn_id,
-                    lease_expires_in: l.lease_expires_in,
-                    waiters: l.waiters,
-                })
-                .collect(),
-            semaphores: raw
-                .semaphores
-                .into_iter()
-                .map(|s| SemaphoreStats {
-                    key: text(&s.key),
-                    limit: s.limit,
-                    holders: s.holders,
-                    waiters: s.waiters,
-                })
-                .collect(),
-            idle_locks: idle(raw.idle_locks),
-            idle_semaphores: idle(raw.idle_semaphores),
-        }
+impl RawStats {
+    /// The typed view, as a client reads the JSON.
+    pub(crate) fn to_stats(&self) -> Stats {
+        Stats::from_json(&self.to_json())
+            .expect("the test server writes the stats JSON the client reads")
     }
 }
 
@@ -198,7 +78,9 @@ impl RawStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{RawIdle, RawLock, RawSemaphore};
     use std::sync::Arc;
+    use std::time::Duration;
 
     #[test]
     fn sample_from_the_report() {

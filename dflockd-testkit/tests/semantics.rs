@@ -231,7 +231,7 @@ async fn disconnect_while_blocked() {
     .await;
 }
 
-fn waiters(server: &dflockd_testkit::TestServer, key: &str) -> usize {
+fn waiters(server: &dflockd_testkit::TestServer, key: &str) -> u64 {
     server
         .stats()
         .locks

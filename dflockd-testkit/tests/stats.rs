@@ -170,7 +170,7 @@ async fn bogus_tokens_and_idle_time() {
         let bogus = "0123456789abcdef0123456789abcdef";
         assert_eq!(a.req("r", "k", bogus).await, "error\n");
         assert_eq!(a.req("n", "k", bogus).await, "error\n");
-        let idle = server.stats().idle_locks[0].idle;
+        let idle = Duration::from_secs_f64(server.stats().idle_locks[0].idle_s);
         if v == ServerVersion::V1_10 {
             // Any `r`/`n` counts as activity before v1.16.1.
             assert!(idle < Duration::from_millis(200), "{idle:?}");

@@ -57,7 +57,7 @@ async fn replica(
 }
 
 /// The server's (limit, holders, waiters) of a semaphore key in use.
-fn usage(server: &TestServer, key: &str) -> Option<(u64, usize, usize)> {
+fn usage(server: &TestServer, key: &str) -> Option<(u64, u64, u64)> {
     let stats = server.stats();
     let s = stats.semaphores.into_iter().find(|s| s.key == key)?;
     Some((s.limit, s.holders, s.waiters))

@@ -5,9 +5,10 @@
 //! `cargo test` on stable. Each function panics when a property fails.
 #![allow(dead_code, unreachable_pub)]
 
+use dflockd_core::proto::server::parse_request;
 use dflockd_core::proto::{
-    Expect, LineScan, MAX_WIRE_INT, Reply, ReplyError, Request, ServerStatus, Token,
-    scan_line as scan, validate_token_text,
+    Expect, LineScan, MAX_WIRE_INT, Reply, ReplyError, ServerStatus, Token, scan_line as scan,
+    validate_token_text,
 };
 
 const EXPECTS: [Expect; 6] = [
@@ -68,7 +69,7 @@ pub fn reply_parse(data: &[u8]) {
     }
 }
 
-/// `Request::parse` (the server's side): the input is split into command, key and argument
+/// `parse_request` (the server's side): the input is split into command, key and argument
 /// lines. Never panics; a request that the client can encode parses back to itself.
 pub fn request_parse(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
@@ -78,7 +79,7 @@ pub fn request_parse(data: &[u8]) {
     };
     let trim = |s: &str| s.trim_end_matches('\r').to_owned();
     let (command, key, arg) = (trim(command), trim(key), trim(arg));
-    let Ok(request) = Request::parse(&command, &key, &arg) else {
+    let Ok(request) = parse_request(&command, &key, &arg) else {
         return;
     };
     // Nothing the parser returns is unprintable, and Debug never panics.
@@ -95,7 +96,7 @@ pub fn request_parse(data: &[u8]) {
     for part in &parts[..3] {
         assert!(part.len() <= dflockd_core::proto::MAX_REQUEST_LINE);
     }
-    let again = Request::parse(parts[0], parts[1], parts[2]).expect("encoded requests parse");
+    let again = parse_request(parts[0], parts[1], parts[2]).expect("encoded requests parse");
     assert_eq!(again, request, "round trip of {wire:?}");
 }
 

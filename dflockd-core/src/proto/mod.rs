@@ -7,23 +7,27 @@
 //! the contract).
 //!
 //! * [`Request`] — a typed request; [`Request::encode`] validates and writes the three lines.
-//! * [`Request::parse`] — the server side: three received lines into a [`Request`], or the
-//!   [`RequestError`] that a real server answers with `error`.
 //! * [`Reply::parse`] — one answer line, interpreted for the request that was sent
 //!   ([`Expect`]), into a [`Reply`] or a [`ReplyError`] (a server status, or a protocol
 //!   violation).
 //! * [`scan_line`] — finds the end of a line in a buffer with a length cap.
 //! * [`Token`] — a lock token with its fence.
+//! * `server` (feature `server`) — the other side: three received lines parsed as a dflockd
+//!   server does (`server::parse_request`, or the `server::RequestError` it answers with
+//!   `error`), and answers encoded as it writes them (`server::Answer`). The test server is
+//!   built on it.
 
 mod line;
 mod reply;
 mod request;
+#[cfg(feature = "server")]
+pub mod server;
 mod token;
 mod validate;
 
 pub use line::{LineScan, scan_line};
 pub use reply::{Expect, Grant, Reply, ReplyError, ServerStatus};
-pub use request::{Command, Family, Request, RequestError};
+pub use request::{Command, Family, Request};
 pub use token::{Token, TokenError};
 pub use validate::{
     InvalidInput, MAX_AUTH_SECRET, MAX_KEY_LEN, validate_client_key, validate_secret,
