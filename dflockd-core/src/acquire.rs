@@ -16,9 +16,10 @@ use crate::conn::connect::whole_seconds;
 use crate::conn::park::{ParkHint, Parked};
 use crate::conn::pool::ServerPool;
 use crate::error::{Error, Result};
-use crate::guard::{Guard, Origin};
+use crate::guard::{Guard, HeldLock, Origin};
 use crate::inner::ClientInner;
 use crate::proto::{Family, InvalidInput, MAX_WIRE_INT, Request, validate_client_key};
+use crate::section;
 
 /// What to acquire: a key, its limit, and how. Cheap to clone.
 #[derive(Clone)]
@@ -35,6 +36,8 @@ pub(crate) struct Spec {
     park_hint: ParkHint,
     /// Its acquire requests, encoded once (cleared when the timeout or lease changes).
     wire: WireCache,
+    /// How [`Spec::run`] runs a section.
+    pub(crate) policy: section::Policy,
 }
 
 impl fmt::Debug for Spec {
@@ -82,6 +85,7 @@ impl Spec {
             key_facts,
             park_hint: ParkHint::default(),
             wire: WireCache::default(),
+            policy: section::Policy::default(),
             client,
         }
     }
@@ -241,6 +245,26 @@ impl Spec {
             }
             _ => Err(self.unexpected(&conn.server)),
         }
+    }
+
+    /// A scoped section: acquires (unless this task already holds the key: that would wait
+    /// for itself), runs `work` with the held lock, then releases (see [`section::run`]).
+    pub(crate) async fn run<F, Fut>(&self, work: F) -> Result<Fut::Output>
+    where
+        F: FnOnce(HeldLock) -> Fut,
+        Fut: std::future::Future,
+    {
+        self.check_reentry()?;
+        let guard = self.acquire(self.acquire_timeout).await?;
+        let work = work(guard.held());
+        section::run(vec![guard], self.policy, work).await
+    }
+
+    /// Fails with [`Error::Reentrant`] when the current task or thread runs in a section that
+    /// holds this key.
+    pub(crate) fn check_reentry(&self) -> Result<()> {
+        let server = &self.client.pool_for(&self.key)?.addr;
+        section::check_reentry(server, self.family, &self.key)
     }
 
     /// Two-phase acquisition, first half.

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::conn::call::{Answer, Call};
+use crate::election::Election;
 use crate::error::{Error, Result};
 use crate::inner::ClientInner;
 use crate::lock::Lock;
+use crate::multi::MultiLock;
 use crate::proto::Request;
 use crate::semaphore::Semaphore;
 use crate::stats::Stats;
@@ -54,6 +56,25 @@ impl Client {
     #[must_use]
     pub fn semaphore(&self, key: impl Into<String>, limit: u32) -> Semaphore {
         Semaphore::new(self.inner.clone(), key.into(), limit)
+    }
+
+    /// Several keys to acquire together, in one global order and all or nothing: the locks
+    /// on `keys` (more locks and semaphore slots can be added to it). See [`MultiLock`].
+    #[must_use]
+    pub fn multi_lock<I, K>(&self, keys: I) -> MultiLock
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        keys.into_iter()
+            .fold(MultiLock::new(self.inner.clone()), |m, key| m.lock(key))
+    }
+
+    /// Leader election in the group `group`: one process of the group leads at a time. See
+    /// [`Election`].
+    #[must_use]
+    pub fn election(&self, group: impl Into<String>) -> Election {
+        Election::new(self.inner.clone(), group.into())
     }
 
     /// The configured server addresses, in order.

@@ -112,6 +112,19 @@ pub enum Error {
         key: String,
         /// Why.
         reason: LossReason,
+        /// The fence of the grant that was lost, when the grant had one (to tell the resource
+        /// it protected which writes to distrust).
+        fence: Option<u64>,
+    },
+    /// The task already holds this key, through an enclosing scoped section
+    /// ([`Lock::run`](crate::Lock::run), [`Semaphore::run`](crate::Semaphore::run), the
+    /// attribute macros): acquiring it again would wait for itself. Nothing was sent.
+    #[error(
+        "{key:?} is already held by this task (an enclosing section holds it): it would wait for itself"
+    )]
+    Reentrant {
+        /// The key.
+        key: String,
     },
     /// Every connection the client may open to this server is in use (each waiting acquire
     /// holds one; see [`ClientBuilder::max_connections`](crate::ClientBuilder::max_connections))

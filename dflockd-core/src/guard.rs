@@ -145,6 +145,14 @@ impl Guard {
         &self.conn.server
     }
 
+    pub(crate) fn server_arc(&self) -> Arc<str> {
+        self.conn.server.clone()
+    }
+
+    pub(crate) fn family(&self) -> Family {
+        self.family
+    }
+
     /// A cheap, cloneable, `'static` view of this lock for the code it protects: key, token,
     /// fence, limit and the lease state (what the attribute macro's `current_lock()` and the
     /// tower layer's request extension hand out). The guard itself derefs to it.
@@ -173,23 +181,24 @@ impl Guard {
     ) -> impl std::future::Future<Output = Result<Duration>> + Send + 'static {
         let conn = self.conn.clone();
         let shared = self.shared().clone();
-        let (lock_id, key) = (self.lock_id, self.held.key.clone());
+        let (lock_id, key, fence) = (self.lock_id, self.held.key.clone(), self.held.fence);
         async move {
             if let Some(reason) = shared.loss() {
                 return Err(Error::LeaseLost {
                     key: key.to_string(),
                     reason,
+                    fence,
                 });
             }
-            conn.renew_now(lock_id, &key).await
+            conn.renew_now(lock_id, &key).await.map_err(|e| match e {
+                Error::LeaseLost { key, reason, .. } => Error::LeaseLost { key, reason, fence },
+                other => other,
+            })
         }
     }
 
     fn lost_error(&self, reason: LossReason) -> Error {
-        Error::LeaseLost {
-            key: self.key.to_string(),
-            reason,
-        }
+        self.held.lost_error(reason)
     }
 
     /// Keeps the lock (renewing it) for `hold` more, then releases it, without making the
@@ -377,6 +386,15 @@ impl fmt::Debug for HeldLock {
 }
 
 impl HeldLock {
+    /// The lease-lost error of this lock.
+    pub(crate) fn lost_error(&self, reason: LossReason) -> Error {
+        Error::LeaseLost {
+            key: self.key.to_string(),
+            reason,
+            fence: self.fence,
+        }
+    }
+
     /// The key.
     #[must_use]
     pub fn key(&self) -> &str {

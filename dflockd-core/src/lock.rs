@@ -1,15 +1,17 @@
 //! [`Lock`]: a distributed lock on one key.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::acquire::{Enqueued, Spec};
 use crate::error::{Error, Result};
-use crate::guard::Guard;
+use crate::guard::{Guard, HeldLock};
 use crate::inner::ClientInner;
 #[cfg(doc)]
 use crate::lease::LossReason;
 use crate::proto::Family;
+use crate::section::OnLeaseLoss;
 
 /// A distributed lock on one key: a description of what to acquire, reusable.
 ///
@@ -39,6 +41,11 @@ impl Lock {
         Lock {
             spec: Spec::new(client, Family::Lock, key, 1),
         }
+    }
+
+    #[cfg(feature = "blocking")]
+    pub(crate) fn spec(&self) -> &Spec {
+        &self.spec
     }
 
     /// How long [`acquire`](Self::acquire) queues for a slot before giving up
@@ -128,5 +135,65 @@ impl Lock {
     /// queue (and releases a grant that raced with the cancellation).
     pub async fn enqueue(&self) -> Result<Enqueued> {
         self.spec.enqueue().await
+    }
+
+    /// What [`run`](Self::run) does when the lease is lost while the work runs. Default is
+    /// [`OnLeaseLoss::Cancel`]: the work is dropped and `run` returns [`Error::LeaseLost`].
+    #[must_use]
+    pub fn on_lease_loss(mut self, on_loss: OnLeaseLoss) -> Self {
+        self.spec.policy.on_lease_loss = on_loss;
+        self
+    }
+
+    /// [`run`](Self::run) keeps the lock at least this long from the grant, even when the
+    /// work ends sooner (it is released in the background once the time is up), so that a fast
+    /// job does not run again on a replica whose schedule fires a moment later. Default is
+    /// zero.
+    #[must_use]
+    pub fn hold_at_least(mut self, hold: Duration) -> Self {
+        self.spec.policy.hold_at_least = hold;
+        self
+    }
+
+    /// A scoped critical section: acquires, runs `work` with the held lock, and releases
+    /// when it ends; returns the work's output.
+    ///
+    /// ```no_run
+    /// # async fn f(client: dflockd_core::Client) -> Result<(), dflockd_core::Error> {
+    /// # async fn charge(_: u64, _: Option<u64>) {}
+    /// let charged = client
+    ///     .lock("invoice:42")
+    ///     .run(|held| async move {
+    ///         charge(42, held.fence()).await;
+    ///         "charged"
+    ///     })
+    ///     .await?;
+    /// # let _ = charged; Ok(()) }
+    /// ```
+    ///
+    /// While the work runs, the lease is watched: when it is lost, the work is cancelled
+    /// (dropped at its next `.await`) and `run` returns [`Error::LeaseLost`] with the fence
+    /// the work held ([`on_lease_loss`](Self::on_lease_loss) can let it finish instead).
+    /// Inside the work, [`current_lock`](crate::current_lock) returns the held lock, and
+    /// acquiring the same key again in the same task fails at once with
+    /// [`Error::Reentrant`] instead of waiting for itself.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire); [`Error::Reentrant`] when this task already runs in a
+    /// section holding the key (nothing is sent); [`Error::LeaseLost`] when the lease was
+    /// lost before the work ended, or when the release shows that the section was not fully
+    /// protected (both with [`OnLeaseLoss::Cancel`]; with [`OnLeaseLoss::Finish`] the loss is
+    /// logged and the output returned). A release that fails otherwise (the server is
+    /// unreachable) is logged, and the output returned: the lease ends at the server.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future drops the work and releases the lock in the
+    /// background.
+    pub async fn run<F, Fut>(&self, work: F) -> Result<Fut::Output>
+    where
+        F: FnOnce(HeldLock) -> Fut,
+        Fut: Future,
+    {
+        self.spec.run(work).await
     }
 }

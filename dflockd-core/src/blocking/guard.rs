@@ -23,6 +23,11 @@ impl Guard {
             rt,
         }
     }
+
+    /// The async guard inside.
+    pub(crate) fn into_inner(mut self) -> crate::Guard {
+        self.inner.take().expect("present until consumed")
+    }
 }
 
 impl fmt::Debug for Guard {

@@ -47,7 +47,7 @@ mod guard;
 mod lock;
 
 pub use guard::Guard;
-pub use lock::{Enqueued, Lock, Queued, Semaphore};
+pub use lock::{CancelFlag, Enqueued, Lock, Queued, Semaphore};
 
 /// Owns the runtime; shuts it down without blocking when the last user goes away.
 pub(crate) struct Rt(Option<tokio::runtime::Runtime>);

@@ -101,6 +101,7 @@ impl Conn {
         let lost = |reason| Error::LeaseLost {
             key: key.to_string(),
             reason,
+            fence: None,
         };
         let (family, token, lease) = {
             let st = self.lock_state();

@@ -375,7 +375,11 @@ impl Conn {
                         tracing::warn!(key = %h.key, token = %h.token, %reason, "lease lost");
                     }
                 }
-                Err(Error::LeaseLost { key, reason })
+                Err(Error::LeaseLost {
+                    key,
+                    reason,
+                    fence: None,
+                })
             }
             Err(ReplyError::Server(status)) => {
                 // Transient (draining, not leader, unknown word): retry before the deadline;
