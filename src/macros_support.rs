@@ -4,9 +4,8 @@
 
 use std::future::Future;
 use std::sync::{PoisonError, RwLock};
-use std::time::{Duration, Instant};
 
-use dflockd_core::{Client, Error, Guard, HeldLock};
+use dflockd_core::{Client, Error, HeldLock};
 
 static DEFAULT_CLIENT: RwLock<Option<Client>> = RwLock::new(None);
 
@@ -54,10 +53,6 @@ pub fn default_client() -> Result<Client, Error> {
     Ok(client)
 }
 
-tokio::task_local! {
-    static CURRENT: CurrentLock;
-}
-
 /// The lock of the `#[dflockd::exclusive]` (or `exclusive_semaphore`) function, as seen from
 /// its body: key, token, fencing token, limit and the lease state. It is
 /// [`dflockd_core::HeldLock`], the same view the tower layer hands to handlers.
@@ -68,12 +63,14 @@ tokio::task_local! {
 /// still holds the lock.
 pub type CurrentLock = HeldLock;
 
-/// The lock held by the `#[dflockd::exclusive]` / `#[dflockd::exclusive_semaphore]` function
-/// whose body is running, or `None` outside one.
+/// The lock held by the innermost scoped section whose work is running in this task: a
+/// `#[dflockd::exclusive]` / `#[dflockd::exclusive_semaphore]` function, or
+/// [`Lock::run`](dflockd_core::Lock::run) and its kin (the macros expand to them). `None`
+/// outside one.
 ///
 /// It is a tokio task-local, set while the body is polled: tasks the body spawns do not see
-/// it (pass them [`HeldLock::watch`] or the values they need). In nested guarded
-/// functions it is the innermost lock.
+/// it (pass them [`HeldLock::watch`] or the values they need). The same as
+/// [`dflockd_core::current_lock`].
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -100,7 +97,7 @@ pub type CurrentLock = HeldLock;
 /// ```
 #[must_use]
 pub fn current_lock() -> Option<CurrentLock> {
-    CURRENT.try_with(CurrentLock::clone).ok()
+    dflockd_core::current_lock()
 }
 
 #[doc(hidden)]
@@ -112,11 +109,10 @@ pub(crate) mod __private {
     pub use std::string::String;
     pub use std::{concat, format, module_path};
 
-    use super::{CURRENT, finish, report};
-    use dflockd_core::{Client, Error, Guard};
+    use super::report;
+    use dflockd_core::{Client, Error};
     use std::future::Future;
     use std::sync::Arc;
-    use std::time::Instant;
 
     /// What to do when the lease is lost while the body runs.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,28 +236,9 @@ pub(crate) mod __private {
         }
     }
 
-    async fn acquire(spec: &Spec, client: Result<Client, Error>) -> Result<Guard, Error> {
-        let client = client?;
-        macro_rules! configure_and_acquire {
-            ($what:expr) => {{
-                let mut what = $what;
-                if let Some(wait) = spec.wait {
-                    what = what.acquire_timeout(wait);
-                }
-                if let Some(lease) = spec.lease {
-                    what = what.lease_ttl(lease);
-                }
-                what.acquire().await
-            }};
-        }
-        match spec.limit {
-            None => configure_and_acquire!(client.lock(spec.key.as_str())),
-            Some(limit) => configure_and_acquire!(client.semaphore(spec.key.as_str(), limit)),
-        }
-    }
-
-    /// Acquires, runs `body` with the lock held (and the task-local [`CurrentLock`](crate::CurrentLock) set),
-    /// then releases (or keeps the lock for the rest of `hold_at_least`, in the background).
+    /// Acquires, runs `body` as a scoped section ([`dflockd_core::Lock::run`]: the lease is
+    /// watched, [`current_lock`](crate::current_lock) is set, reentry fails at once), then
+    /// releases (or keeps the lock for the rest of `hold_at_least`, in the background).
     pub async fn run<T, F>(
         spec: Spec,
         client: Result<Client, Error>,
@@ -271,50 +248,47 @@ pub(crate) mod __private {
     where
         F: Future<Output = T>,
     {
-        let guard = match acquire(&spec, client).await {
-            Ok(guard) => guard,
-            Err(error) => {
-                report(&spec, &error, fallback.reports, false);
-                return (fallback.not_run)(error);
-            }
+        let ran = match client {
+            Ok(client) => section(&spec, &client, body).await,
+            Err(error) => Err(error),
         };
-        let acquired = Instant::now();
-        let body = CURRENT.scope(guard.held(), body);
-        let output = match spec.on_lease_loss {
-            OnLeaseLoss::Cancel => {
-                let lost = guard.lost();
-                tokio::select! {
-                    biased;
-                    reason = lost => {
-                        let error = Error::LeaseLost { key: spec.key.clone(), reason };
-                        report(&spec, &error, fallback.reports, true);
-                        return (fallback.not_run)(error);
-                    }
-                    output = body => output,
-                }
-            }
-            OnLeaseLoss::Continue => {
-                let output = body.await;
-                if let Some(reason) = guard.loss_reason() {
-                    tracing::warn!(
-                        function = spec.function,
-                        key = %spec.key,
-                        %reason,
-                        "lease lost while the body ran; it ran to completion (on_lease_loss = \"continue\")"
-                    );
-                }
-                output
-            }
+        ran.unwrap_or_else(|error| {
+            report(&spec, &error, fallback.reports);
+            (fallback.not_run)(error)
+        })
+    }
+
+    async fn section<F: Future>(spec: &Spec, client: &Client, body: F) -> Result<F::Output, Error> {
+        let on_loss = match spec.on_lease_loss {
+            OnLeaseLoss::Cancel => dflockd_core::OnLeaseLoss::Cancel,
+            OnLeaseLoss::Continue => dflockd_core::OnLeaseLoss::Finish,
         };
-        finish(&spec, guard, acquired).await;
-        output
+        macro_rules! configure_and_run {
+            ($what:expr) => {{
+                let mut what = $what
+                    .on_lease_loss(on_loss)
+                    .hold_at_least(spec.hold_at_least.unwrap_or_default());
+                if let Some(wait) = spec.wait {
+                    what = what.acquire_timeout(wait);
+                }
+                if let Some(lease) = spec.lease {
+                    what = what.lease_ttl(lease);
+                }
+                what.run(|_| body).await
+            }};
+        }
+        match spec.limit {
+            None => configure_and_run!(client.lock(spec.key.as_str())),
+            Some(limit) => configure_and_run!(client.semaphore(spec.key.as_str(), limit)),
+        }
     }
 }
 
 /// Logs why a guarded function did not run (or was cancelled), at a level that depends on
 /// whether its return value tells the caller.
-fn report(spec: &__private::Spec, error: &Error, returned: bool, cancelled: bool) {
+fn report(spec: &__private::Spec, error: &Error, returned: bool) {
     let (function, key) = (spec.function, spec.key.as_str());
+    let cancelled = matches!(error, Error::LeaseLost { .. });
     if returned {
         tracing::debug!(function, key, %error, cancelled, "not run; the error is returned");
     } else if error.is_timeout() {
@@ -328,30 +302,6 @@ fn report(spec: &__private::Spec, error: &Error, returned: bool, cancelled: bool
         tracing::error!(function, key, %error, "cancelled: the lease was lost while the body ran");
     } else {
         tracing::error!(function, key, %error, "skipped: the lock could not be acquired");
-    }
-}
-
-/// Releases after the body, or hands the guard to a background task for the rest of the
-/// minimum hold time.
-async fn finish(spec: &__private::Spec, guard: Guard, acquired: Instant) {
-    if !guard.is_held() {
-        // Lost with `on_lease_loss = "continue"`: already logged.
-        return;
-    }
-    let remaining = spec.hold_at_least.map_or(Duration::ZERO, |hold| {
-        hold.saturating_sub(acquired.elapsed())
-    });
-    if !remaining.is_zero() {
-        guard.release_after(remaining);
-        return;
-    }
-    if let Err(error) = guard.release().await {
-        tracing::warn!(
-            function = spec.function,
-            key = %spec.key,
-            %error,
-            "the body finished but the release failed (the server frees the lock when its lease expires)"
-        );
     }
 }
 

@@ -661,3 +661,31 @@ async fn default_client_comes_from_the_environment() {
     })
     .await;
 }
+
+#[dflockd::exclusive(key = "{key}", wait = "5s", client = client)]
+async fn outer(client: &Client, key: &str) -> Result<Result<(), Error>, Error> {
+    Ok(inner(client, key).await)
+}
+
+#[dflockd::exclusive(key = "{key}", wait = "5s", client = client)]
+async fn inner(client: &Client, key: &str) -> Result<(), Error> {
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guarded_fn_calling_one_on_the_same_key_fails_at_once_instead_of_waiting_for_itself() {
+    bounded(async {
+        let (_servers, client) = servers().await;
+        let key = unique_key("macro-reentry");
+        let started = Instant::now();
+        let nested = outer(&client, &key).await.expect("the outer fn ran");
+        assert!(
+            matches!(&nested, Err(Error::Reentrant { key: k }) if *k == key),
+            "{nested:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // The outer lock was released: the inner fn alone runs.
+        inner(&client, &key).await.unwrap();
+    })
+    .await;
+}
