@@ -34,6 +34,7 @@ const EXAMPLES: &[&str] = &[
     "sharding_blocking",
     "stats",
     "stats_blocking",
+    "leader",
 ];
 
 /// Longest one example may run.
@@ -438,4 +439,23 @@ fn stats() {
 #[test]
 fn stats_blocking() {
     check_stats("stats_blocking");
+}
+
+#[test]
+fn leader() {
+    let out = stdout("leader");
+    assert_contains("leader", out, "one leader at a time throughout");
+    // Three handovers, each to another replica, each with a larger term.
+    assert_eq!(out.matches("took over after").count(), 3, "{out}");
+    assert_contains("leader", out, "stopped leading after");
+    let terms: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.split("(term ").nth(1))
+        .map(|t| {
+            // The examples' embedded servers are the newest release, which issues fences.
+            t.trim_end_matches(')').parse().expect("a term number")
+        })
+        .collect();
+    assert_eq!(terms.len(), 4, "{out}");
+    assert!(terms.windows(2).all(|w| w[0] < w[1]), "{out}");
 }
