@@ -385,7 +385,16 @@ fn auth_blocking() {
 fn check_tls(name: &str) {
     let out = stdout(name);
     assert_contains(name, out, "over TLS: acquired my-key on 127.0.0.1:");
-    assert_contains(name, out, "trusting another CA: cannot connect (");
+    assert_contains(
+        name,
+        out,
+        "trusting another CA: cannot connect to 127.0.0.1:",
+    );
+    assert_contains(
+        name,
+        out,
+        " with TLS (server name 127.0.0.1): the server's certificate is not signed by a CA this client trusts: set DFLOCKD_TLS_CA_FILE",
+    );
 }
 
 #[test]

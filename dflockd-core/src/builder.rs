@@ -253,7 +253,8 @@ impl ClientBuilder {
     /// | `DFLOCKD_AUTH_TOKEN` | [`auth_token`](Self::auth_token) |
     /// | `DFLOCKD_AUTH_TOKEN_FILE` | [`auth_token`](Self::auth_token), read from a file (trimmed) |
     /// | `DFLOCKD_TLS` | `1`/`true`: TLS with the system roots |
-    /// | `DFLOCKD_TLS_CA_FILE` | TLS trusting this CA (PEM) |
+    /// | `DFLOCKD_TLS_CA_FILE` | TLS trusting this CA (PEM); [`TlsOptions::ca_file`](crate::TlsOptions::ca_file) |
+    /// | `DFLOCKD_TLS_PINNED_CERT_FILE` | TLS trusting exactly this certificate (PEM); [`TlsOptions::pinned_certificate`](crate::TlsOptions::pinned_certificate) |
     /// | `DFLOCKD_TLS_SERVER_NAME` | [`TlsOptions::server_name`](crate::TlsOptions::server_name) |
     /// | `DFLOCKD_TLS_CLIENT_CERT_FILE`, `DFLOCKD_TLS_CLIENT_KEY_FILE` | client certificate |
     /// | `DFLOCKD_CONNECT_TIMEOUT` | [`connect_timeout`](Self::connect_timeout) |
@@ -301,7 +302,14 @@ impl ClientBuilder {
             b.tls = env.tls()?;
         }
         #[cfg(not(feature = "tls"))]
-        if env.get("DFLOCKD_TLS_CA_FILE").is_some() || env.get("DFLOCKD_TLS").is_some() {
+        if [
+            "DFLOCKD_TLS",
+            "DFLOCKD_TLS_CA_FILE",
+            "DFLOCKD_TLS_PINNED_CERT_FILE",
+        ]
+        .iter()
+        .any(|name| env.get(name).is_some())
+        {
             return Err(Error::Config(
                 "TLS is configured in the environment but the `tls` feature is off".into(),
             ));
@@ -489,7 +497,8 @@ impl Env<'_> {
             .transpose()
     }
 
-    /// The TLS settings: `DFLOCKD_TLS`, `DFLOCKD_TLS_CA_FILE`, `DFLOCKD_TLS_SERVER_NAME`,
+    /// The TLS settings: `DFLOCKD_TLS`, `DFLOCKD_TLS_CA_FILE` or
+    /// `DFLOCKD_TLS_PINNED_CERT_FILE`, `DFLOCKD_TLS_SERVER_NAME`,
     /// `DFLOCKD_TLS_CLIENT_CERT_FILE` with `DFLOCKD_TLS_CLIENT_KEY_FILE`.
     #[cfg(feature = "tls")]
     fn tls(&self) -> Result<Option<crate::conn::tls::TlsOptions>> {
@@ -497,10 +506,19 @@ impl Env<'_> {
         let tls_on = self
             .get("DFLOCKD_TLS")
             .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-        let mut tls = match self.get("DFLOCKD_TLS_CA_FILE") {
-            Some(path) => Some(TlsOptions::ca_file(path)?),
-            None if tls_on == Some(true) => Some(TlsOptions::system_roots()),
-            None => None,
+        let mut tls = match (
+            self.get("DFLOCKD_TLS_CA_FILE"),
+            self.get("DFLOCKD_TLS_PINNED_CERT_FILE"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "set DFLOCKD_TLS_CA_FILE or DFLOCKD_TLS_PINNED_CERT_FILE, not both".into(),
+                ));
+            }
+            (Some(path), None) => Some(TlsOptions::ca_file(path)?),
+            (None, Some(path)) => Some(TlsOptions::pinned_certificate(path)?),
+            (None, None) if tls_on == Some(true) => Some(TlsOptions::system_roots()),
+            (None, None) => None,
         };
         if let Some(name) = self.get("DFLOCKD_TLS_SERVER_NAME") {
             tls = Some(
@@ -580,6 +598,32 @@ mod tests {
         assert!(env(&[("DFLOCKD_AUTH_TOKEN_FILE", "/nonexistent/token")]).is_err());
         let err = env(&[("DFLOCKD_SERVER_VERSION", "latest")]).unwrap_err();
         assert!(err.to_string().contains("DFLOCKD_SERVER_VERSION"), "{err}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_from_the_environment() {
+        let dir = std::env::temp_dir().join(format!("dflockd-env-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = dir.join("cert.pem");
+        std::fs::write(&pem, dflockd_testkit::tls::TestCa::new().cert_pem()).unwrap();
+        let pem = pem.to_str().unwrap();
+        let shown = |vars: &[(&str, &str)]| format!("{:?}", env(vars).unwrap().tls);
+        assert!(shown(&[("DFLOCKD_TLS_CA_FILE", pem)]).contains("1 custom CA certificate(s)"));
+        assert!(
+            shown(&[("DFLOCKD_TLS_PINNED_CERT_FILE", pem)]).contains("1 pinned certificate(s)")
+        );
+        assert!(shown(&[("DFLOCKD_TLS", "1")]).contains("system"));
+        assert_eq!(shown(&[]), "None");
+        let both = env(&[
+            ("DFLOCKD_TLS_CA_FILE", pem),
+            ("DFLOCKD_TLS_PINNED_CERT_FILE", pem),
+        ])
+        .unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        let missing = env(&[("DFLOCKD_TLS_PINNED_CERT_FILE", "/nonexistent/cert.pem")]);
+        assert!(matches!(missing, Err(Error::Config(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub use builder::ClientBuilder;
 pub use client::Client;
 #[cfg(feature = "tls")]
 pub use conn::tls::TlsOptions;
-pub use error::{Error, Result};
+pub use error::{Error, Result, TlsEvidence, TlsProblem};
 pub use guard::{Guard, HeldLock};
 pub use lease::{LeaseWatch, LossReason, Lost};
 pub use lock::Lock;
