@@ -473,7 +473,7 @@ impl fmt::Display for TlsProblem {
                 f.write_str(": check the clocks of this machine and of the one that issued it")
             }
             TlsProblem::CaUsedAsEndEntity => f.write_str(
-                "the server presents a CA certificate (CA:TRUE, as `openssl req -x509` makes) as its own: trust exactly that certificate with DFLOCKD_TLS_PINNED_CERT_FILE (TlsOptions::pinned_certificate), or give the server a certificate without CA:TRUE issued by the CA of DFLOCKD_TLS_CA_FILE",
+                "the server presents a CA certificate (CA:TRUE, as openssl req -x509 makes) as its own: trust exactly that certificate with DFLOCKD_TLS_PINNED_CERT_FILE (TlsOptions::pinned_certificate), or give the server a certificate without CA:TRUE issued by the CA of DFLOCKD_TLS_CA_FILE",
             ),
             TlsProblem::WrongKeyUsage => f.write_str(
                 "the server's certificate is not meant for TLS servers (its extended key usage lacks serverAuth): reissue it with extendedKeyUsage=serverAuth, or without that extension",

@@ -373,7 +373,7 @@ async fn a_ca_certificate_used_as_the_servers_own() {
     assert_eq!(
         err.to_string(),
         prefix(&addr, "127.0.0.1")
-            + "the server presents a CA certificate (CA:TRUE, as `openssl req -x509` makes) as \
+            + "the server presents a CA certificate (CA:TRUE, as openssl req -x509 makes) as \
                its own: trust exactly that certificate with DFLOCKD_TLS_PINNED_CERT_FILE \
                (TlsOptions::pinned_certificate), or give the server a certificate without \
                CA:TRUE issued by the CA of DFLOCKD_TLS_CA_FILE"
