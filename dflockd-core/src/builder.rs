@@ -49,7 +49,7 @@ impl Client {
 pub struct ClientBuilder {
     servers: Vec<String>,
     auth_token: Option<String>,
-    #[cfg(feature = "tls")]
+    #[cfg(feature = "tls-base")]
     tls: Option<crate::conn::tls::TlsOptions>,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -72,7 +72,7 @@ impl fmt::Debug for ClientBuilder {
             "auth_token",
             &self.auth_token.as_ref().map(|_| "<redacted>"),
         );
-        #[cfg(feature = "tls")]
+        #[cfg(feature = "tls-base")]
         d.field("tls", &self.tls);
         d.field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
@@ -94,7 +94,7 @@ impl Default for ClientBuilder {
         ClientBuilder {
             servers: vec![format!("127.0.0.1:{}", crate::proto::DEFAULT_PORT)],
             auth_token: None,
-            #[cfg(feature = "tls")]
+            #[cfg(feature = "tls-base")]
             tls: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
@@ -135,7 +135,7 @@ impl ClientBuilder {
     }
 
     /// Connect with TLS. Default is plain TCP.
-    #[cfg(feature = "tls")]
+    #[cfg(feature = "tls-base")]
     #[must_use]
     pub fn tls(mut self, tls: crate::conn::tls::TlsOptions) -> Self {
         self.tls = Some(tls);
@@ -252,7 +252,7 @@ impl ClientBuilder {
     /// | `DFLOCKD_SERVERS` | [`servers`](Self::servers), comma-separated |
     /// | `DFLOCKD_AUTH_TOKEN` | [`auth_token`](Self::auth_token) |
     /// | `DFLOCKD_AUTH_TOKEN_FILE` | [`auth_token`](Self::auth_token), read from a file (trimmed) |
-    /// | `DFLOCKD_TLS` | `1`/`true`: TLS with the system roots |
+    /// | `DFLOCKD_TLS` | `1`: TLS with the system's roots; `webpki`: with Mozilla's, compiled in ([`TlsOptions::webpki_roots`](crate::TlsOptions::webpki_roots), feature `tls-webpki-roots`); `0`: no TLS whatever else is set |
     /// | `DFLOCKD_TLS_CA_FILE` | TLS trusting this CA (PEM); [`TlsOptions::ca_file`](crate::TlsOptions::ca_file) |
     /// | `DFLOCKD_TLS_PINNED_CERT_FILE` | TLS trusting exactly this certificate (PEM); [`TlsOptions::pinned_certificate`](crate::TlsOptions::pinned_certificate) |
     /// | `DFLOCKD_TLS_SERVER_NAME` | [`TlsOptions::server_name`](crate::TlsOptions::server_name) |
@@ -297,11 +297,11 @@ impl ClientBuilder {
             })?;
             b = b.auth_token(token.trim());
         }
-        #[cfg(feature = "tls")]
+        #[cfg(feature = "tls-base")]
         {
             b.tls = env.tls()?;
         }
-        #[cfg(not(feature = "tls"))]
+        #[cfg(not(feature = "tls-base"))]
         if [
             "DFLOCKD_TLS",
             "DFLOCKD_TLS_CA_FILE",
@@ -359,7 +359,7 @@ impl ClientBuilder {
         if self.max_shared_connections == 0 || self.max_connections == 0 {
             return Err(Error::Config("connection limits must be at least 1".into()));
         }
-        #[cfg(feature = "tls")]
+        #[cfg(feature = "tls-base")]
         let tls = self.tls.as_ref().map(|t| t.build()).transpose()?;
         let settings = Arc::new(Settings {
             connect_timeout: self.connect_timeout,
@@ -372,7 +372,7 @@ impl ClientBuilder {
                 max_renew_interval: self.server_read_timeout / 2,
             },
             auth_token,
-            #[cfg(feature = "tls")]
+            #[cfg(feature = "tls-base")]
             tls,
             max_shared_connections: self.max_shared_connections,
             max_connections: self.max_connections.max(self.max_shared_connections),
@@ -500,12 +500,35 @@ impl Env<'_> {
     /// The TLS settings: `DFLOCKD_TLS`, `DFLOCKD_TLS_CA_FILE` or
     /// `DFLOCKD_TLS_PINNED_CERT_FILE`, `DFLOCKD_TLS_SERVER_NAME`,
     /// `DFLOCKD_TLS_CLIENT_CERT_FILE` with `DFLOCKD_TLS_CLIENT_KEY_FILE`.
-    #[cfg(feature = "tls")]
+    #[cfg(feature = "tls-base")]
     fn tls(&self) -> Result<Option<crate::conn::tls::TlsOptions>> {
         use crate::conn::tls::TlsOptions;
-        let tls_on = self
-            .get("DFLOCKD_TLS")
-            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+        let tls_var = self.get("DFLOCKD_TLS");
+        let tls_on: Option<fn() -> TlsOptions> = match tls_var
+            .as_deref()
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            None => None,
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "system") => {
+                Some(TlsOptions::system_roots)
+            }
+            #[cfg(feature = "tls-webpki-roots")]
+            Some(v) if v == "webpki" => Some(TlsOptions::webpki_roots),
+            #[cfg(not(feature = "tls-webpki-roots"))]
+            Some(v) if v == "webpki" => {
+                return Err(Error::Config(
+                    "DFLOCKD_TLS=webpki needs the feature tls-webpki-roots".into(),
+                ));
+            }
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no") => None,
+            Some(_) => {
+                return Err(Error::Config(format!(
+                    "DFLOCKD_TLS={:?} is not 1 (the system's roots), webpki (Mozilla's, compiled in) or 0",
+                    tls_var.unwrap_or_default()
+                )));
+            }
+        };
+        let tls_off = tls_var.is_some() && tls_on.is_none();
         let mut tls = match (
             self.get("DFLOCKD_TLS_CA_FILE"),
             self.get("DFLOCKD_TLS_PINNED_CERT_FILE"),
@@ -517,8 +540,7 @@ impl Env<'_> {
             }
             (Some(path), None) => Some(TlsOptions::ca_file(path)?),
             (None, Some(path)) => Some(TlsOptions::pinned_certificate(path)?),
-            (None, None) if tls_on == Some(true) => Some(TlsOptions::system_roots()),
-            (None, None) => None,
+            (None, None) => tls_on.map(|roots| roots()),
         };
         if let Some(name) = self.get("DFLOCKD_TLS_SERVER_NAME") {
             tls = Some(
@@ -544,7 +566,7 @@ impl Env<'_> {
                 ));
             }
         }
-        Ok(if tls_on == Some(false) { None } else { tls })
+        Ok(if tls_off { None } else { tls })
     }
 }
 
@@ -600,7 +622,7 @@ mod tests {
         assert!(err.to_string().contains("DFLOCKD_SERVER_VERSION"), "{err}");
     }
 
-    #[cfg(feature = "tls")]
+    #[cfg(feature = "tls-base")]
     #[test]
     fn tls_from_the_environment() {
         let dir = std::env::temp_dir().join(format!("dflockd-env-tls-{}", std::process::id()));
@@ -614,7 +636,21 @@ mod tests {
             shown(&[("DFLOCKD_TLS_PINNED_CERT_FILE", pem)]).contains("1 pinned certificate(s)")
         );
         assert!(shown(&[("DFLOCKD_TLS", "1")]).contains("system"));
+        assert!(shown(&[("DFLOCKD_TLS", "yes")]).contains("system"));
         assert_eq!(shown(&[]), "None");
+        assert_eq!(
+            shown(&[("DFLOCKD_TLS", "0"), ("DFLOCKD_TLS_CA_FILE", pem)]),
+            "None"
+        );
+        let webpki = env(&[("DFLOCKD_TLS", "webpki")]);
+        if cfg!(feature = "tls-webpki-roots") {
+            assert!(format!("{:?}", webpki.unwrap().tls).contains("webpki-roots"));
+        } else {
+            let err = webpki.unwrap_err();
+            assert!(err.to_string().contains("tls-webpki-roots"), "{err}");
+        }
+        let err = env(&[("DFLOCKD_TLS", "on")]).unwrap_err();
+        assert!(err.to_string().contains("is not 1"), "{err}");
         let both = env(&[
             ("DFLOCKD_TLS_CA_FILE", pem),
             ("DFLOCKD_TLS_PINNED_CERT_FILE", pem),

@@ -241,6 +241,16 @@ async fn unknown_issuer() {
     tls_works(&addr, TlsOptions::ca_pem(&other.pem).unwrap()).await;
 }
 
+/// Mozilla's roots (compiled in) do not include a private CA.
+#[cfg(feature = "tls-webpki-roots")]
+#[tokio::test]
+async fn webpki_roots_trust_public_cas_only() {
+    let test_ca = TestCa::new();
+    let server = tls_server(&test_ca.issue_server(&["127.0.0.1"]).unwrap()).await;
+    let err = tls_failure(&server.addr_string(), TlsOptions::webpki_roots()).await;
+    assert_eq!(problem(&err), &TlsProblem::UnknownIssuer);
+}
+
 #[tokio::test]
 async fn a_regenerated_ca_of_the_same_name_is_an_unknown_issuer() {
     let (old, new) = (ca_named("dev CA"), ca_named("dev CA"));

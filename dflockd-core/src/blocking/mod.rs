@@ -131,7 +131,7 @@ impl ClientBuilder {
 
     forward_setters! {
         /// TLS. See [`crate::ClientBuilder::tls`].
-        #[cfg(feature = "tls")]
+        #[cfg(feature = "tls-base")]
         tls(crate::TlsOptions);
         /// See [`crate::ClientBuilder::connect_timeout`]. Default is 5 s.
         connect_timeout(Duration);

@@ -102,7 +102,7 @@ pub(crate) async fn open(settings: &Settings, server: &str) -> Result<Opened> {
             source,
         })?;
     let conn = {
-        #[cfg(feature = "tls")]
+        #[cfg(feature = "tls-base")]
         match &settings.tls {
             Some(tls) => {
                 let (stream, name) = tls.handshake(server, &host, tcp, deadline, timeout).await?;
@@ -115,7 +115,7 @@ pub(crate) async fn open(settings: &Settings, server: &str) -> Result<Opened> {
             }
             None => Handshaken::plain(tcp),
         }
-        #[cfg(not(feature = "tls"))]
+        #[cfg(not(feature = "tls-base"))]
         Handshaken::plain(tcp)
     };
     tokio::time::timeout_at(deadline.into(), authenticate(settings, server, conn))
@@ -257,7 +257,7 @@ pub(crate) fn setup_failure(
             server: server.to_owned(),
             evidence: TlsEvidence::ClosedSilently,
         },
-        #[cfg(feature = "tls")]
+        #[cfg(feature = "tls-base")]
         Some(name) => match super::tls::classify_problem(&error, None) {
             Some(problem) => Error::Tls {
                 server: server.to_owned(),

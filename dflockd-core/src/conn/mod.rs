@@ -50,7 +50,7 @@ pub(crate) mod park;
 pub(crate) mod pool;
 mod read;
 mod state;
-#[cfg(feature = "tls")]
+#[cfg(feature = "tls-base")]
 pub(crate) mod tls;
 mod turn;
 
@@ -82,7 +82,7 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Duration,
     pub(crate) policy: LeasePolicy,
     pub(crate) auth_token: Option<connect::Secret>,
-    #[cfg(feature = "tls")]
+    #[cfg(feature = "tls-base")]
     pub(crate) tls: Option<tls::TlsConnector>,
     pub(crate) max_shared_connections: usize,
     pub(crate) max_connections: usize,
@@ -129,7 +129,7 @@ enum Refusal {
     /// A plaintext connection to a server that (most likely) serves TLS.
     TlsRequired(TlsEvidence),
     /// TLS went wrong after the handshake (a refused client certificate).
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    #[cfg_attr(not(feature = "tls-base"), allow(dead_code))]
     Tls(TlsProblem),
 }
 

@@ -197,7 +197,7 @@ impl Conn {
                 self.refused_silently();
             }
         } else {
-            #[cfg(feature = "tls")]
+            #[cfg(feature = "tls-base")]
             if let Some(problem) = super::tls::classify_problem(error, None) {
                 let _ = self.refused.set(super::Refusal::Tls(problem));
             }

@@ -1,4 +1,8 @@
-//! TLS options (feature `tls`), built on rustls with the ring provider.
+//! TLS options (features `tls`, `tls-ring`, `tls-aws-lc-rs`, `tls-base`), built on rustls.
+//!
+//! The crypto provider is always passed explicitly when the rustls configuration is built
+//! (never rustls's process-wide default lookup, which panics when none or several providers
+//! are compiled in); see [`TlsOptions::crypto_provider`] for which one is used.
 
 mod classify;
 mod der;
@@ -12,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -49,11 +54,14 @@ pub struct TlsOptions {
     roots: Roots,
     server_name: Option<String>,
     client_auth: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    provider: Option<Arc<CryptoProvider>>,
 }
 
 #[derive(Clone)]
 enum Roots {
     System,
+    #[cfg(feature = "tls-webpki-roots")]
+    Mozilla,
     Certs {
         /// CA certificates: chains to them are trusted, and each is also trusted as is when a
         /// server presents it as its own (a self-signed certificate given as the CA).
@@ -68,6 +76,8 @@ impl fmt::Debug for TlsOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let roots = match &self.roots {
             Roots::System => "system".to_owned(),
+            #[cfg(feature = "tls-webpki-roots")]
+            Roots::Mozilla => "webpki-roots".to_owned(),
             Roots::Certs { cas, pinned } if pinned.is_empty() => {
                 format!("{} custom CA certificate(s)", cas.len())
             }
@@ -85,19 +95,28 @@ impl fmt::Debug for TlsOptions {
             .field("roots", &roots)
             .field("server_name", &self.server_name)
             .field("client_auth", &self.client_auth.is_some())
+            .field("crypto_provider", &self.provider.is_some())
             .finish()
     }
 }
 
 impl TlsOptions {
-    /// Trust the operating system's root certificates.
+    /// Trust the operating system's root certificates (`DFLOCKD_TLS=1`). Without a system
+    /// store (a scratch or distroless image), building the client fails; see
+    /// [`TlsOptions::webpki_roots`].
     #[must_use]
     pub fn system_roots() -> Self {
-        TlsOptions {
-            roots: Roots::System,
-            server_name: None,
-            client_auth: None,
-        }
+        Self::with_roots(Roots::System)
+    }
+
+    /// Trust Mozilla's root certificates as compiled into this program by the
+    /// `webpki-roots` crate (feature `tls-webpki-roots`; `DFLOCKD_TLS=webpki`), for images
+    /// without a system certificate store. They change only when the program is rebuilt.
+    #[cfg(feature = "tls-webpki-roots")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls-webpki-roots")))]
+    #[must_use]
+    pub fn webpki_roots() -> Self {
+        Self::with_roots(Roots::Mozilla)
     }
 
     /// Trust the CA certificate(s) in this PEM text (and only those).
@@ -155,17 +174,46 @@ impl TlsOptions {
             roots,
             server_name: None,
             client_auth: None,
+            provider: None,
         }
     }
 
-    /// Use a complete rustls configuration as is (roots, client auth, protocol versions).
+    /// The crypto provider to build with; see [`TlsOptions::crypto_provider`].
+    fn provider(&self) -> Result<Arc<CryptoProvider>> {
+        if let Some(provider) = &self.provider {
+            return Ok(provider.clone());
+        }
+        if let Some(provider) = CryptoProvider::get_default() {
+            return Ok(provider.clone());
+        }
+        match compiled_provider() {
+            Some((_, provider)) => Ok(Arc::new(provider())),
+            None => Err(Error::Config(
+                "no TLS crypto provider: enable the feature tls-ring or tls-aws-lc-rs, install \
+                 one with rustls::crypto::CryptoProvider::install_default, or pass one with \
+                 TlsOptions::crypto_provider"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Use a complete rustls configuration as is (roots, client auth, protocol versions,
+    /// crypto provider).
     #[must_use]
     pub fn from_config(config: Arc<rustls::ClientConfig>) -> Self {
-        TlsOptions {
-            roots: Roots::Config(config),
-            server_name: None,
-            client_auth: None,
-        }
+        Self::with_roots(Roots::Config(config))
+    }
+
+    /// The crypto provider (the implementation of TLS's cryptography). Ignored with
+    /// [`TlsOptions::from_config`]. Default is, in this order: the process-wide default if
+    /// the application installed one (`rustls::crypto::CryptoProvider::install_default`),
+    /// aws-lc-rs with the feature `tls-aws-lc-rs`, ring with the feature `tls-ring` (or
+    /// `tls`). With none of these, building the client fails with [`Error::Config`]; it never
+    /// panics.
+    #[must_use]
+    pub fn crypto_provider(mut self, provider: Arc<CryptoProvider>) -> Self {
+        self.provider = Some(provider);
+        self
     }
 
     /// Verify the server's certificate against this name (a DNS name or an IP address)
@@ -222,49 +270,44 @@ impl TlsOptions {
         let config = match &self.roots {
             Roots::Config(config) => config.clone(),
             roots => {
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let (cas, exact) = match roots {
+                let provider = self.provider()?;
+                let (store, exact) = match roots {
                     Roots::System => {
                         let found = rustls_native_certs::load_native_certs();
-                        if found.certs.is_empty() {
-                            return Err(Error::Config(
-                                "no system root certificates found; use TlsOptions::ca_file".into(),
-                            ));
+                        // One unusable certificate in the system store is not fatal.
+                        let store = root_store(found.certs, true)?;
+                        if store.is_empty() {
+                            return Err(Error::Config(no_system_roots()));
                         }
-                        (found.certs, Vec::new())
+                        (Some(store), Vec::new())
                     }
+                    #[cfg(feature = "tls-webpki-roots")]
+                    Roots::Mozilla => (
+                        Some(rustls::RootCertStore {
+                            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                        }),
+                        Vec::new(),
+                    ),
                     Roots::Certs { cas, pinned } => {
-                        (cas.clone(), cas.iter().chain(pinned).cloned().collect())
+                        let store = if cas.is_empty() {
+                            None
+                        } else {
+                            Some(root_store(cas.iter().cloned(), false)?)
+                        };
+                        (store, cas.iter().chain(pinned).cloned().collect())
                     }
                     Roots::Config(_) => unreachable!("handled above"),
                 };
-                let chains = if cas.is_empty() {
-                    None
-                } else {
-                    let mut store = rustls::RootCertStore::empty();
-                    let system = matches!(roots, Roots::System);
-                    for cert in cas {
-                        match store.add(cert) {
-                            Ok(()) => {}
-                            // One unusable certificate in the system store is not fatal.
-                            Err(_) if system => {}
-                            Err(e) => {
-                                return Err(Error::Config(format!("invalid CA certificate: {e}")));
-                            }
-                        }
-                    }
-                    if store.is_empty() {
-                        return Err(Error::Config(
-                            "no usable system root certificates; use TlsOptions::ca_file".into(),
-                        ));
-                    }
-                    let chains = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                        Arc::new(store),
-                        provider.clone(),
-                    )
-                    .build()
-                    .map_err(|e| Error::Config(format!("TLS roots: {e}")))?;
-                    Some(chains)
+                let chains = match store {
+                    Some(store) => Some(
+                        rustls::client::WebPkiServerVerifier::builder_with_provider(
+                            Arc::new(store),
+                            provider.clone(),
+                        )
+                        .build()
+                        .map_err(|e| Error::Config(format!("TLS roots: {e}")))?,
+                    ),
+                    None => None,
                 };
                 let verifier = verify::Verifier::new(
                     chains,
@@ -299,6 +342,49 @@ impl TlsOptions {
             server_name,
         })
     }
+}
+
+/// Makes a crypto provider.
+type MakeProvider = fn() -> CryptoProvider;
+
+/// The crypto provider compiled in by this crate's features, and its name: aws-lc-rs when
+/// `tls-aws-lc-rs` is on (an explicit choice, while ring may come with the default `tls`),
+/// otherwise ring with `tls-ring`.
+fn compiled_provider() -> Option<(&'static str, MakeProvider)> {
+    #[cfg(feature = "tls-aws-lc-rs")]
+    return Some(("aws-lc-rs", rustls::crypto::aws_lc_rs::default_provider));
+    #[cfg(all(feature = "tls-ring", not(feature = "tls-aws-lc-rs")))]
+    return Some(("ring", rustls::crypto::ring::default_provider));
+    #[cfg(not(any(feature = "tls-ring", feature = "tls-aws-lc-rs")))]
+    None
+}
+
+/// A root store of `certs`; with `lenient`, certificates that cannot be trust anchors are
+/// skipped instead of failing.
+fn root_store(
+    certs: impl IntoIterator<Item = CertificateDer<'static>>,
+    lenient: bool,
+) -> Result<rustls::RootCertStore> {
+    let mut store = rustls::RootCertStore::empty();
+    for cert in certs {
+        match store.add(cert) {
+            Ok(()) => {}
+            Err(_) if lenient => {}
+            Err(e) => return Err(Error::Config(format!("invalid CA certificate: {e}"))),
+        }
+    }
+    Ok(store)
+}
+
+fn no_system_roots() -> String {
+    let mut message =
+        "no system root certificates found (DFLOCKD_TLS=1, TlsOptions::system_roots): give the CA with DFLOCKD_TLS_CA_FILE (TlsOptions::ca_file)".to_owned();
+    if cfg!(feature = "tls-webpki-roots") {
+        message.push_str(", or use DFLOCKD_TLS=webpki (TlsOptions::webpki_roots)");
+    } else {
+        message.push_str(", or build with the feature tls-webpki-roots and use DFLOCKD_TLS=webpki");
+    }
+    message
 }
 
 /// The certificates in PEM text (`what` names them in errors).
@@ -448,5 +534,46 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FirstBytes<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crypto_provider_follows_the_features() {
+        let name = compiled_provider().map(|(name, _)| name);
+        let expected = if cfg!(feature = "tls-aws-lc-rs") {
+            Some("aws-lc-rs")
+        } else if cfg!(feature = "tls-ring") {
+            Some("ring")
+        } else {
+            None
+        };
+        assert_eq!(name, expected);
+        // No panic either way: a client, or a configuration error that says what to do.
+        let built = TlsOptions::system_roots().build();
+        match (expected, built) {
+            (Some(_), Ok(_)) => {}
+            // A machine without system roots.
+            (Some(_), Err(Error::Config(message))) => {
+                assert!(message.contains("no system root"), "{message}");
+            }
+            (None, Err(Error::Config(message))) => {
+                assert!(message.contains("no TLS crypto provider"), "{message}");
+            }
+            (expected, built) => panic!("{expected:?}: {:?}", built.err()),
+        }
+    }
+
+    #[cfg(feature = "tls-webpki-roots")]
+    #[test]
+    fn webpki_roots_need_no_system_store() {
+        let options = TlsOptions::webpki_roots();
+        assert!(format!("{options:?}").contains("webpki-roots"));
+        if compiled_provider().is_some() {
+            assert!(options.build().is_ok());
+        }
     }
 }
