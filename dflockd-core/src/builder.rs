@@ -2,19 +2,18 @@
 //! when the client is built.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::Client;
 use crate::conn::Settings;
-use crate::conn::connect::Secret;
+use crate::conn::credentials::{Auth, Credentials, Material, checked_secret};
 use crate::conn::pool::ServerPool;
 use crate::error::{Error, Result, parse_duration};
 use crate::inner::ClientInner;
 use crate::lease::LeasePolicy;
-use crate::proto::{
-    DEFAULT_READ_TIMEOUT_S, MAX_AUTH_SECRET, MAX_REQUEST_LINE, validate_secret_up_to,
-};
+use crate::proto::{DEFAULT_READ_TIMEOUT_S, MAX_AUTH_SECRET, MAX_REQUEST_LINE};
 use crate::shard::{Crc32, ShardStrategy, Strategy};
 use crate::version::ServerVersion;
 
@@ -48,7 +47,7 @@ impl Client {
 /// ```
 pub struct ClientBuilder {
     servers: Vec<String>,
-    auth_token: Option<String>,
+    auth: Option<AuthSource>,
     #[cfg(feature = "tls-base")]
     tls: Option<crate::conn::tls::TlsOptions>,
     connect_timeout: Duration,
@@ -68,10 +67,7 @@ pub struct ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("ClientBuilder");
-        d.field("servers", &self.servers).field(
-            "auth_token",
-            &self.auth_token.as_ref().map(|_| "<redacted>"),
-        );
+        d.field("servers", &self.servers).field("auth", &self.auth);
         #[cfg(feature = "tls-base")]
         d.field("tls", &self.tls);
         d.field("connect_timeout", &self.connect_timeout)
@@ -93,7 +89,7 @@ impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
             servers: vec![format!("127.0.0.1:{}", crate::proto::DEFAULT_PORT)],
-            auth_token: None,
+            auth: None,
             #[cfg(feature = "tls-base")]
             tls: None,
             connect_timeout: Duration::from_secs(5),
@@ -127,10 +123,23 @@ impl ClientBuilder {
 
     /// The shared secret sent as the first request of every connection: 1 to 256 bytes
     /// without control characters, or up to 64 KiB when the servers are declared to run
-    /// v1.15 or later ([`server_version`](Self::server_version)). Default is none.
+    /// v1.15 or later ([`server_version`](Self::server_version)). Replaces
+    /// [`auth_token_file`](Self::auth_token_file); [`Client::set_auth_token`] changes it while
+    /// the client runs. Default is none.
     #[must_use]
     pub fn auth_token(mut self, token: impl Into<String>) -> Self {
-        self.auth_token = Some(token.into());
+        self.auth = Some(AuthSource::Token(token.into()));
+        self
+    }
+
+    /// Read the shared secret from this file (trimmed), when the client is built and again
+    /// for every new connection, so that a rotated token (a Kubernetes secret, say) is used
+    /// without a restart. Connections already open, and the locks held through them, are not
+    /// disturbed. A read that fails later (the file being replaced, say) keeps the last good
+    /// token and logs a warning. Replaces [`auth_token`](Self::auth_token). Default is none.
+    #[must_use]
+    pub fn auth_token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.auth = Some(AuthSource::File(path.into()));
         self
     }
 
@@ -251,7 +260,7 @@ impl ClientBuilder {
     /// |---|---|
     /// | `DFLOCKD_SERVERS` | [`servers`](Self::servers), comma-separated |
     /// | `DFLOCKD_AUTH_TOKEN` | [`auth_token`](Self::auth_token) |
-    /// | `DFLOCKD_AUTH_TOKEN_FILE` | [`auth_token`](Self::auth_token), read from a file (trimmed) |
+    /// | `DFLOCKD_AUTH_TOKEN_FILE` | [`auth_token_file`](Self::auth_token_file): read for every new connection |
     /// | `DFLOCKD_TLS` | `1`: TLS with the system's roots; `webpki`: with Mozilla's, compiled in ([`TlsOptions::webpki_roots`](crate::TlsOptions::webpki_roots), feature `tls-webpki-roots`); `0`: no TLS whatever else is set |
     /// | `DFLOCKD_TLS_CA_FILE` | TLS trusting this CA (PEM); [`TlsOptions::ca_file`](crate::TlsOptions::ca_file) |
     /// | `DFLOCKD_TLS_PINNED_CERT_FILE` | TLS trusting exactly this certificate (PEM); [`TlsOptions::pinned_certificate`](crate::TlsOptions::pinned_certificate) |
@@ -292,10 +301,11 @@ impl ClientBuilder {
         if let Some(token) = env.get("DFLOCKD_AUTH_TOKEN") {
             b = b.auth_token(token);
         } else if let Some(path) = env.get("DFLOCKD_AUTH_TOKEN_FILE") {
-            let token = std::fs::read_to_string(&path).map_err(|e| {
+            // Read here too, so that a missing file fails where the variable is read.
+            std::fs::metadata(&path).map_err(|e| {
                 Error::Config(format!("DFLOCKD_AUTH_TOKEN_FILE: cannot read {path}: {e}"))
             })?;
-            b = b.auth_token(token.trim());
+            b = b.auth_token_file(path);
         }
         #[cfg(feature = "tls-base")]
         {
@@ -354,7 +364,12 @@ impl ClientBuilder {
     /// out of range, zero connection limits, or TLS material that cannot be used.
     pub fn build(self) -> Result<Client> {
         let addrs = self.addresses()?;
-        let auth_token = self.secret()?;
+        let max_secret = self.max_secret();
+        let auth = match &self.auth {
+            None => Auth::None,
+            Some(AuthSource::Token(token)) => Auth::Token(checked_secret(token, max_secret)?),
+            Some(AuthSource::File(path)) => Auth::from_file(path, max_secret)?,
+        };
         self.check_timing()?;
         if self.max_shared_connections == 0 || self.max_connections == 0 {
             return Err(Error::Config("connection limits must be at least 1".into()));
@@ -371,9 +386,14 @@ impl ClientBuilder {
                 renew_ratio: self.renew_ratio,
                 max_renew_interval: self.server_read_timeout / 2,
             },
-            auth_token,
-            #[cfg(feature = "tls-base")]
-            tls,
+            credentials: Credentials::new(
+                Material {
+                    auth,
+                    #[cfg(feature = "tls-base")]
+                    tls,
+                },
+                max_secret,
+            ),
             max_shared_connections: self.max_shared_connections,
             max_connections: self.max_connections.max(self.max_shared_connections),
         });
@@ -413,25 +433,13 @@ impl ClientBuilder {
             .collect()
     }
 
-    /// The auth token, checked against what the declared release takes: v1.15 and later
-    /// take an auth line of up to 64 KiB, older releases 256 bytes.
-    fn secret(&self) -> Result<Option<Secret>> {
-        let Some(token) = &self.auth_token else {
-            return Ok(None);
-        };
-        let max = match self.server_version {
+    /// The longest auth token the declared release takes: v1.15 and later take an auth line
+    /// of up to 64 KiB, older releases 256 bytes.
+    fn max_secret(&self) -> usize {
+        match self.server_version {
             Some(version) if version >= ServerVersion::new(1, 15, 0) => MAX_AUTH_SECRET,
             _ => MAX_REQUEST_LINE,
-        };
-        validate_secret_up_to(token, max).map_err(|e| {
-            let hint = if max == MAX_REQUEST_LINE && token.len() > max {
-                " (servers of v1.15 and later take up to 64 KiB: declare the release with server_version or DFLOCKD_SERVER_VERSION)"
-            } else {
-                ""
-            };
-            Error::Config(format!("auth token: {e}{hint}"))
-        })?;
-        Ok(Some(Secret::new(token)))
+        }
     }
 
     /// Timeouts positive, the idle timeout below the server's read timeout, the renew ratio
@@ -463,6 +471,22 @@ impl ClientBuilder {
             return Err(Error::Config("lease_ttl must be greater than zero".into()));
         }
         Ok(())
+    }
+}
+
+/// Where the auth token comes from (see [`ClientBuilder::auth_token`] and
+/// [`ClientBuilder::auth_token_file`]).
+enum AuthSource {
+    Token(String),
+    File(PathBuf),
+}
+
+impl fmt::Debug for AuthSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthSource::Token(_) => f.write_str("<redacted>"),
+            AuthSource::File(path) => write!(f, "token file {}", path.display()),
+        }
     }
 }
 
@@ -606,7 +630,7 @@ mod tests {
         .unwrap();
         assert_eq!(b.server_version, Some(ServerVersion::new(2, 1, 1)));
         assert_eq!(b.servers, ["a:1", "b:2"]);
-        assert_eq!(b.auth_token.as_deref(), Some("s3cret"));
+        assert!(matches!(&b.auth, Some(AuthSource::Token(t)) if t == "s3cret"));
         assert_eq!(b.connect_timeout, Duration::from_millis(250));
         assert_eq!(b.acquire_timeout, Duration::from_secs(3));
         assert_eq!(b.lease, Some(Duration::from_secs(60)));
@@ -711,7 +735,10 @@ mod tests {
     fn secrets_are_redacted() {
         let client = Client::builder().auth_token("hunter2").build().unwrap();
         assert!(!format!("{client:?}").contains("hunter2"));
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "<redacted>");
+        assert_eq!(
+            format!("{:?}", crate::conn::connect::Secret::new("hunter2")),
+            "<redacted>"
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@
 //! | lease loss reaches the critical section | [`HeldLock::is_held`], [`HeldLock::lost`] (guards deref to [`HeldLock`]), [`LeaseWatch`] |
 //! | fencing tokens | [`HeldLock::fence`] |
 //! | typed errors | [`Error`], [`Error::is_timeout`], [`Error::is_lease_lost`] |
-//! | auth | [`ClientBuilder::auth_token`] |
+//! | auth | [`ClientBuilder::auth_token`], [`ClientBuilder::auth_token_file`] |
+//! | credentials replaced without a restart | [`Client::set_auth_token`], `Client::reload_tls`, a token file read for every new connection |
 //! | TLS (feature `tls`) | [`ClientBuilder::tls`], [`TlsOptions`]; failures are [`Error::Tls`] with a [`TlsProblem`] |
 //! | sharding | [`ClientBuilder::servers`], [`ShardStrategy`], [`Crc32`] |
 //! | stats | [`Client::stats`], [`Stats`] |

@@ -101,9 +101,11 @@ pub(crate) async fn open(settings: &Settings, server: &str) -> Result<Opened> {
             server: server.to_owned(),
             source,
         })?;
+    let material = settings.credentials.current();
+    let secret = settings.credentials.secret(&material);
     let conn = {
         #[cfg(feature = "tls-base")]
-        match &settings.tls {
+        match &material.tls {
             Some(tls) => {
                 let (stream, name) = tls.handshake(server, &host, tcp, deadline, timeout).await?;
                 let (read, write) = tokio::io::split(stream);
@@ -118,7 +120,7 @@ pub(crate) async fn open(settings: &Settings, server: &str) -> Result<Opened> {
         #[cfg(not(feature = "tls-base"))]
         Handshaken::plain(tcp)
     };
-    tokio::time::timeout_at(deadline.into(), authenticate(settings, server, conn))
+    tokio::time::timeout_at(deadline.into(), authenticate(secret, server, conn))
         .await
         .map_err(|_| timed_out("auth"))?
 }
@@ -141,13 +143,13 @@ impl Handshaken {
     }
 }
 
-async fn authenticate(settings: &Settings, server: &str, conn: Handshaken) -> Result<Opened> {
+async fn authenticate(secret: Option<Secret>, server: &str, conn: Handshaken) -> Result<Opened> {
     let Handshaken {
         mut read,
         mut write,
         tls_name,
     } = conn;
-    let Some(secret) = &settings.auth_token else {
+    let Some(secret) = secret else {
         return Ok(Opened {
             read,
             write,

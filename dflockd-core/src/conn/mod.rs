@@ -26,6 +26,7 @@
 //! | [`park`] | the parked connection: reserved for one blocking request |
 //! | [`close`] | the close signal of the two tasks |
 //! | [`pool`], [`connect`], `tls` | the connections of a server; opening one |
+//! | [`credentials`] | the auth token and TLS of new connections, replaceable |
 //!
 //! Rules that keep locks safe:
 //! * a lock lives and dies with the connection that acquired it, so its renewals go on that
@@ -43,6 +44,7 @@
 pub(crate) mod call;
 mod close;
 pub(crate) mod connect;
+pub(crate) mod credentials;
 mod held;
 mod leases;
 mod maintain;
@@ -81,9 +83,8 @@ pub(crate) struct Settings {
     pub(crate) tick: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) policy: LeasePolicy,
-    pub(crate) auth_token: Option<connect::Secret>,
-    #[cfg(feature = "tls-base")]
-    pub(crate) tls: Option<tls::TlsConnector>,
+    /// The auth token and TLS of new connections.
+    pub(crate) credentials: credentials::Credentials,
     pub(crate) max_shared_connections: usize,
     pub(crate) max_connections: usize,
 }
