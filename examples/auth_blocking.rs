@@ -15,7 +15,7 @@ use dflockd::blocking::Client;
 
 const SECRET: &str = "shared-secret";
 
-fn main() -> Result<(), common::BoxError> {
+fn main() -> Result<(), common::Report> {
     let servers = common::servers_with(1, |server| server.auth_token(SECRET))?;
     let secret = if servers.is_external() {
         std::env::var("DFLOCKD_AUTH_TOKEN").map_err(|_| "set DFLOCKD_AUTH_TOKEN")?

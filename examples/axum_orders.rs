@@ -111,7 +111,7 @@ pub(crate) async fn quick(client: dflockd::Client) -> Result<QuickReport, BoxErr
 }
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> Result<(), common::Report> {
     common::log_to_stderr();
     let (client, _servers) = common::client()?;
     if common::quick() {

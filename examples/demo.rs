@@ -26,7 +26,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use common::BoxError;
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> Result<(), common::Report> {
     let servers = common::servers(1)?;
     let client = servers.client_builder()?.build()?;
     let quick = common::quick();

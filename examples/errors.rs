@@ -52,7 +52,7 @@ async fn run_job(lock: &Lock) -> Result<(), Error> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), common::BoxError> {
+async fn main() -> Result<(), common::Report> {
     let servers = common::servers_with(1, |server| {
         server
             .auth_token(SECRET)
@@ -95,7 +95,7 @@ async fn main() -> Result<(), common::BoxError> {
         Ok::<_, common::BoxError>(())
     };
     let ((), probed) = tokio::join!(server.shutdown(), probe);
-    probed
+    Ok(probed?)
 }
 
 /// Waits until `addr` refuses new connections: a draining server has closed its listener.

@@ -53,7 +53,7 @@ fn run_job(lock: &Lock) -> Result<(), Error> {
     }
 }
 
-fn main() -> Result<(), common::BoxError> {
+fn main() -> Result<(), common::Report> {
     let servers = common::servers_with(1, |server| {
         server
             .auth_token(SECRET)

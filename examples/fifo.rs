@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 const KEY: &str = "fifo-demo";
 
 #[tokio::main]
-async fn main() -> Result<(), common::BoxError> {
+async fn main() -> Result<(), common::Report> {
     let servers = common::servers(1)?;
     let client = servers.client_builder()?.build()?;
     let work = common::pick(Duration::from_millis(500), Duration::from_millis(50));

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 const KEY: &str = "fifo-demo";
 
-fn main() -> Result<(), common::BoxError> {
+fn main() -> Result<(), common::Report> {
     let servers = common::servers(1)?;
     let client = servers.blocking_client_builder()?.build()?;
     let work = common::pick(Duration::from_millis(500), Duration::from_millis(50));

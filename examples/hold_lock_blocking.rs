@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-fn main() -> Result<(), common::BoxError> {
+fn main() -> Result<(), common::Report> {
     let servers = common::servers(1)?;
     let client = servers.blocking_client_builder()?.build()?;
 

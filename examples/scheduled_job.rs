@@ -130,7 +130,24 @@ pub(crate) async fn run_replicas(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The error and its causes as messages, one a line (`fn main() -> Result<..>`
+            // would print the error's `Debug`, a structure).
+            eprintln!("Error: {error}");
+            let mut cause = error.source();
+            while let Some(e) = cause {
+                eprintln!("  caused by: {e}");
+                cause = e.source();
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|a| a == "--quick")
         || std::env::var("DFLOCKD_QUICK").is_ok_and(|v| v == "1");
     let (servers, _embedded) = match std::env::var("DFLOCKD_SERVERS") {

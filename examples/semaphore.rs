@@ -18,7 +18,7 @@ use std::time::Duration;
 const LIMIT: u32 = 3;
 
 #[tokio::main]
-async fn main() -> Result<(), common::BoxError> {
+async fn main() -> Result<(), common::Report> {
     let servers = common::servers(1)?;
     let client = servers.client_builder()?.build()?;
     let work = common::pick(Duration::from_secs(1), Duration::from_millis(200));

@@ -12,7 +12,7 @@
 mod common;
 
 #[tokio::main]
-async fn main() -> Result<(), common::BoxError> {
+async fn main() -> Result<(), common::Report> {
     let servers = common::servers(3)?;
     let client = servers.client_builder()?.build()?;
     let n = client.servers().len();

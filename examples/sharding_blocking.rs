@@ -11,7 +11,7 @@
 
 mod common;
 
-fn main() -> Result<(), common::BoxError> {
+fn main() -> Result<(), common::Report> {
     let servers = common::servers(3)?;
     let client = servers.blocking_client_builder()?.build()?;
     let n = client.servers().len();

@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 #[tokio::main]
-async fn main() -> Result<(), common::BoxError> {
+async fn main() -> Result<(), common::Report> {
     let servers = common::servers(1)?;
     let client = servers.client_builder()?.build()?;
 

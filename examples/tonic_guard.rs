@@ -103,7 +103,7 @@ pub(crate) async fn quick(client: dflockd::Client) -> Result<QuickReport, BoxErr
 }
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> Result<(), common::Report> {
     common::log_to_stderr();
     let (client, _servers) = common::client()?;
     if common::quick() {
@@ -115,5 +115,5 @@ async fn main() -> Result<(), BoxError> {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
     eprintln!("serving grpc.health.v1.Health on 127.0.0.1:50051 (metadata x-account: <id>)");
-    serve(client, listener).await
+    Ok(serve(client, listener).await?)
 }

@@ -45,7 +45,7 @@ async fn two_phase(lock: &Lock) -> Result<(), Error> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), common::BoxError> {
+async fn main() -> Result<(), common::Report> {
     let servers = common::servers(1)?;
     let client = servers.client_builder()?.build()?;
     let lock = client

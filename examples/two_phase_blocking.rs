@@ -45,7 +45,7 @@ fn two_phase(lock: &Lock) -> Result<(), Error> {
     guard.release()
 }
 
-fn main() -> Result<(), common::BoxError> {
+fn main() -> Result<(), common::Report> {
     let servers = common::servers(1)?;
     let client = servers.blocking_client_builder()?.build()?;
     let lock = client

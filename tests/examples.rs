@@ -124,8 +124,8 @@ fn json_string_field(line: &str, field: &str) -> Option<String> {
     None
 }
 
-/// Runs `path --quick` with a clean environment, killing it after [`TIMEOUT`].
-fn run(name: &str, path: &PathBuf) -> Run {
+/// Runs `path --quick` with a clean environment plus `vars`, killing it after [`TIMEOUT`].
+fn run(name: &str, path: &PathBuf, vars: &[(&str, &str)]) -> Run {
     let mut command = Command::new(path);
     command
         .arg("--quick")
@@ -138,6 +138,7 @@ fn run(name: &str, path: &PathBuf) -> Run {
             command.env_remove(var);
         }
     }
+    command.envs(vars.iter().copied());
     let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
@@ -173,19 +174,28 @@ fn run(name: &str, path: &PathBuf) -> Run {
     }
 }
 
+/// The examples' executables, built on first use.
+fn paths() -> &'static HashMap<String, PathBuf> {
+    static PATHS: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+    PATHS.get_or_init(build)
+}
+
+fn path(name: &str) -> PathBuf {
+    paths()
+        .get(name)
+        .unwrap_or_else(|| panic!("cargo built no example named {name}"))
+        .clone()
+}
+
 /// Every example's run, all started at once on first use.
 fn runs() -> &'static HashMap<&'static str, Run> {
     static RUNS: OnceLock<HashMap<&'static str, Run>> = OnceLock::new();
     RUNS.get_or_init(|| {
-        let paths = build();
         let handles: Vec<_> = EXAMPLES
             .iter()
             .map(|&name| {
-                let path = paths
-                    .get(name)
-                    .unwrap_or_else(|| panic!("cargo built no example named {name}"))
-                    .clone();
-                (name, thread::spawn(move || run(name, &path)))
+                let path = path(name);
+                (name, thread::spawn(move || run(name, &path, &[])))
             })
             .collect();
         handles
@@ -385,8 +395,18 @@ fn auth_blocking() {
 
 fn check_tls(name: &str) {
     let out = stdout(name);
+    assert_contains(name, out, "pinned self-signed certificate: acquired my-key");
     assert_contains(name, out, "over TLS: acquired my-key on 127.0.0.1:");
-    assert_contains(name, out, "trusting another CA: cannot connect (");
+    assert_contains(
+        name,
+        out,
+        "trusting another CA: cannot connect to 127.0.0.1:",
+    );
+    assert_contains(
+        name,
+        out,
+        " with TLS (server name 127.0.0.1): the server's certificate is not signed by a CA this client trusts: set DFLOCKD_TLS_CA_FILE",
+    );
 }
 
 #[test]
@@ -458,4 +478,94 @@ fn leader() {
         .collect();
     assert_eq!(terms.len(), 4, "{out}");
     assert!(terms.windows(2).all(|w| w[0] < w[1]), "{out}");
+}
+
+/// The rows of the issue about set-up failures, through `hold_lock` configured by the
+/// environment as a user would: what it prints is the error's message and causes, one a line,
+/// never a `Debug` structure.
+#[test]
+fn set_up_failures_print_as_messages() {
+    use dflockd_testkit::TestServer;
+    use dflockd_testkit::tls::TlsIdentity;
+
+    let dir = std::env::temp_dir().join(format!("dflockd-examples-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // What `openssl req -x509 ... -subj /CN=localhost -addext subjectAltName=...` makes.
+    let cert = TlsIdentity::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let cert_file = dir.join("cert.pem");
+    std::fs::write(&cert_file, &cert.cert_pem).unwrap();
+    let cert_file = cert_file.to_str().unwrap();
+    let tls = TestServer::builder()
+        .tls(cert.clone())
+        .auth_token("s3cret")
+        .start_blocking()
+        .unwrap();
+    let auth = TestServer::builder()
+        .auth_token("s3cret")
+        .start_blocking()
+        .unwrap();
+    let (tls_addr, auth_addr) = (tls.addr_string(), auth.addr_string());
+    let hold_lock = path("hold_lock");
+    let run = |vars: &[(&str, &str)]| run("hold_lock", &hold_lock, vars);
+
+    // The self-signed certificate given as the CA: accepted.
+    let ok = run(&[
+        ("DFLOCKD_SERVERS", &tls_addr),
+        ("DFLOCKD_AUTH_TOKEN", "s3cret"),
+        ("DFLOCKD_TLS_CA_FILE", cert_file),
+    ]);
+    assert!(ok.success, "{ok:#?}");
+    assert_contains("hold_lock", &ok.stdout, "released");
+
+    let failures = [
+        (
+            vec![
+                ("DFLOCKD_SERVERS", tls_addr.as_str()),
+                ("DFLOCKD_AUTH_TOKEN", "s3cret"),
+            ],
+            format!(
+                "Error: server {tls_addr} serves TLS and this client connected without it: set \
+                 DFLOCKD_TLS=1, with DFLOCKD_TLS_CA_FILE or DFLOCKD_TLS_PINNED_CERT_FILE unless \
+                 the system trusts its certificate (ClientBuilder::tls)\n"
+            ),
+        ),
+        (
+            vec![
+                ("DFLOCKD_SERVERS", auth_addr.as_str()),
+                ("DFLOCKD_AUTH_TOKEN", "wrong"),
+            ],
+            format!(
+                "Error: server {auth_addr} rejected the auth token (error_auth): check \
+                 DFLOCKD_AUTH_TOKEN or DFLOCKD_AUTH_TOKEN_FILE (ClientBuilder::auth_token) \
+                 against the server's --auth-token\n"
+            ),
+        ),
+        (
+            vec![
+                ("DFLOCKD_SERVERS", tls_addr.as_str()),
+                ("DFLOCKD_AUTH_TOKEN", "s3cret"),
+                ("DFLOCKD_TLS_CA_FILE", cert_file),
+                ("DFLOCKD_TLS_SERVER_NAME", "db.internal"),
+            ],
+            format!(
+                "Error: cannot connect to {tls_addr} with TLS (server name db.internal): the \
+                 server's certificate is not valid for this name (it names localhost, \
+                 127.0.0.1): set DFLOCKD_TLS_SERVER_NAME to one of those \
+                 (TlsOptions::server_name), or reissue the certificate with this name in its \
+                 subjectAltName\n  caused by: invalid peer certificate: "
+            ),
+        ),
+    ];
+    for (vars, expected) in failures {
+        let failed = run(&vars);
+        assert!(!failed.success, "{vars:?}: {failed:#?}");
+        assert!(
+            failed.stderr.contains(&expected),
+            "{vars:?}: expected {expected:?} in:\n{}",
+            failed.stderr
+        );
+        assert!(!failed.stderr.contains("Custom {"), "{}", failed.stderr);
+        assert!(!failed.stderr.contains("s3cret"), "{}", failed.stderr);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

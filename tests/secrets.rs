@@ -224,7 +224,7 @@ async fn tls_verification_cannot_be_turned_off() {
             .build()
             .unwrap();
         let err = client.lock("k").try_acquire().await.unwrap_err();
-        assert!(matches!(err, Error::Connect { .. }), "{shown}: {err:?}");
+        assert!(matches!(err, Error::Tls { .. }), "{shown}: {err:?}");
     }
     // The right CA and name do connect: the failures above are verification failures.
     let client = Client::builder()

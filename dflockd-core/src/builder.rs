@@ -2,19 +2,18 @@
 //! when the client is built.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::Client;
 use crate::conn::Settings;
-use crate::conn::connect::Secret;
+use crate::conn::credentials::{Auth, Credentials, Material, checked_secret};
 use crate::conn::pool::ServerPool;
 use crate::error::{Error, Result, parse_duration};
 use crate::inner::ClientInner;
 use crate::lease::LeasePolicy;
-use crate::proto::{
-    DEFAULT_READ_TIMEOUT_S, MAX_AUTH_SECRET, MAX_REQUEST_LINE, validate_secret_up_to,
-};
+use crate::proto::{DEFAULT_READ_TIMEOUT_S, MAX_AUTH_SECRET, MAX_REQUEST_LINE};
 use crate::shard::{Crc32, ShardStrategy, Strategy};
 use crate::version::ServerVersion;
 
@@ -48,8 +47,8 @@ impl Client {
 /// ```
 pub struct ClientBuilder {
     servers: Vec<String>,
-    auth_token: Option<String>,
-    #[cfg(feature = "tls")]
+    auth: Option<AuthSource>,
+    #[cfg(feature = "tls-base")]
     tls: Option<crate::conn::tls::TlsOptions>,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -68,11 +67,8 @@ pub struct ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("ClientBuilder");
-        d.field("servers", &self.servers).field(
-            "auth_token",
-            &self.auth_token.as_ref().map(|_| "<redacted>"),
-        );
-        #[cfg(feature = "tls")]
+        d.field("servers", &self.servers).field("auth", &self.auth);
+        #[cfg(feature = "tls-base")]
         d.field("tls", &self.tls);
         d.field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
@@ -93,8 +89,8 @@ impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
             servers: vec![format!("127.0.0.1:{}", crate::proto::DEFAULT_PORT)],
-            auth_token: None,
-            #[cfg(feature = "tls")]
+            auth: None,
+            #[cfg(feature = "tls-base")]
             tls: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
@@ -127,15 +123,28 @@ impl ClientBuilder {
 
     /// The shared secret sent as the first request of every connection: 1 to 256 bytes
     /// without control characters, or up to 64 KiB when the servers are declared to run
-    /// v1.15 or later ([`server_version`](Self::server_version)). Default is none.
+    /// v1.15 or later ([`server_version`](Self::server_version)). Replaces
+    /// [`auth_token_file`](Self::auth_token_file); [`Client::set_auth_token`] changes it while
+    /// the client runs. Default is none.
     #[must_use]
     pub fn auth_token(mut self, token: impl Into<String>) -> Self {
-        self.auth_token = Some(token.into());
+        self.auth = Some(AuthSource::Token(token.into()));
+        self
+    }
+
+    /// Read the shared secret from this file (trimmed), when the client is built and again
+    /// for every new connection, so that a rotated token (a Kubernetes secret, say) is used
+    /// without a restart. Connections already open, and the locks held through them, are not
+    /// disturbed. A read that fails later (the file being replaced, say) keeps the last good
+    /// token and logs a warning. Replaces [`auth_token`](Self::auth_token). Default is none.
+    #[must_use]
+    pub fn auth_token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.auth = Some(AuthSource::File(path.into()));
         self
     }
 
     /// Connect with TLS. Default is plain TCP.
-    #[cfg(feature = "tls")]
+    #[cfg(feature = "tls-base")]
     #[must_use]
     pub fn tls(mut self, tls: crate::conn::tls::TlsOptions) -> Self {
         self.tls = Some(tls);
@@ -251,9 +260,10 @@ impl ClientBuilder {
     /// |---|---|
     /// | `DFLOCKD_SERVERS` | [`servers`](Self::servers), comma-separated |
     /// | `DFLOCKD_AUTH_TOKEN` | [`auth_token`](Self::auth_token) |
-    /// | `DFLOCKD_AUTH_TOKEN_FILE` | [`auth_token`](Self::auth_token), read from a file (trimmed) |
-    /// | `DFLOCKD_TLS` | `1`/`true`: TLS with the system roots |
-    /// | `DFLOCKD_TLS_CA_FILE` | TLS trusting this CA (PEM) |
+    /// | `DFLOCKD_AUTH_TOKEN_FILE` | [`auth_token_file`](Self::auth_token_file): read for every new connection |
+    /// | `DFLOCKD_TLS` | `1`: TLS with the system's roots; `webpki`: with Mozilla's, compiled in ([`TlsOptions::webpki_roots`](crate::TlsOptions::webpki_roots), feature `tls-webpki-roots`); `0`: no TLS whatever else is set |
+    /// | `DFLOCKD_TLS_CA_FILE` | TLS trusting this CA (PEM); [`TlsOptions::ca_file`](crate::TlsOptions::ca_file) |
+    /// | `DFLOCKD_TLS_PINNED_CERT_FILE` | TLS trusting exactly this certificate (PEM); [`TlsOptions::pinned_certificate`](crate::TlsOptions::pinned_certificate) |
     /// | `DFLOCKD_TLS_SERVER_NAME` | [`TlsOptions::server_name`](crate::TlsOptions::server_name) |
     /// | `DFLOCKD_TLS_CLIENT_CERT_FILE`, `DFLOCKD_TLS_CLIENT_KEY_FILE` | client certificate |
     /// | `DFLOCKD_CONNECT_TIMEOUT` | [`connect_timeout`](Self::connect_timeout) |
@@ -291,17 +301,25 @@ impl ClientBuilder {
         if let Some(token) = env.get("DFLOCKD_AUTH_TOKEN") {
             b = b.auth_token(token);
         } else if let Some(path) = env.get("DFLOCKD_AUTH_TOKEN_FILE") {
-            let token = std::fs::read_to_string(&path).map_err(|e| {
+            // Read here too, so that a missing file fails where the variable is read.
+            std::fs::metadata(&path).map_err(|e| {
                 Error::Config(format!("DFLOCKD_AUTH_TOKEN_FILE: cannot read {path}: {e}"))
             })?;
-            b = b.auth_token(token.trim());
+            b = b.auth_token_file(path);
         }
-        #[cfg(feature = "tls")]
+        #[cfg(feature = "tls-base")]
         {
             b.tls = env.tls()?;
         }
-        #[cfg(not(feature = "tls"))]
-        if env.get("DFLOCKD_TLS_CA_FILE").is_some() || env.get("DFLOCKD_TLS").is_some() {
+        #[cfg(not(feature = "tls-base"))]
+        if [
+            "DFLOCKD_TLS",
+            "DFLOCKD_TLS_CA_FILE",
+            "DFLOCKD_TLS_PINNED_CERT_FILE",
+        ]
+        .iter()
+        .any(|name| env.get(name).is_some())
+        {
             return Err(Error::Config(
                 "TLS is configured in the environment but the `tls` feature is off".into(),
             ));
@@ -346,12 +364,17 @@ impl ClientBuilder {
     /// out of range, zero connection limits, or TLS material that cannot be used.
     pub fn build(self) -> Result<Client> {
         let addrs = self.addresses()?;
-        let auth_token = self.secret()?;
+        let max_secret = self.max_secret();
+        let auth = match &self.auth {
+            None => Auth::None,
+            Some(AuthSource::Token(token)) => Auth::Token(checked_secret(token, max_secret)?),
+            Some(AuthSource::File(path)) => Auth::from_file(path, max_secret)?,
+        };
         self.check_timing()?;
         if self.max_shared_connections == 0 || self.max_connections == 0 {
             return Err(Error::Config("connection limits must be at least 1".into()));
         }
-        #[cfg(feature = "tls")]
+        #[cfg(feature = "tls-base")]
         let tls = self.tls.as_ref().map(|t| t.build()).transpose()?;
         let settings = Arc::new(Settings {
             connect_timeout: self.connect_timeout,
@@ -363,9 +386,14 @@ impl ClientBuilder {
                 renew_ratio: self.renew_ratio,
                 max_renew_interval: self.server_read_timeout / 2,
             },
-            auth_token,
-            #[cfg(feature = "tls")]
-            tls,
+            credentials: Credentials::new(
+                Material {
+                    auth,
+                    #[cfg(feature = "tls-base")]
+                    tls,
+                },
+                max_secret,
+            ),
             max_shared_connections: self.max_shared_connections,
             max_connections: self.max_connections.max(self.max_shared_connections),
         });
@@ -405,25 +433,13 @@ impl ClientBuilder {
             .collect()
     }
 
-    /// The auth token, checked against what the declared release takes: v1.15 and later
-    /// take an auth line of up to 64 KiB, older releases 256 bytes.
-    fn secret(&self) -> Result<Option<Secret>> {
-        let Some(token) = &self.auth_token else {
-            return Ok(None);
-        };
-        let max = match self.server_version {
+    /// The longest auth token the declared release takes: v1.15 and later take an auth line
+    /// of up to 64 KiB, older releases 256 bytes.
+    fn max_secret(&self) -> usize {
+        match self.server_version {
             Some(version) if version >= ServerVersion::new(1, 15, 0) => MAX_AUTH_SECRET,
             _ => MAX_REQUEST_LINE,
-        };
-        validate_secret_up_to(token, max).map_err(|e| {
-            let hint = if max == MAX_REQUEST_LINE && token.len() > max {
-                " (servers of v1.15 and later take up to 64 KiB: declare the release with server_version or DFLOCKD_SERVER_VERSION)"
-            } else {
-                ""
-            };
-            Error::Config(format!("auth token: {e}{hint}"))
-        })?;
-        Ok(Some(Secret::new(token)))
+        }
     }
 
     /// Timeouts positive, the idle timeout below the server's read timeout, the renew ratio
@@ -458,6 +474,22 @@ impl ClientBuilder {
     }
 }
 
+/// Where the auth token comes from (see [`ClientBuilder::auth_token`] and
+/// [`ClientBuilder::auth_token_file`]).
+enum AuthSource {
+    Token(String),
+    File(PathBuf),
+}
+
+impl fmt::Debug for AuthSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthSource::Token(_) => f.write_str("<redacted>"),
+            AuthSource::File(path) => write!(f, "token file {}", path.display()),
+        }
+    }
+}
+
 /// A builder setter, as in `ClientBuilder::connect_timeout`.
 type Setter<T> = fn(ClientBuilder, T) -> ClientBuilder;
 
@@ -489,18 +521,50 @@ impl Env<'_> {
             .transpose()
     }
 
-    /// The TLS settings: `DFLOCKD_TLS`, `DFLOCKD_TLS_CA_FILE`, `DFLOCKD_TLS_SERVER_NAME`,
+    /// The TLS settings: `DFLOCKD_TLS`, `DFLOCKD_TLS_CA_FILE` or
+    /// `DFLOCKD_TLS_PINNED_CERT_FILE`, `DFLOCKD_TLS_SERVER_NAME`,
     /// `DFLOCKD_TLS_CLIENT_CERT_FILE` with `DFLOCKD_TLS_CLIENT_KEY_FILE`.
-    #[cfg(feature = "tls")]
+    #[cfg(feature = "tls-base")]
     fn tls(&self) -> Result<Option<crate::conn::tls::TlsOptions>> {
         use crate::conn::tls::TlsOptions;
-        let tls_on = self
-            .get("DFLOCKD_TLS")
-            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-        let mut tls = match self.get("DFLOCKD_TLS_CA_FILE") {
-            Some(path) => Some(TlsOptions::ca_file(path)?),
-            None if tls_on == Some(true) => Some(TlsOptions::system_roots()),
+        let tls_var = self.get("DFLOCKD_TLS");
+        let tls_on: Option<fn() -> TlsOptions> = match tls_var
+            .as_deref()
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
             None => None,
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "system") => {
+                Some(TlsOptions::system_roots)
+            }
+            #[cfg(feature = "tls-webpki-roots")]
+            Some(v) if v == "webpki" => Some(TlsOptions::webpki_roots),
+            #[cfg(not(feature = "tls-webpki-roots"))]
+            Some(v) if v == "webpki" => {
+                return Err(Error::Config(
+                    "DFLOCKD_TLS=webpki needs the feature tls-webpki-roots".into(),
+                ));
+            }
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no") => None,
+            Some(_) => {
+                return Err(Error::Config(format!(
+                    "DFLOCKD_TLS={:?} is not 1 (the system's roots), webpki (Mozilla's, compiled in) or 0",
+                    tls_var.unwrap_or_default()
+                )));
+            }
+        };
+        let tls_off = tls_var.is_some() && tls_on.is_none();
+        let mut tls = match (
+            self.get("DFLOCKD_TLS_CA_FILE"),
+            self.get("DFLOCKD_TLS_PINNED_CERT_FILE"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "set DFLOCKD_TLS_CA_FILE or DFLOCKD_TLS_PINNED_CERT_FILE, not both".into(),
+                ));
+            }
+            (Some(path), None) => Some(TlsOptions::ca_file(path)?),
+            (None, Some(path)) => Some(TlsOptions::pinned_certificate(path)?),
+            (None, None) => tls_on.map(|roots| roots()),
         };
         if let Some(name) = self.get("DFLOCKD_TLS_SERVER_NAME") {
             tls = Some(
@@ -526,7 +590,7 @@ impl Env<'_> {
                 ));
             }
         }
-        Ok(if tls_on == Some(false) { None } else { tls })
+        Ok(if tls_off { None } else { tls })
     }
 }
 
@@ -566,7 +630,7 @@ mod tests {
         .unwrap();
         assert_eq!(b.server_version, Some(ServerVersion::new(2, 1, 1)));
         assert_eq!(b.servers, ["a:1", "b:2"]);
-        assert_eq!(b.auth_token.as_deref(), Some("s3cret"));
+        assert!(matches!(&b.auth, Some(AuthSource::Token(t)) if t == "s3cret"));
         assert_eq!(b.connect_timeout, Duration::from_millis(250));
         assert_eq!(b.acquire_timeout, Duration::from_secs(3));
         assert_eq!(b.lease, Some(Duration::from_secs(60)));
@@ -580,6 +644,46 @@ mod tests {
         assert!(env(&[("DFLOCKD_AUTH_TOKEN_FILE", "/nonexistent/token")]).is_err());
         let err = env(&[("DFLOCKD_SERVER_VERSION", "latest")]).unwrap_err();
         assert!(err.to_string().contains("DFLOCKD_SERVER_VERSION"), "{err}");
+    }
+
+    #[cfg(feature = "tls-base")]
+    #[test]
+    fn tls_from_the_environment() {
+        let dir = std::env::temp_dir().join(format!("dflockd-env-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = dir.join("cert.pem");
+        std::fs::write(&pem, dflockd_testkit::tls::TestCa::new().cert_pem()).unwrap();
+        let pem = pem.to_str().unwrap();
+        let shown = |vars: &[(&str, &str)]| format!("{:?}", env(vars).unwrap().tls);
+        assert!(shown(&[("DFLOCKD_TLS_CA_FILE", pem)]).contains("1 custom CA certificate(s)"));
+        assert!(
+            shown(&[("DFLOCKD_TLS_PINNED_CERT_FILE", pem)]).contains("1 pinned certificate(s)")
+        );
+        assert!(shown(&[("DFLOCKD_TLS", "1")]).contains("system"));
+        assert!(shown(&[("DFLOCKD_TLS", "yes")]).contains("system"));
+        assert_eq!(shown(&[]), "None");
+        assert_eq!(
+            shown(&[("DFLOCKD_TLS", "0"), ("DFLOCKD_TLS_CA_FILE", pem)]),
+            "None"
+        );
+        let webpki = env(&[("DFLOCKD_TLS", "webpki")]);
+        if cfg!(feature = "tls-webpki-roots") {
+            assert!(format!("{:?}", webpki.unwrap().tls).contains("webpki-roots"));
+        } else {
+            let err = webpki.unwrap_err();
+            assert!(err.to_string().contains("tls-webpki-roots"), "{err}");
+        }
+        let err = env(&[("DFLOCKD_TLS", "on")]).unwrap_err();
+        assert!(err.to_string().contains("is not 1"), "{err}");
+        let both = env(&[
+            ("DFLOCKD_TLS_CA_FILE", pem),
+            ("DFLOCKD_TLS_PINNED_CERT_FILE", pem),
+        ])
+        .unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        let missing = env(&[("DFLOCKD_TLS_PINNED_CERT_FILE", "/nonexistent/cert.pem")]);
+        assert!(matches!(missing, Err(Error::Config(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -631,7 +735,10 @@ mod tests {
     fn secrets_are_redacted() {
         let client = Client::builder().auth_token("hunter2").build().unwrap();
         assert!(!format!("{client:?}").contains("hunter2"));
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "<redacted>");
+        assert_eq!(
+            format!("{:?}", crate::conn::connect::Secret::new("hunter2")),
+            "<redacted>"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("servers", &self.servers())
-            .field("auth", &self.inner.settings.auth_token.is_some())
+            .field("auth", &self.inner.settings.credentials.has_token())
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +75,34 @@ impl Client {
     #[must_use]
     pub fn election(&self, group: impl Into<String>) -> Election {
         Election::new(self.inner.clone(), group.into())
+    }
+
+    /// Authenticate new connections with `token` from now on (for a rotated token); the
+    /// same checks as [`ClientBuilder::auth_token`](crate::ClientBuilder::auth_token). It
+    /// replaces a token file ([`ClientBuilder::auth_token_file`](crate::ClientBuilder::auth_token_file),
+    /// which is re-read by itself). Connections already open stay as they are, and so do the
+    /// locks held through them.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a token the servers would not take; the token in use is kept.
+    pub fn set_auth_token(&self, token: impl AsRef<str>) -> Result<()> {
+        self.inner.settings.credentials.set_token(token.as_ref())
+    }
+
+    /// Connect with these TLS settings from now on: new certificates, keys or roots (for
+    /// example when the files were renewed: build the options again from them). Connections
+    /// already open keep the settings they were opened with, and so do the locks held through
+    /// them. Also turns TLS on for a client built without it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the options cannot be used (as
+    /// [`ClientBuilder::build`](crate::ClientBuilder::build)); the settings in use are kept.
+    #[cfg(feature = "tls-base")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls-base")))]
+    pub fn reload_tls(&self, tls: crate::TlsOptions) -> Result<()> {
+        let connector = tls.build()?;
+        self.inner.settings.credentials.set_tls(Some(connector));
+        Ok(())
     }
 
     /// The configured server addresses, in order.

@@ -1,7 +1,8 @@
 //! The error type of the client.
 
+use std::fmt;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::lease::LossReason;
 use crate::proto::{Command, InvalidInput, ReplyError, ServerStatus};
@@ -72,9 +73,19 @@ pub enum Error {
         /// The server's address.
         server: String,
     },
-    /// `error_auth`: the server rejected the auth token (or needs one and none is configured).
-    #[error("server {server} rejected the auth token (error_auth)")]
+    /// `error_auth` in answer to the auth token: the server has another one.
+    #[error(
+        "server {server} rejected the auth token (error_auth): check DFLOCKD_AUTH_TOKEN or DFLOCKD_AUTH_TOKEN_FILE (ClientBuilder::auth_token) against the server's --auth-token"
+    )]
     AuthRejected {
+        /// The server's address.
+        server: String,
+    },
+    /// `error_auth` on a connection that sent no auth token: the server requires one.
+    #[error(
+        "server {server} requires an auth token and this client has none (error_auth): set DFLOCKD_AUTH_TOKEN or DFLOCKD_AUTH_TOKEN_FILE (ClientBuilder::auth_token)"
+    )]
+    AuthRequired {
         /// The server's address.
         server: String,
     },
@@ -160,7 +171,9 @@ pub enum Error {
         /// What was wrong.
         reason: &'static str,
     },
-    /// Connecting (TCP, TLS handshake or auth) failed or timed out.
+    /// Connecting (TCP, TLS handshake or auth) failed or timed out, for a reason that is not
+    /// one of the more specific ones ([`Error::Tls`], [`Error::TlsRequired`],
+    /// [`Error::AuthRejected`]).
     #[error("cannot connect to {server}")]
     Connect {
         /// The server's address.
@@ -168,6 +181,32 @@ pub enum Error {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// TLS with the server could not be set up: the certificate it presented was refused, or it
+    /// does not speak TLS, or the handshake failed. [`TlsProblem`] says which, and its message
+    /// what to change.
+    #[error("cannot connect to {server} with TLS (server name {name}): {problem}")]
+    Tls {
+        /// The server's address.
+        server: String,
+        /// The name its certificate was verified against
+        /// ([`TlsOptions::server_name`](crate::TlsOptions::server_name), or the host of the
+        /// address).
+        name: String,
+        /// What went wrong.
+        problem: TlsProblem,
+        /// The error of the TLS library, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The client connected without TLS to a server that serves TLS (or, for
+    /// [`TlsEvidence::ClosedSilently`], most likely does).
+    #[error("{}", tls_required_message(server, *evidence))]
+    TlsRequired {
+        /// The server's address.
+        server: String,
+        /// What gave it away.
+        evidence: TlsEvidence,
     },
     /// The connection failed while a request was in flight.
     #[error("connection to {server} failed")]
@@ -233,15 +272,22 @@ impl Error {
         matches!(self, Error::Timeout { .. } | Error::MaxWaiters { .. })
     }
 
-    /// The server rejected the credentials (`error_auth`).
+    /// The server rejected the credentials, or wanted some (`error_auth`).
     #[must_use]
     pub fn is_permission_denied(&self) -> bool {
-        matches!(self, Error::AuthRejected { .. })
+        matches!(
+            self,
+            Error::AuthRejected { .. } | Error::AuthRequired { .. }
+        )
     }
 
     /// A transient condition: a later attempt (possibly on another connection or server) may
     /// succeed. Busy keys, a draining server, connection failures and timeouts are retryable;
-    /// invalid arguments, rejected credentials and protocol violations are not.
+    /// invalid arguments, rejected credentials, refused certificates, a client and a server that
+    /// disagree about TLS, and protocol violations are not. Two set-up failures that may also be
+    /// an overloaded server count as retryable: a TLS handshake without answer
+    /// ([`TlsProblem::NoAnswer`]) and a server that closed at once
+    /// ([`TlsEvidence::ClosedSilently`]).
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -254,6 +300,14 @@ impl Error {
                 | Error::Io { .. }
                 | Error::ConnectionClosed { .. }
                 | Error::RequestTimeout { .. }
+                | Error::Tls {
+                    problem: TlsProblem::NoAnswer { .. },
+                    ..
+                }
+                | Error::TlsRequired {
+                    evidence: TlsEvidence::ClosedSilently,
+                    ..
+                }
         )
     }
 
@@ -262,7 +316,19 @@ impl Error {
     #[must_use]
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {
-            Error::AuthRejected { .. } => io::ErrorKind::PermissionDenied,
+            Error::AuthRejected { .. } | Error::AuthRequired { .. } => {
+                io::ErrorKind::PermissionDenied
+            }
+            Error::Tls {
+                problem: TlsProblem::NoAnswer { .. },
+                ..
+            } => io::ErrorKind::TimedOut,
+            Error::Tls { .. }
+            | Error::TlsRequired {
+                evidence: TlsEvidence::AnsweredTls,
+                ..
+            } => io::ErrorKind::InvalidData,
+            Error::TlsRequired { .. } => io::ErrorKind::ConnectionAborted,
             Error::Timeout { .. } | Error::RequestTimeout { .. } => io::ErrorKind::TimedOut,
             Error::InvalidArgument(_) | Error::Config(_) | Error::Shard { .. } => {
                 io::ErrorKind::InvalidInput
@@ -321,6 +387,179 @@ impl Error {
             // `ReplyError` is non-exhaustive for downstream crates only.
         }
     }
+}
+
+/// What went wrong setting up TLS with a server (see [`Error::Tls`]).
+///
+/// Each message says what is wrong and what to change, naming the environment variables of
+/// [`ClientBuilder::from_env`](crate::ClientBuilder::from_env) and the builder methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsProblem {
+    /// The server's certificate does not lead to a certificate this client trusts: another CA
+    /// issued it, or it is self-signed and not pinned.
+    UnknownIssuer,
+    /// The server's certificate is not valid for the name verified.
+    NameMismatch {
+        /// The names the certificate is valid for (its subjectAltName DNS names and IP
+        /// addresses; the common name is not used).
+        presented: Vec<String>,
+    },
+    /// The server's certificate has expired (or this machine's clock is ahead).
+    Expired {
+        /// The end of its validity, when known.
+        not_after: Option<SystemTime>,
+    },
+    /// The server's certificate is not valid yet (or this machine's clock is behind).
+    NotYetValid {
+        /// The start of its validity, when known.
+        not_before: Option<SystemTime>,
+    },
+    /// The server presents a CA certificate (basicConstraints `CA:TRUE`) as its own, as
+    /// `openssl req -x509` makes them, and the client does not trust that very certificate.
+    CaUsedAsEndEntity,
+    /// The server's certificate is not meant for TLS servers: its extended key usage lacks
+    /// `serverAuth`.
+    WrongKeyUsage,
+    /// Only pinned certificates are trusted, and the server presents another one.
+    NotPinned,
+    /// Another defect of the server's certificate (bad signature, revoked, bad encoding, ...).
+    BadCertificate(String),
+    /// The server refused this client's certificate, or requires one that was not given.
+    ClientCertificateRejected,
+    /// The server answered the TLS handshake with something that is not TLS.
+    NotTls {
+        /// The start of what it answered, printable characters only (a dflockd server
+        /// without TLS answers `error`).
+        answered: String,
+    },
+    /// The server sent nothing back to the TLS handshake within the connect timeout. A dflockd
+    /// server without TLS does that (it waits for the rest of a request line); so does an
+    /// overloaded one.
+    NoAnswer {
+        /// How long the client waited.
+        waited: Duration,
+    },
+    /// The handshake failed otherwise (no protocol version or cipher in common, an alert
+    /// from the server, ...).
+    HandshakeFailed(String),
+}
+
+/// How to connect without TLS, for the messages.
+const WITHOUT_TLS: &str = "connect without TLS (unset DFLOCKD_TLS, DFLOCKD_TLS_CA_FILE and DFLOCKD_TLS_PINNED_CERT_FILE; no ClientBuilder::tls)";
+
+/// How to connect with TLS, for the messages.
+const WITH_TLS: &str = "set DFLOCKD_TLS=1, with DFLOCKD_TLS_CA_FILE or DFLOCKD_TLS_PINNED_CERT_FILE unless the system trusts its certificate (ClientBuilder::tls)";
+
+impl fmt::Display for TlsProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsProblem::UnknownIssuer => f.write_str(
+                "the server's certificate is not signed by a CA this client trusts: set DFLOCKD_TLS_CA_FILE to the CA certificate that issued it (TlsOptions::ca_file), or, for a self-signed certificate, DFLOCKD_TLS_PINNED_CERT_FILE to the certificate itself (TlsOptions::pinned_certificate)",
+            ),
+            TlsProblem::NameMismatch { presented } => match presented.as_slice() {
+                [] => f.write_str(
+                    "the server's certificate names no host (it has no subjectAltName, and the common name is not used): reissue it with the server's names in its subjectAltName (openssl: -addext subjectAltName=DNS:host,IP:10.0.0.1)",
+                ),
+                [one] => write!(
+                    f,
+                    "the server's certificate is not valid for this name (it names {one}): set DFLOCKD_TLS_SERVER_NAME={one} (TlsOptions::server_name), or reissue the certificate with this name in its subjectAltName"
+                ),
+                names => write!(
+                    f,
+                    "the server's certificate is not valid for this name (it names {}): set DFLOCKD_TLS_SERVER_NAME to one of those (TlsOptions::server_name), or reissue the certificate with this name in its subjectAltName",
+                    names.join(", ")
+                ),
+            },
+            TlsProblem::Expired { not_after } => {
+                f.write_str("the server's certificate has expired")?;
+                if let Some(at) = not_after {
+                    write!(f, " (on {})", utc(*at))?;
+                }
+                f.write_str(": renew it on the server, or correct this machine's clock if it is wrong")
+            }
+            TlsProblem::NotYetValid { not_before } => {
+                f.write_str("the server's certificate is not valid yet")?;
+                if let Some(at) = not_before {
+                    write!(f, " (from {})", utc(*at))?;
+                }
+                f.write_str(": check the clocks of this machine and of the one that issued it")
+            }
+            TlsProblem::CaUsedAsEndEntity => f.write_str(
+                "the server presents a CA certificate (CA:TRUE, as openssl req -x509 makes) as its own: trust exactly that certificate with DFLOCKD_TLS_PINNED_CERT_FILE (TlsOptions::pinned_certificate), or give the server a certificate without CA:TRUE issued by the CA of DFLOCKD_TLS_CA_FILE",
+            ),
+            TlsProblem::WrongKeyUsage => f.write_str(
+                "the server's certificate is not meant for TLS servers (its extended key usage lacks serverAuth): reissue it with extendedKeyUsage=serverAuth, or without that extension",
+            ),
+            TlsProblem::NotPinned => f.write_str(
+                "the server's certificate is not the pinned one (DFLOCKD_TLS_PINNED_CERT_FILE, TlsOptions::pinned_certificate): if it was replaced on purpose, pin the new one",
+            ),
+            TlsProblem::BadCertificate(detail) => {
+                write!(f, "the server's certificate cannot be used: {detail}")
+            }
+            TlsProblem::ClientCertificateRejected => f.write_str(
+                "the server refused this client's certificate, or requires one: set DFLOCKD_TLS_CLIENT_CERT_FILE and DFLOCKD_TLS_CLIENT_KEY_FILE (TlsOptions::client_auth_files) to a certificate the server trusts",
+            ),
+            TlsProblem::NotTls { answered } => write!(
+                f,
+                "the server does not speak TLS (it answered {answered:?}): {WITHOUT_TLS}, or start the server with --tls-cert and --tls-key"
+            ),
+            TlsProblem::NoAnswer { waited } => write!(
+                f,
+                "the server sent nothing back to the TLS handshake within {waited:?}, as a server without TLS does: if it has no TLS, {WITHOUT_TLS}; otherwise it is overloaded or the address is wrong"
+            ),
+            TlsProblem::HandshakeFailed(detail) => write!(f, "the TLS handshake failed: {detail}"),
+        }
+    }
+}
+
+/// What shows that a server serves TLS to a client that connected without it (see
+/// [`Error::TlsRequired`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsEvidence {
+    /// It answered with TLS (an alert or a handshake record): it certainly serves TLS.
+    AnsweredTls,
+    /// It closed the connection without a byte before its first answer. The dflockd server
+    /// does that to a client without TLS; it also does it to connections over its
+    /// `--max-connections` cap.
+    ClosedSilently,
+}
+
+fn tls_required_message(server: &str, evidence: TlsEvidence) -> String {
+    match evidence {
+        TlsEvidence::AnsweredTls => {
+            format!("server {server} serves TLS and this client connected without it: {WITH_TLS}")
+        }
+        TlsEvidence::ClosedSilently => format!(
+            "server {server} closed the connection before its first answer, as a server with TLS does to a client without: if it serves TLS, {WITH_TLS}; otherwise it may be at its connection cap (--max-connections)"
+        ),
+    }
+}
+
+/// A time as `YYYY-MM-DD HH:MM:SS UTC` (the proleptic Gregorian calendar).
+fn utc(at: SystemTime) -> String {
+    let secs = match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date, counting in 400-year eras from 0000-03-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 impl From<Error> for io::Error {

@@ -44,12 +44,31 @@
 //! | lease loss reaches the critical section | [`HeldLock::is_held`], [`HeldLock::lost`] (guards deref to [`HeldLock`]), [`LeaseWatch`] |
 //! | fencing tokens | [`HeldLock::fence`] |
 //! | typed errors | [`Error`], [`Error::is_timeout`], [`Error::is_lease_lost`] |
-//! | auth | [`ClientBuilder::auth_token`] |
-//! | TLS (feature `tls`) | [`ClientBuilder::tls`], [`TlsOptions`] |
+//! | auth | [`ClientBuilder::auth_token`], [`ClientBuilder::auth_token_file`] |
+//! | credentials replaced without a restart | [`Client::set_auth_token`], `Client::reload_tls`, a token file read for every new connection |
+//! | TLS (feature `tls`) | [`ClientBuilder::tls`], [`TlsOptions`]; failures are [`Error::Tls`] with a [`TlsProblem`] |
 //! | sharding | [`ClientBuilder::servers`], [`ShardStrategy`], [`Crc32`] |
 //! | stats | [`Client::stats`], [`Stats`] |
 //! | configuration from the environment | [`Client::from_env`] |
 //! | wire protocol, sans-IO | [`proto`] |
+//!
+//! # Cargo features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `tls` | yes | TLS through rustls with the ring crypto provider (the same as `tls-ring`) |
+//! | `tls-ring` | through `tls` | ring as the crypto provider |
+//! | `tls-aws-lc-rs` | no | aws-lc-rs as the crypto provider; used when ring is on too. Building it needs a C compiler (and cmake on some platforms) |
+//! | `tls-webpki-roots` | no | Mozilla's root certificates compiled in ([`TlsOptions::webpki_roots`], `DFLOCKD_TLS=webpki`), for images without a system store |
+//! | `tls-base` | through the above | the TLS code without a crypto provider: the application installs one |
+//! | `blocking` | no | [`blocking`]: the client for plain threads |
+//!
+//! The crypto provider a client uses is, in this order: the one given to
+//! [`TlsOptions::crypto_provider`]; the process-wide default, if the application installed
+//! one (`rustls::crypto::CryptoProvider::install_default`); aws-lc-rs if `tls-aws-lc-rs` is
+//! on; ring if `tls-ring` (or `tls`) is on. Without any, building a TLS client fails with
+//! [`Error::Config`] (it never panics). For a client with aws-lc-rs and without ring:
+//! `default-features = false, features = ["tls-aws-lc-rs"]`.
 //!
 //! # How connections are used
 //!
@@ -86,10 +105,11 @@ mod version;
 pub use acquire::{Enqueued, Queued};
 pub use builder::ClientBuilder;
 pub use client::Client;
-#[cfg(feature = "tls")]
+#[cfg(feature = "tls-base")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls-base")))]
 pub use conn::tls::TlsOptions;
 pub use election::{Campaign, Election, Leadership, Term};
-pub use error::{Error, Result};
+pub use error::{Error, Result, TlsEvidence, TlsProblem};
 pub use guard::{Guard, HeldLock};
 pub use lease::{LeaseWatch, LossReason, Lost};
 pub use lock::Lock;

@@ -59,11 +59,21 @@ async fn tls_with_a_test_ca_and_a_wrong_name() {
         .build()
         .unwrap();
     let err = wrong.lock("tls").acquire().await.unwrap_err();
-    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Tls {
+                problem: dflockd_core::TlsProblem::NameMismatch { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // A plain client cannot talk to the TLS server.
     let plain = builder(&[addr])
         .request_timeout(Duration::from_millis(500))
         .build()
         .unwrap();
-    assert!(plain.lock("tls").acquire().await.is_err());
+    let err = plain.lock("tls").acquire().await.unwrap_err();
+    assert!(matches!(err, Error::TlsRequired { .. }), "{err:?}");
 }

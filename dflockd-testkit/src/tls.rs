@@ -71,6 +71,32 @@ impl TlsIdentity {
     }
 }
 
+impl TlsIdentity {
+    /// A self-signed server certificate for `names` (DNS names or IP addresses), as
+    /// `openssl req -x509 -subj /CN=<first name> -addext subjectAltName=<names>` makes one:
+    /// marked `CA:TRUE`, without key usage extensions. Clients trust it by pinning it
+    /// (`TlsOptions::pinned_certificate_pem`) or by giving it as the CA.
+    ///
+    /// # Errors
+    /// [`Error::Certificate`] when a name is not a valid DNS name or IP address.
+    pub fn self_signed(names: &[&str]) -> Result<Self, Error> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names.clone()).map_err(Error::Certificate)?;
+        if let Some(first) = names.first() {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
+        }
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().map_err(Error::Certificate)?;
+        let cert = params.self_signed(&key).map_err(Error::Certificate)?;
+        Ok(TlsIdentity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
 /// A certificate authority that lives for one test run.
 ///
 /// It issues server certificates (for [`TestServerBuilder::tls`](crate::TestServerBuilder::tls))

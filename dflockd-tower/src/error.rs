@@ -181,6 +181,16 @@ pub(crate) fn is_unreachable(error: &dflockd_core::Error) -> bool {
         | E::RequestTimeout { .. }
         | E::Draining { .. }
         | E::NotLeader { .. } => true,
+        // Set-up failures that an overloaded server causes too: no answer to the TLS
+        // handshake, a connection closed at once.
+        E::Tls {
+            problem: dflockd_core::TlsProblem::NoAnswer { .. },
+            ..
+        }
+        | E::TlsRequired {
+            evidence: dflockd_core::TlsEvidence::ClosedSilently,
+            ..
+        } => true,
         _ => false,
     }
 }
@@ -259,6 +269,18 @@ mod tests {
                 server: server(),
                 leader: None,
             },
+            E::Tls {
+                server: server(),
+                name: server(),
+                problem: dflockd_core::TlsProblem::NoAnswer {
+                    waited: Duration::from_secs(5),
+                },
+                source: None,
+            },
+            E::TlsRequired {
+                server: server(),
+                evidence: dflockd_core::TlsEvidence::ClosedSilently,
+            },
         ];
         for e in &unreachable {
             assert!(is_unreachable(e), "{e:?}");
@@ -271,6 +293,17 @@ mod tests {
             E::MaxLocks { key: key() },
             E::LimitMismatch { key: key() },
             E::AuthRejected { server: server() },
+            E::AuthRequired { server: server() },
+            E::Tls {
+                server: server(),
+                name: server(),
+                problem: dflockd_core::TlsProblem::UnknownIssuer,
+                source: None,
+            },
+            E::TlsRequired {
+                server: server(),
+                evidence: dflockd_core::TlsEvidence::AnsweredTls,
+            },
             E::Protocol {
                 server: server(),
                 reason: "x",

@@ -44,11 +44,13 @@ pub enum OnMissingKey {
 /// What happens to a request when the lock server cannot be reached.
 ///
 /// "Cannot be reached" means the connection level, where retrying elsewhere or later is the
-/// only remedy: connecting failed or timed out ([`Connect`], except a TLS handshake the
-/// server or the client refused, which is configuration), the connection failed or closed
-/// mid-request ([`Io`], [`ConnectionClosed`]), no answer within the client's request timeout
-/// ([`RequestTimeout`]), the server is shutting down ([`Draining`]) or is not the cluster
-/// leader ([`NotLeader`]).
+/// only remedy: connecting failed or timed out ([`Connect`]; a TLS handshake the server or the
+/// client refused is [`Tls`], configuration, except one the server never answered), the
+/// server closed a new connection without a word ([`TlsRequired`] with `ClosedSilently`: a
+/// server at its connection cap does that, as does a TLS server to a plaintext client), the
+/// connection failed or closed mid-request ([`Io`], [`ConnectionClosed`]), no answer within
+/// the client's request timeout ([`RequestTimeout`]), the server is shutting down
+/// ([`Draining`]) or is not the cluster leader ([`NotLeader`]).
 ///
 /// Never: a busy key (the server works; [`Error::Busy`](crate::Error::Busy) either way),
 /// rejected credentials, a rejected TLS handshake, the server's key table full, a limit
@@ -60,6 +62,8 @@ pub enum OnMissingKey {
 /// timeouts do.
 ///
 /// [`Connect`]: dflockd_core::Error::Connect
+/// [`Tls`]: dflockd_core::Error::Tls
+/// [`TlsRequired`]: dflockd_core::Error::TlsRequired
 /// [`Io`]: dflockd_core::Error::Io
 /// [`ConnectionClosed`]: dflockd_core::Error::ConnectionClosed
 /// [`RequestTimeout`]: dflockd_core::Error::RequestTimeout

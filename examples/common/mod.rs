@@ -12,8 +12,35 @@ use std::time::Duration;
 
 use dflockd_testkit::{TestServer, TestServerBuilder};
 
-/// The error type of the examples' `main`.
+/// The error type of the examples' helpers.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The error type of the examples' `main`: printed as a person reads it, the error and then
+/// each of its causes on a line of its own.
+///
+/// `fn main() -> Result<(), E>` prints `E` with `Debug`, which for most errors is a structure
+/// (`Connect { server: .., source: Custom { kind: .. } }`); `Report`'s `Debug` is the
+/// messages. In a program of your own, do the same where the error is reported (a log line,
+/// the exit of `main`).
+pub(crate) struct Report(BoxError);
+
+impl<E: Into<BoxError>> From<E> for Report {
+    fn from(error: E) -> Self {
+        Report(error.into())
+    }
+}
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, "\n  caused by: {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
 
 /// Whether `--quick` was passed or `DFLOCKD_QUICK` is `1` / `true`.
 pub(crate) fn quick() -> bool {

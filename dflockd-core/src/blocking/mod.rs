@@ -122,6 +122,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The shared secret, read from a file for every new connection. See
+    /// [`crate::ClientBuilder::auth_token_file`].
+    #[must_use]
+    pub fn auth_token_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.inner = self.inner.auth_token_file(path);
+        self
+    }
+
     /// How keys are spread over servers. See [`crate::ClientBuilder::shard_strategy`].
     #[must_use]
     pub fn shard_strategy(mut self, strategy: impl crate::ShardStrategy) -> Self {
@@ -131,7 +139,7 @@ impl ClientBuilder {
 
     forward_setters! {
         /// TLS. See [`crate::ClientBuilder::tls`].
-        #[cfg(feature = "tls")]
+        #[cfg(feature = "tls-base")]
         tls(crate::TlsOptions);
         /// See [`crate::ClientBuilder::connect_timeout`]. Default is 5 s.
         connect_timeout(Duration);
@@ -241,6 +249,25 @@ impl Client {
     #[must_use]
     pub fn semaphore(&self, key: impl Into<String>, limit: u32) -> Semaphore {
         Semaphore::new(self.inner.semaphore(key, limit), self.rt.clone())
+    }
+
+    /// Authenticate new connections with `token` from now on. See
+    /// [`crate::Client::set_auth_token`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a token the servers would not take.
+    pub fn set_auth_token(&self, token: impl AsRef<str>) -> Result<()> {
+        self.inner.set_auth_token(token)
+    }
+
+    /// Connect with these TLS settings from now on. See [`crate::Client::reload_tls`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the options cannot be used.
+    #[cfg(feature = "tls-base")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls-base")))]
+    pub fn reload_tls(&self, tls: crate::TlsOptions) -> Result<()> {
+        self.inner.reload_tls(tls)
     }
 
     /// The configured servers. See [`crate::Client::servers`].

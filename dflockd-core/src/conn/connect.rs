@@ -1,13 +1,13 @@
 //! Opening a connection: TCP, optional TLS, optional auth.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Settings;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TlsEvidence};
 use crate::proto::{
     Command, Expect, LineScan, MAX_REPLY_LINE, Reply, ReplyError, Request, scan_line,
 };
@@ -42,6 +42,12 @@ pub(crate) struct Opened {
     pub(crate) read: BoxRead,
     pub(crate) write: BoxWrite,
     pub(crate) leftover: Vec<u8>,
+    /// The name the server's certificate was verified against; `None` without TLS.
+    pub(crate) tls_name: Option<String>,
+    /// Whether an auth token was sent (and accepted).
+    pub(crate) authenticated: bool,
+    /// Whether the server has sent anything yet.
+    pub(crate) answered: bool,
 }
 
 /// Splits `host:port` (IPv6 in brackets); the port defaults to 6388.
@@ -77,58 +83,83 @@ pub(crate) fn split_host_port(addr: &str) -> Result<(String, u16)> {
 
 /// Connects, handshakes and authenticates within `settings.connect_timeout`.
 pub(crate) async fn open(settings: &Settings, server: &str) -> Result<Opened> {
-    let fail = |source: io::Error| Error::Connect {
-        server: server.to_owned(),
-        source,
-    };
     let timeout = settings.connect_timeout;
-    match tokio::time::timeout(timeout, open_inner(settings, server)).await {
-        Ok(result) => result,
-        Err(_) => Err(fail(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("connect timed out after {timeout:?}"),
-        ))),
-    }
-}
-
-async fn open_inner(settings: &Settings, server: &str) -> Result<Opened> {
-    let fail = |source: io::Error| Error::Connect {
+    let deadline = Instant::now() + timeout;
+    let timed_out = |stage: &str| Error::Connect {
         server: server.to_owned(),
-        source,
+        source: io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{stage} not done within the connect timeout ({timeout:?})"),
+        ),
     };
     let (host, port) = split_host_port(server)?;
-    let tcp = TcpStream::connect((host.as_str(), port))
+    let tcp = tokio::time::timeout_at(deadline.into(), TcpStream::connect((host.as_str(), port)))
         .await
-        .map_err(fail)?;
-    tcp.set_nodelay(true).map_err(fail)?;
-    #[cfg(feature = "tls")]
-    if let Some(tls) = &settings.tls {
-        let name = tls.name_for(&host).map_err(fail)?;
-        let stream = tls.connector.connect(name, tcp).await.map_err(fail)?;
-        let (read, write) = tokio::io::split(stream);
-        return authenticate(settings, server, Box::new(read), Box::new(write)).await;
-    }
-    let (read, write) = tcp.into_split();
-    authenticate(settings, server, Box::new(read), Box::new(write)).await
+        .map_err(|_| timed_out("TCP connect"))?
+        .and_then(|tcp| tcp.set_nodelay(true).map(|()| tcp))
+        .map_err(|source| Error::Connect {
+            server: server.to_owned(),
+            source,
+        })?;
+    let material = settings.credentials.current();
+    let secret = settings.credentials.secret(&material);
+    let conn = {
+        #[cfg(feature = "tls-base")]
+        match &material.tls {
+            Some(tls) => {
+                let (stream, name) = tls.handshake(server, &host, tcp, deadline, timeout).await?;
+                let (read, write) = tokio::io::split(stream);
+                Handshaken {
+                    read: Box::new(read),
+                    write: Box::new(write),
+                    tls_name: Some(name),
+                }
+            }
+            None => Handshaken::plain(tcp),
+        }
+        #[cfg(not(feature = "tls-base"))]
+        Handshaken::plain(tcp)
+    };
+    tokio::time::timeout_at(deadline.into(), authenticate(secret, server, conn))
+        .await
+        .map_err(|_| timed_out("auth"))?
 }
 
-async fn authenticate(
-    settings: &Settings,
-    server: &str,
-    mut read: BoxRead,
-    mut write: BoxWrite,
-) -> Result<Opened> {
-    let Some(secret) = &settings.auth_token else {
+/// A connection before auth.
+struct Handshaken {
+    read: BoxRead,
+    write: BoxWrite,
+    tls_name: Option<String>,
+}
+
+impl Handshaken {
+    fn plain(tcp: TcpStream) -> Self {
+        let (read, write) = tcp.into_split();
+        Handshaken {
+            read: Box::new(read),
+            write: Box::new(write),
+            tls_name: None,
+        }
+    }
+}
+
+async fn authenticate(secret: Option<Secret>, server: &str, conn: Handshaken) -> Result<Opened> {
+    let Handshaken {
+        mut read,
+        mut write,
+        tls_name,
+    } = conn;
+    let Some(secret) = secret else {
         return Ok(Opened {
             read,
             write,
             leftover: Vec::new(),
+            tls_name,
+            authenticated: false,
+            answered: false,
         });
     };
-    let fail = |source: io::Error| Error::Connect {
-        server: server.to_owned(),
-        source,
-    };
+    let fail = |source: io::Error| setup_failure(server, tls_name.as_deref(), source, &[]);
     let mut out = Vec::with_capacity(300);
     Request::Auth {
         secret: secret.expose(),
@@ -138,16 +169,26 @@ async fn authenticate(
     write.flush().await.map_err(fail)?;
     let mut buf = Vec::with_capacity(64);
     loop {
+        if tls_name.is_none() && first_bytes_are_tls(&buf) {
+            return Err(Error::TlsRequired {
+                server: server.to_owned(),
+                evidence: TlsEvidence::AnsweredTls,
+            });
+        }
         match scan_line(&buf, MAX_REPLY_LINE) {
             LineScan::Complete { line_len, consumed } => {
                 let result = Reply::parse(Expect::Auth, &buf[..line_len]);
                 let leftover = buf[consumed..].to_vec();
+                let opened = Opened {
+                    read,
+                    write,
+                    leftover,
+                    tls_name,
+                    authenticated: true,
+                    answered: true,
+                };
                 return match result {
-                    Ok(_) => Ok(Opened {
-                        read,
-                        write,
-                        leftover,
-                    }),
+                    Ok(_) => Ok(opened),
                     // A server without auth answers `error` and keeps the connection usable:
                     // carry on, so that clients can be given the secret before the servers
                     // start requiring it.
@@ -157,9 +198,8 @@ async fn authenticate(
                             "an auth token is configured but the server does not use auth"
                         );
                         Ok(Opened {
-                            read,
-                            write,
-                            leftover,
+                            authenticated: false,
+                            ..opened
                         })
                     }
                     Err(e) => Err(Error::from_reply(e, server, Command::Auth, "")),
@@ -173,15 +213,69 @@ async fn authenticate(
             }
             LineScan::Incomplete => {
                 buf.reserve(64);
-                let n = read.read_buf(&mut buf).await.map_err(fail)?;
-                if n == 0 {
-                    return Err(fail(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed during auth",
-                    )));
+                let read = read.read_buf(&mut buf).await;
+                match read {
+                    Ok(0) => {
+                        return Err(setup_failure(
+                            server,
+                            tls_name.as_deref(),
+                            io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "connection closed during auth",
+                            ),
+                            &buf,
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(setup_failure(server, tls_name.as_deref(), e, &buf)),
                 }
             }
         }
+    }
+}
+
+/// Whether the first bytes a plaintext connection received are a TLS record (an alert or a
+/// handshake): the server speaks TLS.
+pub(crate) fn first_bytes_are_tls(first: &[u8]) -> bool {
+    matches!(first.first(), Some(0x15 | 0x16))
+}
+
+/// What an I/O error while opening a connection (after the TCP connect) means: a server that
+/// closed a plaintext connection without a byte most likely serves TLS; on a TLS connection,
+/// a TLS error (a refused client certificate arrives after the handshake); otherwise
+/// [`Error::Connect`]. `received` is what the server sent so far.
+pub(crate) fn setup_failure(
+    server: &str,
+    tls_name: Option<&str>,
+    error: io::Error,
+    received: &[u8],
+) -> Error {
+    let closed = matches!(
+        error.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+    );
+    match tls_name {
+        None if closed && received.is_empty() => Error::TlsRequired {
+            server: server.to_owned(),
+            evidence: TlsEvidence::ClosedSilently,
+        },
+        #[cfg(feature = "tls-base")]
+        Some(name) => match super::tls::classify_problem(&error, None) {
+            Some(problem) => Error::Tls {
+                server: server.to_owned(),
+                name: name.to_owned(),
+                problem,
+                source: Some(Box::new(error)),
+            },
+            None => Error::Connect {
+                server: server.to_owned(),
+                source: error,
+            },
+        },
+        _ => Error::Connect {
+            server: server.to_owned(),
+            source: error,
+        },
     }
 }
 

@@ -26,6 +26,7 @@
 //! | [`park`] | the parked connection: reserved for one blocking request |
 //! | [`close`] | the close signal of the two tasks |
 //! | [`pool`], [`connect`], `tls` | the connections of a server; opening one |
+//! | [`credentials`] | the auth token and TLS of new connections, replaceable |
 //!
 //! Rules that keep locks safe:
 //! * a lock lives and dies with the connection that acquired it, so its renewals go on that
@@ -43,6 +44,7 @@
 pub(crate) mod call;
 mod close;
 pub(crate) mod connect;
+pub(crate) mod credentials;
 mod held;
 mod leases;
 mod maintain;
@@ -50,19 +52,19 @@ pub(crate) mod park;
 pub(crate) mod pool;
 mod read;
 mod state;
-#[cfg(feature = "tls")]
+#[cfg(feature = "tls-base")]
 pub(crate) mod tls;
 mod turn;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TlsEvidence, TlsProblem};
 use crate::lease::{LeasePolicy, LossReason};
 use crate::proto::InvalidInput;
 use call::{Answer, Call, CallError, Pending, PendingCall, PendingRenew, Wire};
@@ -81,9 +83,8 @@ pub(crate) struct Settings {
     pub(crate) tick: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) policy: LeasePolicy,
-    pub(crate) auth_token: Option<connect::Secret>,
-    #[cfg(feature = "tls")]
-    pub(crate) tls: Option<tls::TlsConnector>,
+    /// The auth token and TLS of new connections.
+    pub(crate) credentials: credentials::Credentials,
     pub(crate) max_shared_connections: usize,
     pub(crate) max_connections: usize,
 }
@@ -114,6 +115,23 @@ pub(crate) struct Conn {
     /// Ids of this connection's locks, reservations and waiting callers (a counter per
     /// connection: a global one would be a cache line every thread writes to).
     ids: AtomicU64,
+    /// The name the server's certificate was verified against; `None` without TLS.
+    tls_name: Option<String>,
+    /// Whether this connection sent an auth token.
+    authenticated: bool,
+    /// Why the server refused this connection before answering anything, once known: every
+    /// request on it fails with that instead of "connection closed".
+    refused: OnceLock<Refusal>,
+}
+
+/// Why a server refused a connection before its first answer.
+#[derive(Debug, Clone)]
+enum Refusal {
+    /// A plaintext connection to a server that (most likely) serves TLS.
+    TlsRequired(TlsEvidence),
+    /// TLS went wrong after the handshake (a refused client certificate).
+    #[cfg_attr(not(feature = "tls-base"), allow(dead_code))]
+    Tls(TlsProblem),
 }
 
 impl std::fmt::Debug for Conn {
@@ -157,13 +175,20 @@ impl Conn {
                 io: Some(opened.write),
                 buf: Vec::with_capacity(512),
             }),
-            read_half: Mutex::new(ReadHalf::new(opened.read, &opened.leftover)),
+            read_half: Mutex::new(ReadHalf::new(
+                opened.read,
+                &opened.leftover,
+                opened.answered,
+            )),
             read_turn: read_turn.clone(),
             read_waker: Waker::from(read_turn),
             wake_maint: Notify::new(),
             closed: CloseSignal::default(),
             summary,
             ids: AtomicU64::new(park::FIRST_RESERVATION + 1),
+            tls_name: opened.tls_name,
+            authenticated: opened.authenticated,
+            refused: OnceLock::new(),
         });
         tracing::debug!(server = %conn.server, conn = conn.id, "connected");
         tokio::spawn(conn.clone().read_task());
@@ -212,9 +237,22 @@ impl Conn {
     }
 
     fn dead_error(&self, reason: &str) -> Error {
-        Error::ConnectionClosed {
-            server: self.server.to_string(),
-            reason: reason.to_owned(),
+        let server = self.server.to_string();
+        match self.refused.get() {
+            Some(Refusal::TlsRequired(evidence)) => Error::TlsRequired {
+                server,
+                evidence: *evidence,
+            },
+            Some(Refusal::Tls(problem)) => Error::Tls {
+                server,
+                name: self.tls_name.clone().unwrap_or_default(),
+                problem: problem.clone(),
+                source: Some(reason.into()),
+            },
+            None => Error::ConnectionClosed {
+                server,
+                reason: reason.to_owned(),
+            },
         }
     }
 

@@ -20,7 +20,7 @@ use super::close::Task;
 use super::connect::BoxRead;
 use super::state::StateGuard;
 use super::turn::READ_TASK;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TlsEvidence};
 use crate::lease::{LeaseShared, LossReason};
 use crate::proto::{
     Expect, LineScan, MAX_REPLY_LINE, MAX_STATS_LINE, Reply, ReplyError, ServerStatus, scan_line,
@@ -32,13 +32,15 @@ pub(crate) struct ReadHalf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Whether the server has sent anything on this connection (during auth included).
+    received: bool,
 }
 
 /// Size of the read buffer, and how large it may stay when an answer made it grow.
 const READ_BUF: usize = 4096;
 
 impl ReadHalf {
-    pub(crate) fn new(io: BoxRead, leftover: &[u8]) -> Self {
+    pub(crate) fn new(io: BoxRead, leftover: &[u8], answered: bool) -> Self {
         let mut buf = vec![0; READ_BUF.max(leftover.len() * 2)];
         buf[..leftover.len()].copy_from_slice(leftover);
         ReadHalf {
@@ -46,6 +48,7 @@ impl ReadHalf {
             buf,
             start: 0,
             end: leftover.len(),
+            received: answered || !leftover.is_empty(),
         }
     }
 
@@ -134,21 +137,71 @@ impl Conn {
                 return own;
             };
             let mut read_buf = ReadBuf::new(&mut half.buf[half.end..]);
+            let first = !half.received;
             match Pin::new(io).poll_read(&mut cx, &mut read_buf) {
                 Poll::Pending => return own,
                 Poll::Ready(Ok(())) => {
                     let n = read_buf.filled().len();
                     if n == 0 {
+                        if first {
+                            self.refused_silently();
+                        }
                         break "server closed the connection".to_owned();
                     }
+                    if first && self.refused_with(read_buf.filled()) {
+                        break "the server answered with TLS".to_owned();
+                    }
+                    half.received = true;
                     half.end += n;
                 }
-                Poll::Ready(Err(e)) => break format!("read failed: {e}"),
+                Poll::Ready(Err(e)) => {
+                    if first {
+                        self.refused_by_error(&e);
+                    }
+                    break format!("read failed: {e}");
+                }
             }
         };
         drop(guard);
         self.kill(&failure);
         own
+    }
+
+    /// The first bytes from the server: on a plaintext connection, TLS ones mean it serves
+    /// TLS (see [`Refusal`](super::Refusal)). Returns whether they did.
+    fn refused_with(&self, first: &[u8]) -> bool {
+        let tls = self.tls_name.is_none() && super::connect::first_bytes_are_tls(first);
+        if tls {
+            let _ = self
+                .refused
+                .set(super::Refusal::TlsRequired(TlsEvidence::AnsweredTls));
+        }
+        tls
+    }
+
+    /// The server closed a connection that it never answered, with a request sent: on a
+    /// plaintext connection, what a server that serves TLS does.
+    fn refused_silently(&self) {
+        if self.tls_name.is_none() && !self.lock_state().pending.is_empty() {
+            let _ = self
+                .refused
+                .set(super::Refusal::TlsRequired(TlsEvidence::ClosedSilently));
+        }
+    }
+
+    /// A read error before the server's first answer: reset like a silent close, or on a TLS
+    /// connection an alert (a refused client certificate arrives after the handshake).
+    fn refused_by_error(&self, error: &std::io::Error) {
+        if self.tls_name.is_none() {
+            if error.kind() == std::io::ErrorKind::ConnectionReset {
+                self.refused_silently();
+            }
+        } else {
+            #[cfg(feature = "tls-base")]
+            if let Some(problem) = super::tls::classify_problem(error, None) {
+                let _ = self.refused.set(super::Refusal::Tls(problem));
+            }
+        }
     }
 
     /// Handles every complete answer line in the buffer. An `Err` poisons the connection.
@@ -281,7 +334,12 @@ impl Conn {
                 let poison = matches!(status, ServerStatus::Auth)
                     .then_some("server rejected the auth token");
                 let key = call.key.as_deref().unwrap_or("");
-                let error = Error::from_status(status, &self.server, call.command, key);
+                let error = match status {
+                    ServerStatus::Auth if !self.authenticated => Error::AuthRequired {
+                        server: self.server.to_string(),
+                    },
+                    status => Error::from_status(status, &self.server, call.command, key),
+                };
                 (Err(error), poison)
             }
         };
