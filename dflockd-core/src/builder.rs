@@ -47,6 +47,8 @@ impl Client {
 /// ```
 pub struct ClientBuilder {
     servers: Vec<String>,
+    /// Where `servers` came from, for the event logged when the client is built.
+    servers_from: ServersFrom,
     auth: Option<AuthSource>,
     #[cfg(feature = "tls-base")]
     tls: Option<crate::conn::tls::TlsOptions>,
@@ -89,6 +91,7 @@ impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
             servers: vec![format!("127.0.0.1:{}", crate::proto::DEFAULT_PORT)],
+            servers_from: ServersFrom::Default,
             auth: None,
             #[cfg(feature = "tls-base")]
             tls: None,
@@ -118,6 +121,7 @@ impl ClientBuilder {
         S: Into<String>,
     {
         self.servers = servers.into_iter().map(Into::into).collect();
+        self.servers_from = ServersFrom::Builder;
         self
     }
 
@@ -272,8 +276,8 @@ impl ClientBuilder {
     /// | `DFLOCKD_IDLE_TIMEOUT` | [`idle_timeout`](Self::idle_timeout) |
     /// | `DFLOCKD_SERVER_READ_TIMEOUT` | [`server_read_timeout`](Self::server_read_timeout) |
     /// | `DFLOCKD_RENEW_RATIO` | [`renew_ratio`](Self::renew_ratio) |
-    /// | `DFLOCKD_MAX_SHARED_CONNECTIONS` | [`max_shared_connections`](Self::max_shared_connections) |
-    /// | `DFLOCKD_MAX_CONNECTIONS` | [`max_connections`](Self::max_connections) |
+    /// | `DFLOCKD_CLIENT_MAX_SHARED_CONNECTIONS` | [`max_shared_connections`](Self::max_shared_connections) |
+    /// | `DFLOCKD_CLIENT_MAX_CONNECTIONS` | [`max_connections`](Self::max_connections) (`DFLOCKD_MAX_CONNECTIONS` is the server's own cap, and is not read) |
     /// | `DFLOCKD_ACQUIRE_TIMEOUT` | [`acquire_timeout`](Self::acquire_timeout) |
     /// | `DFLOCKD_LEASE_TTL` | [`lease_ttl`](Self::lease_ttl) |
     /// | `DFLOCKD_SERVER_VERSION` | [`server_version`](Self::server_version), e.g. `2.1.1` or `1.10` |
@@ -297,6 +301,9 @@ impl ClientBuilder {
                     .filter(|s| !s.is_empty())
                     .map(str::to_owned),
             );
+            b.servers_from = ServersFrom::Env;
+        } else {
+            b.servers_from = ServersFrom::EnvUnset;
         }
         if let Some(token) = env.get("DFLOCKD_AUTH_TOKEN") {
             b = b.auth_token(token);
@@ -341,10 +348,12 @@ impl ClientBuilder {
         if let Some(ratio) = env.parsed::<f64>("DFLOCKD_RENEW_RATIO", "a number")? {
             b = b.renew_ratio(ratio);
         }
-        if let Some(n) = env.parsed("DFLOCKD_MAX_SHARED_CONNECTIONS", "a number")? {
+        // `DFLOCKD_MAX_CONNECTIONS` is the server's cap on its connections: the client's
+        // names say `CLIENT`, so one environment can hold both.
+        if let Some(n) = env.parsed("DFLOCKD_CLIENT_MAX_SHARED_CONNECTIONS", "a number")? {
             b = b.max_shared_connections(n);
         }
-        if let Some(n) = env.parsed("DFLOCKD_MAX_CONNECTIONS", "a number")? {
+        if let Some(n) = env.parsed("DFLOCKD_CLIENT_MAX_CONNECTIONS", "a number")? {
             b = b.max_connections(n);
         }
         if let Some(v) = env.get("DFLOCKD_SERVER_VERSION") {
@@ -397,6 +406,7 @@ impl ClientBuilder {
             max_shared_connections: self.max_shared_connections,
             max_connections: self.max_connections.max(self.max_shared_connections),
         });
+        self.servers_from.log(&addrs);
         let pools = addrs
             .into_iter()
             .map(|addr| Arc::new(ServerPool::new(addr, settings.clone())))
@@ -594,6 +604,44 @@ impl Env<'_> {
     }
 }
 
+/// Where the server list of a client came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ServersFrom {
+    /// Never set: the default address.
+    Default,
+    /// [`ClientBuilder::servers`].
+    Builder,
+    /// `DFLOCKD_SERVERS`.
+    Env,
+    /// Read from the environment, where `DFLOCKD_SERVERS` is not set: the default address.
+    EnvUnset,
+}
+
+impl ServersFrom {
+    /// The event that names the servers a new client uses and where they came from; a
+    /// warning when the environment did not name them (a missing variable in a deployment
+    /// would otherwise show only as connection errors to 127.0.0.1).
+    fn log(self, addrs: &[Arc<str>]) {
+        let servers = addrs.join(",");
+        match self {
+            ServersFrom::EnvUnset => tracing::warn!(
+                %servers,
+                source = "default",
+                "DFLOCKD_SERVERS is not set: the client uses the default server address"
+            ),
+            ServersFrom::Default => {
+                tracing::info!(%servers, source = "default", "dflockd client built");
+            }
+            ServersFrom::Builder => {
+                tracing::info!(%servers, source = "builder", "dflockd client built");
+            }
+            ServersFrom::Env => {
+                tracing::info!(%servers, source = "DFLOCKD_SERVERS", "dflockd client built");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,7 +671,7 @@ mod tests {
             ("DFLOCKD_ACQUIRE_TIMEOUT", "3"),
             ("DFLOCKD_LEASE_TTL", "1m"),
             ("DFLOCKD_RENEW_RATIO", "0.5"),
-            ("DFLOCKD_MAX_SHARED_CONNECTIONS", "2"),
+            ("DFLOCKD_CLIENT_MAX_SHARED_CONNECTIONS", "2"),
             ("DFLOCKD_IDLE_TIMEOUT", ""),
             ("DFLOCKD_SERVER_VERSION", "v2.1.1"),
         ])
@@ -640,10 +688,27 @@ mod tests {
         let dbg = format!("{b:?}");
         assert!(!dbg.contains("s3cret"), "{dbg}");
         assert!(env(&[("DFLOCKD_CONNECT_TIMEOUT", "soon")]).is_err());
-        assert!(env(&[("DFLOCKD_MAX_CONNECTIONS", "-1")]).is_err());
+        assert!(env(&[("DFLOCKD_CLIENT_MAX_CONNECTIONS", "-1")]).is_err());
         assert!(env(&[("DFLOCKD_AUTH_TOKEN_FILE", "/nonexistent/token")]).is_err());
         let err = env(&[("DFLOCKD_SERVER_VERSION", "latest")]).unwrap_err();
         assert!(err.to_string().contains("DFLOCKD_SERVER_VERSION"), "{err}");
+    }
+
+    #[test]
+    fn the_servers_max_connections_is_not_the_clients() {
+        let b = env(&[("DFLOCKD_MAX_CONNECTIONS", "10")]).unwrap();
+        assert_eq!(b.max_connections, ClientBuilder::default().max_connections);
+        let b = env(&[("DFLOCKD_CLIENT_MAX_CONNECTIONS", "10")]).unwrap();
+        assert_eq!(b.max_connections, 10);
+    }
+
+    #[test]
+    fn where_the_servers_came_from() {
+        assert_eq!(env(&[]).unwrap().servers_from, ServersFrom::EnvUnset);
+        let b = env(&[("DFLOCKD_SERVERS", "a:1")]).unwrap();
+        assert_eq!(b.servers_from, ServersFrom::Env);
+        assert_eq!(b.servers(["b:2"]).servers_from, ServersFrom::Builder);
+        assert_eq!(ClientBuilder::default().servers_from, ServersFrom::Default);
     }
 
     #[cfg(feature = "tls-base")]

@@ -242,3 +242,27 @@ fn works_when_called_inside_an_async_runtime() {
     drop(rt);
     drop(client);
 }
+
+#[test]
+fn connect_check_and_status_on_threads() {
+    let (servers, client) = default_client();
+    assert!(client.check().is_healthy());
+    let guard = client
+        .lock(unique_key("blocking-status"))
+        .acquire()
+        .unwrap();
+    let status = &client.status()[0];
+    assert!(status.holding >= 1, "{status:?}");
+    guard.release().unwrap();
+
+    let connected = Client::builder()
+        .servers(servers.addrs())
+        .connect()
+        .unwrap();
+    assert!(connected.as_async().open_connections() >= 1);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let err = Client::builder().servers([down]).connect().unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+}

@@ -183,6 +183,17 @@ impl ClientBuilder {
         let inner = self.inner.build()?;
         Client::wrap(inner)
     }
+
+    /// Builds the client and connects to every server, failing when one cannot be used. See
+    /// [`crate::ClientBuilder::connect`].
+    ///
+    /// # Errors
+    /// As [`crate::ClientBuilder::connect`].
+    pub fn connect(self) -> Result<Client> {
+        let client = self.build()?;
+        client.check().into_result()?;
+        Ok(client)
+    }
 }
 
 /// A blocking dflockd client. Cheap to clone; clones share connections and the runtime.
@@ -291,6 +302,23 @@ impl Client {
     pub fn ping(&self) -> Result<Duration> {
         let client = self.inner.clone();
         run(&self.rt, async move { client.ping().await })
+    }
+
+    /// Asks every server at once whether it answers. See [`crate::Client::check`].
+    #[must_use]
+    pub fn check(&self) -> crate::Health {
+        let client = self.inner.clone();
+        run(&self.rt, async move { Ok(client.check().await) }).unwrap_or_else(|_| {
+            crate::Health::unanswered(&self.inner.servers(), || {
+                Error::Blocking("the client's runtime stopped")
+            })
+        })
+    }
+
+    /// The connections of each server's pool. See [`crate::Client::status`].
+    #[must_use]
+    pub fn status(&self) -> Vec<crate::PoolStatus> {
+        self.inner.status()
     }
 
     /// The release the client was told the servers run. See

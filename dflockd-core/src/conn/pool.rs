@@ -15,6 +15,7 @@ use super::call::{Answer, Call, CallError};
 use super::park::{ParkHint, Parked};
 use super::{Conn, Settings};
 use crate::error::{Error, Result};
+use crate::health::PoolStatus;
 
 /// A slot in [`ServerPool::opening`], given back (and the waiters woken) when dropped.
 struct OpeningSlot<'a>(&'a ServerPool);
@@ -76,6 +77,39 @@ impl ServerPool {
     /// Number of open connections (for diagnostics and tests).
     pub(crate) fn open_connections(&self) -> usize {
         self.live_conns().len()
+    }
+
+    /// A snapshot of the pool (see [`PoolStatus`]).
+    pub(crate) fn status(&self) -> PoolStatus {
+        let mut status = PoolStatus {
+            server: self.addr.to_string(),
+            open: 0,
+            parked: 0,
+            holding: 0,
+            busy: 0,
+            idle: 0,
+            opening: self.opening.load(Ordering::Acquire),
+            in_flight: 0,
+            max: self.settings.max_connections,
+        };
+        for conn in self.live_conns().iter() {
+            let load = conn.load();
+            if load.dead {
+                continue;
+            }
+            status.open += 1;
+            status.in_flight += load.pending;
+            if load.parked {
+                status.parked += 1;
+            } else if load.holding {
+                status.holding += 1;
+            } else if load.pending > 0 {
+                status.busy += 1;
+            } else {
+                status.idle += 1;
+            }
+        }
+        status
     }
 
     /// A connection for a non-blocking request: the least busy shared one, or a new one when

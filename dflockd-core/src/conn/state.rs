@@ -215,6 +215,8 @@ pub(crate) struct Load {
     pub(crate) pending: usize,
     pub(crate) parked: bool,
     pub(crate) dead: bool,
+    /// Holds locks or has background releases queued.
+    pub(crate) holding: bool,
 }
 
 impl Summary {
@@ -224,6 +226,7 @@ impl Summary {
             pending: self.pending.load(Ordering::Acquire),
             parked: flags & PARKED != 0,
             dead: flags & DEAD != 0,
+            holding: flags & BUSY != 0,
         }
     }
 
