@@ -80,7 +80,9 @@ async fn connect_fails_fast_with_a_distinct_error_for_each_cause() {
 
         // Unreachable.
         let down = refused_addr().await;
-        let err = timed(builder(std::slice::from_ref(&down))).await.unwrap_err();
+        let err = timed(builder(std::slice::from_ref(&down)))
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, Error::Connect { server, .. } if *server == down),
             "{err:?}"
