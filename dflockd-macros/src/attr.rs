@@ -4,6 +4,8 @@
 //! template syntax, the limit's range); the template's placeholders are checked against the
 //! function's parameters in `expand`.
 
+use std::time::Duration;
+
 use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
@@ -58,10 +60,10 @@ pub(crate) enum OnLeaseLoss {
     Continue,
 }
 
-/// A duration argument, in whole milliseconds, with the literal it came from.
+/// A duration argument parsed from a literal, with the literal's span.
 #[derive(Clone, Debug)]
-pub(crate) struct Millis {
-    pub(crate) millis: u64,
+pub(crate) struct DurationLit {
+    pub(crate) value: Duration,
     pub(crate) span: Span,
 }
 
@@ -93,9 +95,9 @@ pub(crate) struct KeyTemplate {
 pub(crate) struct Args {
     pub(crate) key: KeyTemplate,
     pub(crate) limit: Option<Limit>,
-    pub(crate) wait: Option<Millis>,
-    pub(crate) lease: Option<Millis>,
-    pub(crate) hold_at_least: Option<Millis>,
+    pub(crate) wait: Option<DurationLit>,
+    pub(crate) lease: Option<DurationLit>,
+    pub(crate) hold_at_least: Option<DurationLit>,
     pub(crate) on_lease_loss: OnLeaseLoss,
     pub(crate) client: Option<Expr>,
     pub(crate) krate: Option<syn::Path>,
@@ -113,9 +115,9 @@ impl Args {
 struct Slots {
     key: Option<KeyTemplate>,
     limit: Option<Limit>,
-    wait: Option<Millis>,
-    lease: Option<Millis>,
-    hold_at_least: Option<Millis>,
+    wait: Option<DurationLit>,
+    lease: Option<DurationLit>,
+    hold_at_least: Option<DurationLit>,
     on_lease_loss: Option<OnLeaseLoss>,
     client: Option<Expr>,
     krate: Option<syn::Path>,
@@ -176,7 +178,7 @@ fn parse_args(kind: Kind, input: ParseStream<'_>) -> Result<Args> {
             input.parse::<Token![=]>()?;
             let lit = string_value(input, "lease", "\"30s\"")?;
             keep(duration(&lit).and_then(|d| {
-                if d.millis == 0 {
+                if d.value.is_zero() {
                     return Err(Error::new(
                         lit.span(),
                         "`lease` must be longer than zero (the server rounds it up to whole seconds)",
@@ -342,80 +344,33 @@ fn parse_limit(input: ParseStream<'_>) -> Result<Result<Limit>> {
     }
 }
 
-fn duration(lit: &LitStr) -> Result<Millis> {
+fn duration(lit: &LitStr) -> Result<DurationLit> {
     parse_duration(&lit.value())
-        .map(|millis| Millis {
-            millis,
+        .map(|value| DurationLit {
+            value,
             span: lit.span(),
         })
         .map_err(|reason| Error::new(lit.span(), reason))
 }
 
-/// Parses `"500ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, and sums like `"1m30s"`, into whole
-/// milliseconds.
-pub(crate) fn parse_duration(text: &str) -> std::result::Result<u64, String> {
-    const UNITS: &str = "use a number and a unit: ms, s, m or h (e.g. \"500ms\", \"10s\", \"2m\")";
+/// Parses a duration literal with the grammar of the `DFLOCKD_*` variables: a plain number
+/// is seconds (`"10"`, `"1.5"`), anything else is humantime's (`"500ms"`, `"1.5s"`,
+/// `"1m30s"`). The same two lines as dflockd-core's `duration.rs` (the proc-macro cannot call
+/// it without building the whole client for the compiler); the table in
+/// `dflockd-core/src/duration/cases.rs` is tested against both.
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(format!("empty duration: {UNITS}"));
-    }
-    let mut total: u128 = 0;
-    let mut rest = trimmed;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, after) = rest.split_at(digits);
-        let unit_len = after
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        if number.is_empty() {
-            return Err(format!("invalid duration {text:?}: {UNITS}"));
-        }
-        let unit_ms: u128 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "" => return Err(format!("duration {text:?} has no unit: {UNITS}")),
-            other => {
-                return Err(format!(
-                    "unknown unit `{other}` in duration {text:?}: {UNITS}"
-                ));
-            }
-        };
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
-            return Err(format!("invalid number in duration {text:?}: {UNITS}"));
-        }
-        let scale = 10u128
-            .checked_pow(u32::try_from(fraction.len()).unwrap_or(u32::MAX))
-            .ok_or_else(|| format!("too many decimals in duration {text:?}"))?;
-        let parse = |s: &str| -> std::result::Result<u128, String> {
-            if s.is_empty() {
-                Ok(0)
-            } else {
-                s.parse::<u128>()
-                    .map_err(|_| format!("duration {text:?} is too long"))
-            }
-        };
-        let scaled = parse(whole)?
-            .checked_mul(scale)
-            .and_then(|w| w.checked_add(parse(fraction).ok()?))
-            .and_then(|n| n.checked_mul(unit_ms))
-            .ok_or_else(|| format!("duration {text:?} is too long"))?;
-        if scaled % scale != 0 {
-            return Err(format!(
-                "duration {text:?} is not a whole number of milliseconds"
-            ));
-        }
-        total = total
-            .checked_add(scaled / scale)
-            .ok_or_else(|| format!("duration {text:?} is too long"))?;
-        rest = after;
-    }
-    u64::try_from(total).map_err(|_| format!("duration {text:?} is too long"))
+    // The rule on top of humantime, the same two lines in dflockd-core's `duration.rs`: a plain
+    // number is seconds.
+    let plain = !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let parsed = if plain {
+        humantime::parse_duration(&format!("{trimmed}s"))
+    } else {
+        humantime::parse_duration(trimmed)
+    };
+    parsed.map_err(|e| {
+        format!(r#"invalid duration {text:?}: {e}; e.g. "10" (seconds), "1.5s", "500ms", "1m30s""#)
+    })
 }
 
 /// Parses a key template: text with `{param}` / `{param.field}` placeholders and `{{`, `}}`
@@ -515,38 +470,27 @@ fn placeholder(inner: &str) -> std::result::Result<Segment, String> {
     Ok(Segment::Placeholder { root, members })
 }
 
+/// The grammar's table, shared with dflockd-core (which parses the `DFLOCKD_*` variables with
+/// it). Only the tests read it, so the packaged crate does not need the file.
+#[cfg(test)]
+#[path = "../../dflockd-core/src/duration/cases.rs"]
+mod duration_cases;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        let ok = [
-            ("0s", 0),
-            ("500ms", 500),
-            ("10s", 10_000),
-            ("1.5s", 1_500),
-            ("2m", 120_000),
-            ("1h", 3_600_000),
-            ("1m30s", 90_000),
-            (" 3s ", 3_000),
-            (".5s", 500),
-        ];
-        for (text, ms) in ok {
-            assert_eq!(parse_duration(text), Ok(ms), "{text}");
-        }
-        for bad in [
-            "",
-            "10",
-            "10x",
-            "s",
-            "1.5ms",
-            "1..5s",
-            "-1s",
-            "1 s",
-            "99999999999999999999999h",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+    fn durations_follow_the_shared_table() {
+        for (text, expected) in duration_cases::CASES {
+            match (parse_duration(text), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{text:?}"),
+                (Err(got), Err(want)) => {
+                    assert!(got.contains(want), "{text:?}: {got:?} lacks {want:?}");
+                    assert!(got.starts_with("invalid duration "), "{got}");
+                }
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
         }
     }
 

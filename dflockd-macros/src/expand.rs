@@ -11,7 +11,7 @@
 //!     let __dflockd_spec = ::dflockd::__private::Spec {
 //!         function: concat!(module_path!(), "::", "build"),
 //!         key: format!("report:{}", tenant),
-//!         wait: Some(Duration::from_millis(10000)),
+//!         wait: Some(Duration::new(10, 0)),
 //!         ..
 //!     };
 //!     let __dflockd_fallback = ::dflockd::__private::fallback::<Result<Report, AppError>>();
@@ -27,7 +27,7 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{AttrStyle, Error, FnArg, Ident, ItemFn, Pat, ReturnType, Signature};
 
-use crate::attr::{Args, Kind, Limit, Millis, OnLeaseLoss, Segment};
+use crate::attr::{Args, DurationLit, Kind, Limit, OnLeaseLoss, Segment};
 
 /// Expands one attribute. On any error the original item is emitted unchanged next to the
 /// errors, so the rest of the crate (and the IDE) keep seeing the function.
@@ -210,11 +210,12 @@ fn mentions_impl(tokens: TokenStream) -> bool {
     })
 }
 
-fn duration(krate: &TokenStream, value: Option<&Millis>) -> TokenStream {
+fn duration(krate: &TokenStream, value: Option<&DurationLit>) -> TokenStream {
     match value {
-        Some(Millis { millis, span }) => {
-            let millis = Literal::u64_suffixed(*millis);
-            quote_spanned!(*span=> #krate::__private::Some(#krate::__private::Duration::from_millis(#millis)))
+        Some(DurationLit { value, span }) => {
+            let secs = Literal::u64_suffixed(value.as_secs());
+            let nanos = Literal::u32_suffixed(value.subsec_nanos());
+            quote_spanned!(*span=> #krate::__private::Some(#krate::__private::Duration::new(#secs, #nanos)))
         }
         None => quote!(#krate::__private::None),
     }
@@ -342,7 +343,7 @@ mod tests {
         );
         assert!(out.contains(":: renamed :: __private :: fallback :: < Result < u8 , E > >"));
         assert!(out.contains("async move { Ok (1) }"), "{out}");
-        assert!(out.contains("from_millis (1000u64)"), "{out}");
+        assert!(out.contains("Duration :: new (1u64 , 0u32)"), "{out}");
         assert!(
             !out.contains(":: dflockd ::"),
             "the crate override is used everywhere"
