@@ -181,6 +181,56 @@ pub(crate) mod __private {
         Ok(client.as_client().clone())
     }
 
+    /// `key = expr` (an expression, not a template): the key is its `Display` output.
+    pub fn key_from<K: ToKey + ?Sized>(key: &K) -> String {
+        key.to_key()
+    }
+
+    /// What `key = expr` accepts: anything with `Display`.
+    #[diagnostic::on_unimplemented(
+        message = "`key = ...` must be a string template or an expression that implements `Display`, not `{Self}`",
+        label = "not `Display`",
+        note = "a string literal is a template (`key = \"order:{{req.id}}\"`); any other expression is the whole key, formatted with `Display` at each call (`key = format!(\"order:{{}}\", req.id)`, `key = req.key()`)"
+    )]
+    pub trait ToKey {
+        /// The key.
+        fn to_key(&self) -> String;
+    }
+
+    impl<T: core::fmt::Display + ?Sized> ToKey for T {
+        fn to_key(&self) -> String {
+            self.to_string()
+        }
+    }
+
+    /// What `wait`, `lease` and `hold_at_least` accept as an expression.
+    #[diagnostic::on_unimplemented(
+        message = "a duration argument (`wait`, `lease`, `hold_at_least`) must be a string literal or a `std::time::Duration`, not `{Self}`",
+        label = "not a `Duration`",
+        note = "a string literal is parsed at compile time (`wait = \"1m30s\"`; a plain number is seconds: `wait = \"10\"`); any other expression is evaluated at each call and must give a `std::time::Duration` or a reference to one (`wait = config.wait`)"
+    )]
+    pub trait AsDuration {
+        /// The duration.
+        fn as_duration(&self) -> Duration;
+    }
+
+    impl AsDuration for Duration {
+        fn as_duration(&self) -> Duration {
+            *self
+        }
+    }
+
+    impl<T: AsDuration + ?Sized> AsDuration for &T {
+        fn as_duration(&self) -> Duration {
+            (**self).as_duration()
+        }
+    }
+
+    /// `wait = expr` (and `lease`, `hold_at_least`): the duration, at each call.
+    pub fn duration_from<D: AsDuration>(duration: D) -> Duration {
+        duration.as_duration()
+    }
+
     /// No `client = ...`: the process-wide default.
     pub fn default_client() -> Result<Client, Error> {
         super::default_client()

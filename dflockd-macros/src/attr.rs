@@ -1,7 +1,8 @@
-//! Parsing of the attribute arguments: `key = "..."`, durations, `limit`, `client`, `crate`.
+//! Parsing of the attribute arguments: `key`, durations, `limit`, `client`, `crate`.
 //!
-//! Everything that can be checked without the function is checked here (duration syntax,
-//! template syntax, the limit's range); the template's placeholders are checked against the
+//! `key`, the durations and `limit` take a literal, checked here (template syntax, duration
+//! syntax, the limit's range), or any other expression, evaluated at each call and
+//! type-checked by the compiler. The template's placeholders are checked against the
 //! function's parameters in `expand`.
 
 use std::time::Duration;
@@ -67,6 +68,14 @@ pub(crate) struct DurationLit {
     pub(crate) span: Span,
 }
 
+/// `wait`, `lease`, `hold_at_least`: a string literal parsed here, or an expression of type
+/// `std::time::Duration` evaluated at each call.
+#[derive(Clone)]
+pub(crate) enum DurationArg {
+    Literal(DurationLit),
+    Expr(Expr),
+}
+
 /// The semaphore limit: a literal checked here, or an expression of type `u32`.
 #[derive(Clone)]
 pub(crate) enum Limit {
@@ -83,21 +92,29 @@ pub(crate) enum Segment {
     Placeholder { root: String, members: Vec<String> },
 }
 
-/// The `key` argument: the literal and its parsed template.
+/// A key template: the literal and its pieces.
 #[derive(Clone)]
 pub(crate) struct KeyTemplate {
     pub(crate) lit: LitStr,
     pub(crate) segments: Vec<Segment>,
 }
 
+/// The `key` argument: a string literal is a template; any other expression is the whole
+/// key, formatted with `Display` at each call.
+#[derive(Clone)]
+pub(crate) enum Key {
+    Template(KeyTemplate),
+    Expr(Expr),
+}
+
 /// The parsed arguments of one attribute.
 #[derive(Clone)]
 pub(crate) struct Args {
-    pub(crate) key: KeyTemplate,
+    pub(crate) key: Key,
     pub(crate) limit: Option<Limit>,
-    pub(crate) wait: Option<DurationLit>,
-    pub(crate) lease: Option<DurationLit>,
-    pub(crate) hold_at_least: Option<DurationLit>,
+    pub(crate) wait: Option<DurationArg>,
+    pub(crate) lease: Option<DurationArg>,
+    pub(crate) hold_at_least: Option<DurationArg>,
     pub(crate) on_lease_loss: OnLeaseLoss,
     pub(crate) client: Option<Expr>,
     pub(crate) krate: Option<syn::Path>,
@@ -113,11 +130,11 @@ impl Args {
 /// Values as they are collected; every slot may be set once.
 #[derive(Default)]
 struct Slots {
-    key: Option<KeyTemplate>,
+    key: Option<Key>,
     limit: Option<Limit>,
-    wait: Option<DurationLit>,
-    lease: Option<DurationLit>,
-    hold_at_least: Option<DurationLit>,
+    wait: Option<DurationArg>,
+    lease: Option<DurationArg>,
+    hold_at_least: Option<DurationArg>,
     on_lease_loss: Option<OnLeaseLoss>,
     client: Option<Expr>,
     krate: Option<syn::Path>,
@@ -153,15 +170,8 @@ fn parse_args(kind: Kind, input: ParseStream<'_>) -> Result<Args> {
             let name = input.parse::<kw::key>()?;
             seen_key = true;
             input.parse::<Token![=]>()?;
-            let lit = string_value(input, "key", "\"report:{tenant_id}\"")?;
-            keep(parse_template(&lit).and_then(|segments| {
-                set_once(
-                    &mut slots.key,
-                    KeyTemplate { lit, segments },
-                    "key",
-                    name.span,
-                )
-            }));
+            let value = parse_key(input)?;
+            keep(value.and_then(|key| set_once(&mut slots.key, key, "key", name.span)));
         } else if lookahead.peek(kw::limit) && kind == Kind::Semaphore {
             let name = input.parse::<kw::limit>()?;
             seen_limit = true;
@@ -171,27 +181,30 @@ fn parse_args(kind: Kind, input: ParseStream<'_>) -> Result<Args> {
         } else if lookahead.peek(kw::wait) {
             let name = input.parse::<kw::wait>()?;
             input.parse::<Token![=]>()?;
-            let lit = string_value(input, "wait", "\"10s\"")?;
-            keep(duration(&lit).and_then(|d| set_once(&mut slots.wait, d, "wait", name.span)));
+            let value = duration_arg(input, "wait", "\"10s\"")?;
+            keep(value.and_then(|d| set_once(&mut slots.wait, d, "wait", name.span)));
         } else if lookahead.peek(kw::lease) {
             let name = input.parse::<kw::lease>()?;
             input.parse::<Token![=]>()?;
-            let lit = string_value(input, "lease", "\"30s\"")?;
-            keep(duration(&lit).and_then(|d| {
-                if d.value.is_zero() {
-                    return Err(Error::new(
-                        lit.span(),
-                        "`lease` must be longer than zero (the server rounds it up to whole seconds)",
-                    ));
+            let value = duration_arg(input, "lease", "\"30s\"")?;
+            keep(value.and_then(|d| {
+                if let DurationArg::Literal(lit) = &d {
+                    if lit.value.is_zero() {
+                        return Err(Error::new(
+                            lit.span,
+                            "`lease` must be longer than zero (the server rounds it up to whole \
+                             seconds)",
+                        ));
+                    }
                 }
                 set_once(&mut slots.lease, d, "lease", name.span)
             }));
         } else if lookahead.peek(kw::hold_at_least) {
             let name = input.parse::<kw::hold_at_least>()?;
             input.parse::<Token![=]>()?;
-            let lit = string_value(input, "hold_at_least", "\"30s\"")?;
+            let value = duration_arg(input, "hold_at_least", "\"30s\"")?;
             keep(
-                duration(&lit).and_then(|d| {
+                value.and_then(|d| {
                     set_once(&mut slots.hold_at_least, d, "hold_at_least", name.span)
                 }),
             );
@@ -344,13 +357,54 @@ fn parse_limit(input: ParseStream<'_>) -> Result<Result<Limit>> {
     }
 }
 
-fn duration(lit: &LitStr) -> Result<DurationLit> {
-    parse_duration(&lit.value())
-        .map(|value| DurationLit {
-            value,
-            span: lit.span(),
-        })
-        .map_err(|reason| Error::new(lit.span(), reason))
+/// `key = "..."` (a template, checked) or `key = EXPR` (formatted with `Display` at each
+/// call). The outer `Result` is a syntax error, the inner one a bad value.
+fn parse_key(input: ParseStream<'_>) -> Result<Result<Key>> {
+    if input.peek(LitStr) {
+        let lit: LitStr = input.parse()?;
+        return Ok(
+            parse_template(&lit).map(|segments| Key::Template(KeyTemplate { lit, segments }))
+        );
+    }
+    let expr: Expr = input.parse()?;
+    if let Expr::Lit(lit) = &expr {
+        return Ok(Err(Error::new_spanned(
+            lit,
+            "`key` takes a string template, e.g. `key = \"report:{tenant_id}\"`, or an \
+             expression that implements `Display`, e.g. `key = format!(\"report:{}\", id)` or \
+             `key = req.key()`",
+        )));
+    }
+    Ok(Ok(Key::Expr(expr)))
+}
+
+/// `wait = "10s"` (checked) or `wait = EXPR` (a `std::time::Duration` at each call). The
+/// outer `Result` is a syntax error, the inner one a bad value.
+fn duration_arg(input: ParseStream<'_>, name: &str, example: &str) -> Result<Result<DurationArg>> {
+    if input.peek(LitStr) {
+        let lit: LitStr = input.parse()?;
+        let value = parse_duration(&lit.value())
+            .map(|value| {
+                DurationArg::Literal(DurationLit {
+                    value,
+                    span: lit.span(),
+                })
+            })
+            .map_err(|reason| Error::new(lit.span(), reason));
+        return Ok(value);
+    }
+    let expr: Expr = input.parse()?;
+    if let Expr::Lit(lit) = &expr {
+        return Ok(Err(Error::new_spanned(
+            lit,
+            format!(
+                "`{name}` takes a duration string, e.g. `{name} = {example}` (a plain number is \
+                 seconds: `{name} = \"10\"`), or an expression of type `std::time::Duration`, \
+                 e.g. `{name} = config.{name}`"
+            ),
+        )));
+    }
+    Ok(Ok(DurationArg::Expr(expr)))
 }
 
 /// Parses a duration literal with the grammar of the `DFLOCKD_*` variables: a plain number
