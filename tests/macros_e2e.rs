@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use dflockd::{Client, Error, LossReason};
 use dflockd_testkit::{TestServer, TestServers, unique_key};
+
 use tokio::sync::{Barrier, oneshot};
 
 /// Every test is bounded.
@@ -686,6 +687,140 @@ async fn a_guarded_fn_calling_one_on_the_same_key_fails_at_once_instead_of_waiti
         assert!(started.elapsed() < Duration::from_secs(2));
         // The outer lock was released: the inner fn alone runs.
         inner(&client, &key).await.unwrap();
+    })
+    .await;
+}
+
+/// Settings a service reads from its configuration.
+struct JobSettings {
+    wait: Duration,
+    lease: Duration,
+}
+
+/// A request message as tonic/prost generate them: a plain struct with public fields.
+#[derive(Clone)]
+struct ShipOrder {
+    tenant: String,
+    order_id: u64,
+}
+
+impl ShipOrder {
+    fn lock_key(&self, prefix: &str) -> String {
+        format!("{prefix}:ship:{}:{}", self.tenant, self.order_id)
+    }
+}
+
+#[dflockd::exclusive(
+    key = order.lock_key(prefix),
+    wait = settings.wait,
+    lease = settings.lease,
+    client = client
+)]
+async fn configured(
+    client: &Client,
+    prefix: &str,
+    order: &ShipOrder,
+    settings: &JobSettings,
+) -> Result<(String, f64), Error> {
+    let lock = dflockd::current_lock().expect("inside the body");
+    let stats = client.stats_for_key(lock.key()).await?;
+    let lease_left = stats.lock(lock.key()).expect("held").lease_expires_in_s;
+    Ok((lock.key().to_owned(), lease_left))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_expression_and_durations_from_configuration() {
+    bounded(async {
+        let (_servers, client) = servers().await;
+        let prefix = unique_key("macro-expr");
+        let order = ShipOrder {
+            tenant: "acme".into(),
+            order_id: 42,
+        };
+        let queue = JobSettings {
+            wait: Duration::from_secs(10),
+            lease: Duration::from_secs(7),
+        };
+
+        // The key is the expression's value; the lease is the configured one (the server's
+        // default is 33 s).
+        let (key, lease_left) = configured(&client, &prefix, &order, &queue).await.unwrap();
+        assert_eq!(key, format!("{prefix}:ship:acme:42"));
+        assert!(
+            lease_left > 4.0 && lease_left <= 7.0,
+            "the configured 7 s lease, {lease_left} s left"
+        );
+
+        // The wait is read at each call: zero skips at once, ten seconds queues.
+        let holder = client.lock(&key).acquire().await.unwrap();
+        let skip = JobSettings {
+            wait: Duration::ZERO,
+            lease: Duration::from_secs(7),
+        };
+        let started = Instant::now();
+        let error = configured(&client, &prefix, &order, &skip)
+            .await
+            .unwrap_err();
+        assert!(error.is_timeout(), "busy: {error}");
+        assert!(started.elapsed() < Duration::from_secs(2), "no queueing");
+
+        let queued = tokio::spawn({
+            let (client, prefix, order) = (client.clone(), prefix.clone(), order.clone());
+            async move { configured(&client, &prefix, &order, &queue).await }
+        });
+        until_stats(&client, &key, |s| lock_waiters(s, &key) == 1).await;
+        holder.release().await.unwrap();
+        assert_eq!(queued.await.unwrap().unwrap().0, key, "queued, then ran");
+    })
+    .await;
+}
+
+#[dflockd::exclusive(key = "{prefix}:ship:{order.tenant}:{order.order_id}", client = client)]
+async fn ship_by_fields(client: &Client, prefix: &str, order: ShipOrder) -> Result<String, Error> {
+    Ok(dflockd::current_lock().unwrap().key().to_owned())
+}
+
+#[dflockd::exclusive(
+    key = request.get_ref().lock_key(prefix),
+    wait = "0",
+    client = client
+)]
+async fn ship_rpc(
+    client: &Client,
+    prefix: &str,
+    request: tonic::Request<ShipOrder>,
+) -> Result<u64, Error> {
+    Ok(request.into_inner().order_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn field_placeholders_and_expressions_on_a_message_make_the_same_key() {
+    bounded(async {
+        let (_servers, client) = servers().await;
+        let prefix = unique_key("macro-msg");
+        let order = ShipOrder {
+            tenant: "acme".into(),
+            order_id: 7,
+        };
+        let key = ship_by_fields(&client, &prefix, order.clone())
+            .await
+            .unwrap();
+        assert_eq!(key, format!("{prefix}:ship:acme:7"));
+
+        // The template and the expression lock the same key: while it is held, the RPC
+        // (`wait = "0"`: zero seconds) is busy.
+        let holder = client.lock(&key).acquire().await.unwrap();
+        let error = ship_rpc(&client, &prefix, tonic::Request::new(order.clone()))
+            .await
+            .unwrap_err();
+        assert!(error.is_timeout(), "{error}");
+        holder.release().await.unwrap();
+        assert_eq!(
+            ship_rpc(&client, &prefix, tonic::Request::new(order))
+                .await
+                .unwrap(),
+            7
+        );
     })
     .await;
 }
