@@ -13,7 +13,8 @@
 //! of queueing, and `hold_at_least` keeps the lock for a while after a fast job finishes, so
 //! that a replica whose clock or schedule is a little late does not run the same tick again.
 //! Pick the hold longer than the spread of the replicas' schedules and shorter than the
-//! interval.
+//! interval: here it comes from the schedule (`hold_at_least = self.schedule.hold`), read at
+//! each call, as a value from the service's configuration would be.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,15 +31,20 @@ pub(crate) struct Schedule {
     pub(crate) ticks: u64,
     /// Each replica fires up to this much late (schedules and clocks are never in step).
     pub(crate) max_skew: Duration,
+    /// How long the job keeps its lock at least: longer than `max_skew`, so that a late
+    /// replica finds the tick's lock still held, and shorter than `interval`, so that the next
+    /// tick finds it free.
+    pub(crate) hold: Duration,
 }
 
 impl Schedule {
-    /// One tick a second; the attribute's `hold_at_least = "600ms"` fits it.
+    /// One tick a second, replicas up to 200 ms apart, the lock held 600 ms at least.
     pub(crate) fn new(quick: bool) -> Schedule {
         Schedule {
             interval: Duration::from_secs(1),
             ticks: if quick { 3 } else { 10 },
             max_skew: Duration::from_millis(200),
+            hold: Duration::from_millis(600),
         }
     }
 }
@@ -50,6 +56,7 @@ pub(crate) type Runs = Arc<Mutex<BTreeMap<u64, Vec<usize>>>>;
 struct Replica {
     id: usize,
     job: String,
+    schedule: Schedule,
     client: Client,
     runs: Runs,
 }
@@ -57,10 +64,10 @@ struct Replica {
 impl Replica {
     /// The job. Busy (another replica runs this tick) is `Err(e)` with `e.is_timeout()`.
     #[dflockd::exclusive(
-        key = "{self.job}",
+        key = self.job,
         wait = "0s",
         lease = "5s",
-        hold_at_least = "600ms",
+        hold_at_least = self.schedule.hold,
         client = self.client
     )]
     async fn nightly_report(&self, tick: u64) -> Result<(), dflockd::Error> {
@@ -80,11 +87,11 @@ impl Replica {
         Ok(())
     }
 
-    async fn schedule(self, schedule: &Schedule, start: tokio::time::Instant) {
-        let mut interval = tokio::time::interval_at(start, schedule.interval);
-        for tick in 0..schedule.ticks {
+    async fn schedule(self, start: tokio::time::Instant) {
+        let mut interval = tokio::time::interval_at(start, self.schedule.interval);
+        for tick in 0..self.schedule.ticks {
             interval.tick().await;
-            let skew = schedule.max_skew.mul_f64(fastrand::f64());
+            let skew = self.schedule.max_skew.mul_f64(fastrand::f64());
             tokio::time::sleep(skew).await;
             match self.nightly_report(tick).await {
                 Ok(()) => {}
@@ -117,11 +124,11 @@ pub(crate) async fn run_replicas(
         let replica = Replica {
             id,
             job: job.to_owned(),
+            schedule: *schedule,
             client: Client::builder().servers(servers).build()?,
             runs: runs.clone(),
         };
-        let schedule = *schedule;
-        replicas.spawn(async move { replica.schedule(&schedule, start).await });
+        replicas.spawn(replica.schedule(start));
     }
     while let Some(done) = replicas.join_next().await {
         done.expect("a replica panicked");

@@ -110,9 +110,11 @@ pub(crate) mod __private {
     pub use std::{concat, format, module_path};
 
     use super::report;
-    use dflockd_core::{Client, Error};
+    use dflockd_core::{Client, Error, HeldLock};
     use std::future::Future;
     use std::sync::Arc;
+    use std::time::Instant;
+    use tracing::{Instrument, Span};
 
     /// What to do when the lease is lost while the body runs.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +183,56 @@ pub(crate) mod __private {
         Ok(client.as_client().clone())
     }
 
+    /// `key = expr` (an expression, not a template): the key is its `Display` output.
+    pub fn key_from<K: ToKey + ?Sized>(key: &K) -> String {
+        key.to_key()
+    }
+
+    /// What `key = expr` accepts: anything with `Display`.
+    #[diagnostic::on_unimplemented(
+        message = "`key = ...` must be a string template or an expression that implements `Display`, not `{Self}`",
+        label = "not `Display`",
+        note = "a string literal is a template (`key = \"order:{{req.id}}\"`); any other expression is the whole key, formatted with `Display` at each call (`key = format!(\"order:{{}}\", req.id)`, `key = req.key()`)"
+    )]
+    pub trait ToKey {
+        /// The key.
+        fn to_key(&self) -> String;
+    }
+
+    impl<T: core::fmt::Display + ?Sized> ToKey for T {
+        fn to_key(&self) -> String {
+            self.to_string()
+        }
+    }
+
+    /// What `wait`, `lease` and `hold_at_least` accept as an expression.
+    #[diagnostic::on_unimplemented(
+        message = "a duration argument (`wait`, `lease`, `hold_at_least`) must be a string literal or a `std::time::Duration`, not `{Self}`",
+        label = "not a `Duration`",
+        note = "a string literal is parsed at compile time (`wait = \"1m30s\"`; a plain number is seconds: `wait = \"10\"`); any other expression is evaluated at each call and must give a `std::time::Duration` or a reference to one (`wait = config.wait`)"
+    )]
+    pub trait AsDuration {
+        /// The duration.
+        fn as_duration(&self) -> Duration;
+    }
+
+    impl AsDuration for Duration {
+        fn as_duration(&self) -> Duration {
+            *self
+        }
+    }
+
+    impl<T: AsDuration + ?Sized> AsDuration for &T {
+        fn as_duration(&self) -> Duration {
+            (**self).as_duration()
+        }
+    }
+
+    /// `wait = expr` (and `lease`, `hold_at_least`): the duration, at each call.
+    pub fn duration_from<D: AsDuration>(duration: D) -> Duration {
+        duration.as_duration()
+    }
+
     /// No `client = ...`: the process-wide default.
     pub fn default_client() -> Result<Client, Error> {
         super::default_client()
@@ -239,6 +291,8 @@ pub(crate) mod __private {
     /// Acquires, runs `body` as a scoped section ([`dflockd_core::Lock::run`]: the lease is
     /// watched, [`current_lock`](crate::current_lock) is set, reentry fails at once), then
     /// releases (or keeps the lock for the rest of `hold_at_least`, in the background).
+    ///
+    /// All of it runs in a `dflockd_exclusive` span (see `span` below).
     pub async fn run<T, F>(
         spec: Spec,
         client: Result<Client, Error>,
@@ -248,17 +302,78 @@ pub(crate) mod __private {
     where
         F: Future<Output = T>,
     {
-        let ran = match client {
-            Ok(client) => section(&spec, &client, body).await,
-            Err(error) => Err(error),
+        let span = span(&spec);
+        let guarded = async {
+            let started = Instant::now();
+            let mut granted = None;
+            let ran = match client {
+                Ok(client) => section(&spec, &client, &span, &mut granted, body).await,
+                Err(error) => Err(error),
+            };
+            if granted.is_none() {
+                span.record("wait_ms", millis(started.elapsed()));
+            }
+            span.record("outcome", outcome(&ran, granted.as_ref()));
+            ran.unwrap_or_else(|error| {
+                report(&spec, &error, fallback.reports);
+                (fallback.not_run)(error)
+            })
         };
-        ran.unwrap_or_else(|error| {
-            report(&spec, &error, fallback.reports);
-            (fallback.not_run)(error)
-        })
+        guarded.instrument(span.clone()).await
     }
 
-    async fn section<F: Future>(spec: &Spec, client: &Client, body: F) -> Result<F::Output, Error> {
+    /// The span of one call, with the field names of the tower layer's `dflockd_guard` span
+    /// where they mean the same: `key`, `limit` (1 for a lock), `wait_ms` (from the start of
+    /// the acquisition to the grant, or to the failure) and `outcome`; plus `function`
+    /// (`module::path::name`) and `fence` (the grant's fencing token, when the server issues
+    /// them). `outcome` is `ran`, `ran_lease_lost` (`on_lease_loss = "continue"`: the body
+    /// finished after the lease was lost), `skipped_busy` (`wait` ran out), `lease_lost`
+    /// (the body was cancelled, or its release showed the loss), `reentrant` (this task holds
+    /// the key already) or `failed` (the client, the connection or the server).
+    fn span(spec: &Spec) -> Span {
+        tracing::info_span!(
+            "dflockd_exclusive",
+            function = spec.function,
+            key = %spec.key,
+            limit = spec.limit.unwrap_or(1),
+            fence = tracing::field::Empty,
+            wait_ms = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        )
+    }
+
+    /// The `outcome` field of a call's span.
+    fn outcome<T>(ran: &Result<T, Error>, granted: Option<&HeldLock>) -> &'static str {
+        match ran {
+            Ok(_) if granted.and_then(HeldLock::loss_reason).is_some() => "ran_lease_lost",
+            Ok(_) => "ran",
+            Err(e) if e.is_timeout() => "skipped_busy",
+            Err(Error::Reentrant { .. }) => "reentrant",
+            Err(e) if e.is_lease_lost() => "lease_lost",
+            Err(_) => "failed",
+        }
+    }
+
+    fn millis(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs `body` in a section of the lock or semaphore of `spec`; `granted` is the held
+    /// lock once there is one (the grant's fence and wait are recorded in `span`).
+    async fn section<F: Future>(
+        spec: &Spec,
+        client: &Client,
+        span: &Span,
+        granted: &mut Option<HeldLock>,
+        body: F,
+    ) -> Result<F::Output, Error> {
+        let started = Instant::now();
+        let enter = |held: HeldLock| {
+            span.record("wait_ms", millis(started.elapsed()));
+            span.record("fence", held.fence());
+            *granted = Some(held);
+            body
+        };
         let on_loss = match spec.on_lease_loss {
             OnLeaseLoss::Cancel => dflockd_core::OnLeaseLoss::Cancel,
             OnLeaseLoss::Continue => dflockd_core::OnLeaseLoss::Finish,
@@ -274,7 +389,7 @@ pub(crate) mod __private {
                 if let Some(lease) = spec.lease {
                     what = what.lease_ttl(lease);
                 }
-                what.run(|_| body).await
+                what.run(enter).await
             }};
         }
         match spec.limit {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use dflockd::{Client, Error, LossReason};
 use dflockd_testkit::{TestServer, TestServers, unique_key};
+
 use tokio::sync::{Barrier, oneshot};
 
 /// Every test is bounded.
@@ -688,4 +689,380 @@ async fn a_guarded_fn_calling_one_on_the_same_key_fails_at_once_instead_of_waiti
         inner(&client, &key).await.unwrap();
     })
     .await;
+}
+
+/// Settings a service reads from its configuration.
+struct JobSettings {
+    wait: Duration,
+    lease: Duration,
+}
+
+/// A request message as tonic/prost generate them: a plain struct with public fields.
+#[derive(Clone)]
+struct ShipOrder {
+    tenant: String,
+    order_id: u64,
+}
+
+impl ShipOrder {
+    fn lock_key(&self, prefix: &str) -> String {
+        format!("{prefix}:ship:{}:{}", self.tenant, self.order_id)
+    }
+}
+
+#[dflockd::exclusive(
+    key = order.lock_key(prefix),
+    wait = settings.wait,
+    lease = settings.lease,
+    client = client
+)]
+async fn configured(
+    client: &Client,
+    prefix: &str,
+    order: &ShipOrder,
+    settings: &JobSettings,
+) -> Result<(String, f64), Error> {
+    let lock = dflockd::current_lock().expect("inside the body");
+    let stats = client.stats_for_key(lock.key()).await?;
+    let lease_left = stats.lock(lock.key()).expect("held").lease_expires_in_s;
+    Ok((lock.key().to_owned(), lease_left))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_expression_and_durations_from_configuration() {
+    bounded(async {
+        let (_servers, client) = servers().await;
+        let prefix = unique_key("macro-expr");
+        let order = ShipOrder {
+            tenant: "acme".into(),
+            order_id: 42,
+        };
+        let queue = JobSettings {
+            wait: Duration::from_secs(10),
+            lease: Duration::from_secs(7),
+        };
+
+        // The key is the expression's value; the lease is the configured one (the server's
+        // default is 33 s).
+        let (key, lease_left) = configured(&client, &prefix, &order, &queue).await.unwrap();
+        assert_eq!(key, format!("{prefix}:ship:acme:42"));
+        assert!(
+            lease_left > 4.0 && lease_left <= 7.0,
+            "the configured 7 s lease, {lease_left} s left"
+        );
+
+        // The wait is read at each call: zero skips at once, ten seconds queues.
+        let holder = client.lock(&key).acquire().await.unwrap();
+        let skip = JobSettings {
+            wait: Duration::ZERO,
+            lease: Duration::from_secs(7),
+        };
+        let started = Instant::now();
+        let error = configured(&client, &prefix, &order, &skip)
+            .await
+            .unwrap_err();
+        assert!(error.is_timeout(), "busy: {error}");
+        assert!(started.elapsed() < Duration::from_secs(2), "no queueing");
+
+        let queued = tokio::spawn({
+            let (client, prefix, order) = (client.clone(), prefix.clone(), order.clone());
+            async move { configured(&client, &prefix, &order, &queue).await }
+        });
+        until_stats(&client, &key, |s| lock_waiters(s, &key) == 1).await;
+        holder.release().await.unwrap();
+        assert_eq!(queued.await.unwrap().unwrap().0, key, "queued, then ran");
+    })
+    .await;
+}
+
+#[dflockd::exclusive(key = "{prefix}:ship:{order.tenant}:{order.order_id}", client = client)]
+async fn ship_by_fields(client: &Client, prefix: &str, order: ShipOrder) -> Result<String, Error> {
+    Ok(dflockd::current_lock().unwrap().key().to_owned())
+}
+
+#[dflockd::exclusive(
+    key = request.get_ref().lock_key(prefix),
+    wait = "0",
+    client = client
+)]
+async fn ship_rpc(
+    client: &Client,
+    prefix: &str,
+    request: tonic::Request<ShipOrder>,
+) -> Result<u64, Error> {
+    Ok(request.into_inner().order_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn field_placeholders_and_expressions_on_a_message_make_the_same_key() {
+    bounded(async {
+        let (_servers, client) = servers().await;
+        let prefix = unique_key("macro-msg");
+        let order = ShipOrder {
+            tenant: "acme".into(),
+            order_id: 7,
+        };
+        let key = ship_by_fields(&client, &prefix, order.clone())
+            .await
+            .unwrap();
+        assert_eq!(key, format!("{prefix}:ship:acme:7"));
+
+        // The template and the expression lock the same key: while it is held, the RPC
+        // (`wait = "0"`: zero seconds) is busy.
+        let holder = client.lock(&key).acquire().await.unwrap();
+        let error = ship_rpc(&client, &prefix, tonic::Request::new(order.clone()))
+            .await
+            .unwrap_err();
+        assert!(error.is_timeout(), "{error}");
+        holder.release().await.unwrap();
+        assert_eq!(
+            ship_rpc(&client, &prefix, tonic::Request::new(order))
+                .await
+                .unwrap(),
+            7
+        );
+    })
+    .await;
+}
+
+/// A `tracing` layer that keeps the fields of every span when it closes, and every event with
+/// the name of the span it happened in.
+mod recorder {
+    use std::collections::BTreeMap;
+    use std::fmt::Debug;
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Subscriber};
+    use tracing_subscriber::layer::{Context, Layer};
+    use tracing_subscriber::registry::LookupSpan;
+
+    pub(crate) type Fields = BTreeMap<&'static str, String>;
+
+    #[derive(Clone, Debug)]
+    pub(crate) struct Closed {
+        pub(crate) name: &'static str,
+        pub(crate) fields: Fields,
+    }
+
+    #[derive(Clone, Debug)]
+    pub(crate) struct Logged {
+        pub(crate) fields: Fields,
+        pub(crate) span: Option<&'static str>,
+    }
+
+    #[derive(Clone, Default)]
+    pub(crate) struct Recorder {
+        closed: Arc<Mutex<Vec<Closed>>>,
+        events: Arc<Mutex<Vec<Logged>>>,
+    }
+
+    impl Recorder {
+        pub(crate) fn closed(&self, name: &str) -> Vec<Fields> {
+            let closed = self.closed.lock().unwrap();
+            closed
+                .iter()
+                .filter(|s| s.name == name)
+                .map(|s| s.fields.clone())
+                .collect()
+        }
+
+        pub(crate) fn events(&self) -> Vec<Logged> {
+            self.events.lock().unwrap().clone()
+        }
+    }
+
+    #[derive(Default)]
+    struct Values(Fields);
+
+    impl Visit for Values {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.insert(field.name(), value.to_owned());
+        }
+
+        fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+            self.0.insert(field.name(), format!("{value:?}"));
+        }
+    }
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
+        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            let mut values = Values::default();
+            attrs.record(&mut values);
+            ctx.span(id).unwrap().extensions_mut().insert(values);
+        }
+
+        fn on_record(&self, id: &Id, record: &Record<'_>, ctx: Context<'_, S>) {
+            let span = ctx.span(id).unwrap();
+            let mut extensions = span.extensions_mut();
+            if let Some(values) = extensions.get_mut::<Values>() {
+                record.record(values);
+            }
+        }
+
+        fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+            let mut values = Values::default();
+            event.record(&mut values);
+            let span = ctx.event_span(event).map(|s| s.name());
+            self.events.lock().unwrap().push(Logged {
+                fields: values.0,
+                span,
+            });
+        }
+
+        fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+            let span = ctx.span(&id).unwrap();
+            let fields = span
+                .extensions()
+                .get::<Values>()
+                .map(|v| v.0.clone())
+                .unwrap_or_default();
+            self.closed.lock().unwrap().push(Closed {
+                name: span.name(),
+                fields,
+            });
+        }
+    }
+}
+
+#[dflockd::exclusive(key = key, wait = "5s", client = client)]
+async fn traced(client: &Client, key: &str) -> Result<Option<u64>, Error> {
+    Ok(dflockd::current_lock().unwrap().fence())
+}
+
+#[dflockd::exclusive_semaphore(key = "{key}", limit = 3, client = client)]
+async fn traced_pool(client: &Client, key: &str) -> Option<()> {
+    Some(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_call_runs_in_a_span_with_its_key_fence_wait_and_outcome() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let recorder = recorder::Recorder::default();
+    let subscriber = tracing_subscriber::registry().with(recorder.clone());
+    // This thread only: the runtime is single-threaded, so the calls and their tasks run here.
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let (key, fence) = bounded(async {
+        let server = TestServer::start().await.unwrap();
+        let client = Client::builder()
+            .servers([server.addr_string()])
+            .server_version(server.version().into())
+            .build()
+            .unwrap();
+        let key = unique_key("macro-span");
+
+        // 1. ran
+        let fence = traced(&client, &key).await.unwrap();
+        // 2. skipped_busy, with the `()` return type (the skip is logged)
+        let holder = client.lock(&key).acquire().await.unwrap();
+        skip_unit(
+            client.clone(),
+            key.clone(),
+            Work::new("unit", &Tally::default()),
+        )
+        .await;
+        holder.release().await.unwrap();
+        // 3. and 4. reentrant inside ran
+        let nested = outer(&client, &key).await.unwrap();
+        assert!(matches!(nested, Err(Error::Reentrant { .. })), "{nested:?}");
+        // 5. a semaphore's limit (on a key of its own: releases before 2.0 keep locks and
+        // semaphores in one key space)
+        traced_pool(&client, &format!("{key}:pool")).await.unwrap();
+        // 6. ran_lease_lost: the server goes away while the body runs to its end
+        let (started_tx, started) = oneshot::channel();
+        let call = tokio::spawn(keeps_going(client.clone(), key.clone(), started_tx));
+        started.await.unwrap();
+        server.kill();
+        call.await.unwrap().unwrap();
+        // 7. lease_lost: the same with the body cancelled
+        server.restart().await.unwrap();
+        let (started_tx, started) = oneshot::channel();
+        let (alive_tx, _alive) = oneshot::channel::<()>();
+        let call = tokio::spawn(until_lost(
+            client.clone(),
+            key.clone(),
+            started_tx,
+            alive_tx,
+        ));
+        started.await.unwrap();
+        server.kill();
+        assert!(call.await.unwrap().unwrap_err().is_lease_lost());
+        // 8. failed: nothing listens any more
+        let error = skip_result(
+            client.clone(),
+            key.clone(),
+            Work::new("r", &Tally::default()),
+        )
+        .await
+        .unwrap_err();
+        assert!(!error.is_timeout(), "{error}");
+        (key, fence)
+    })
+    .await;
+
+    let spans = recorder.closed("dflockd_exclusive");
+    let outcomes: Vec<&str> = spans.iter().map(|s| s["outcome"].as_str()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "ran",
+            "skipped_busy",
+            "reentrant",
+            "ran",
+            "ran",
+            "ran_lease_lost",
+            "lease_lost",
+            "failed"
+        ],
+        "{spans:#?}"
+    );
+    let functions: Vec<&str> = spans.iter().map(|s| s["function"].as_str()).collect();
+    assert_eq!(
+        functions,
+        [
+            "macros_e2e::traced",
+            "macros_e2e::skip_unit",
+            "macros_e2e::inner",
+            "macros_e2e::outer",
+            "macros_e2e::traced_pool",
+            "macros_e2e::keeps_going",
+            "macros_e2e::until_lost",
+            "macros_e2e::skip_result"
+        ]
+    );
+    for (i, span) in spans.iter().enumerate() {
+        let expected = if i == 4 {
+            format!("{key}:pool")
+        } else {
+            key.clone()
+        };
+        assert_eq!(span["key"], expected, "{span:?}");
+        assert!(span["wait_ms"].parse::<u64>().is_ok(), "{span:?}");
+    }
+    let limits: Vec<&str> = spans.iter().map(|s| s["limit"].as_str()).collect();
+    assert_eq!(limits, ["1", "1", "1", "1", "3", "1", "1", "1"]);
+
+    // The fence is recorded once granted: it is the body's, and absent without a grant (or
+    // from a release that issues none).
+    assert_eq!(spans[0].get("fence"), fence.map(|f| f.to_string()).as_ref());
+    assert_eq!(spans[1].get("fence"), None, "skipped: no grant");
+    assert_eq!(spans[2].get("fence"), None, "reentrant: no grant");
+    assert_eq!(spans[7].get("fence"), None, "failed: no grant");
+
+    // Events inside a call's span carry the same field names.
+    let skipped = recorder
+        .events()
+        .into_iter()
+        .find(|e| {
+            e.fields
+                .get("message")
+                .is_some_and(|m| m.starts_with("skipped"))
+        })
+        .expect("the skip of the `()` function is logged");
+    assert_eq!(skipped.span, Some("dflockd_exclusive"));
+    assert_eq!(skipped.fields["function"], "macros_e2e::skip_unit");
+    assert_eq!(skipped.fields["key"], key);
 }

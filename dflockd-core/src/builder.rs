@@ -10,7 +10,8 @@ use crate::client::Client;
 use crate::conn::Settings;
 use crate::conn::credentials::{Auth, Credentials, Material, checked_secret};
 use crate::conn::pool::ServerPool;
-use crate::error::{Error, Result, parse_duration};
+use crate::duration::parse_duration;
+use crate::error::{Error, Result};
 use crate::inner::ClientInner;
 use crate::lease::LeasePolicy;
 use crate::proto::{DEFAULT_READ_TIMEOUT_S, MAX_AUTH_SECRET, MAX_REQUEST_LINE};
@@ -282,7 +283,12 @@ impl ClientBuilder {
     /// | `DFLOCKD_LEASE_TTL` | [`lease_ttl`](Self::lease_ttl) |
     /// | `DFLOCKD_SERVER_VERSION` | [`server_version`](Self::server_version), e.g. `2.1.1` or `1.10` |
     ///
-    /// Durations are `500ms`, `10s`, `2m` or a number of seconds. Empty values count as unset.
+    /// Durations are a plain number of seconds (`10`, `1.5`), or numbers with units, summed:
+    /// `500ms`, `1.5s`, `2m`, `1h`, `1m30s` (the units are `ms`, `s`, `m`, `h`, and the other
+    /// names [humantime](https://docs.rs/humantime/latest/humantime/fn.parse_duration.html)
+    /// knows, such as `min`, `sec`, `d`). The attribute macros' duration literals
+    /// (`#[dflockd::exclusive(wait = "1m30s")]`) take the same grammar. Empty values count as
+    /// unset.
     ///
     /// # Errors
     /// [`Error::Config`] naming the variable that cannot be parsed or read.
@@ -514,9 +520,7 @@ impl Env<'_> {
     fn duration(&self, name: &str) -> Result<Option<Duration>> {
         self.get(name)
             .map(|v| {
-                parse_duration(&v).ok_or_else(|| {
-                    Error::Config(format!("{name}={v:?} is not a duration (e.g. 500ms, 10s)"))
-                })
+                parse_duration(&v).map_err(|reason| Error::Config(format!("{name}: {reason}")))
             })
             .transpose()
     }
@@ -687,7 +691,20 @@ mod tests {
         assert_eq!(b.idle_timeout, Duration::from_secs(15));
         let dbg = format!("{b:?}");
         assert!(!dbg.contains("s3cret"), "{dbg}");
-        assert!(env(&[("DFLOCKD_CONNECT_TIMEOUT", "soon")]).is_err());
+        let err = env(&[("DFLOCKD_CONNECT_TIMEOUT", "soon")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: DFLOCKD_CONNECT_TIMEOUT: invalid duration \"soon\": expected \
+             number at 0; e.g. \"10\" (seconds), \"1.5s\", \"500ms\", \"1m30s\""
+        );
+        // The grammar of `duration.rs`: sums and fractions too.
+        let b = env(&[
+            ("DFLOCKD_RELEASE_TIMEOUT", "1m30s"),
+            ("DFLOCKD_REQUEST_TIMEOUT", "1.5s"),
+        ])
+        .unwrap();
+        assert_eq!(b.release_timeout, Duration::from_secs(90));
+        assert_eq!(b.request_timeout, Duration::from_millis(1500));
         assert!(env(&[("DFLOCKD_CLIENT_MAX_CONNECTIONS", "-1")]).is_err());
         assert!(env(&[("DFLOCKD_AUTH_TOKEN_FILE", "/nonexistent/token")]).is_err());
         let err = env(&[("DFLOCKD_SERVER_VERSION", "latest")]).unwrap_err();

@@ -568,28 +568,6 @@ impl From<Error> for io::Error {
     }
 }
 
-/// Parses a human duration: `"500ms"`, `"10s"`, `"2m"`, `"1h"`, or a plain number of
-/// seconds (`"1.5"`). Used for environment configuration.
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number.trim().parse().ok()?;
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return None,
-    };
-    let secs = value * scale;
-    (0.0..1e12)
-        .contains(&secs)
-        .then(|| Duration::from_secs_f64(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,18 +614,6 @@ mod tests {
             let msg = e.to_string();
             assert!(msg.chars().next().unwrap().is_lowercase(), "{msg}");
             assert!(!msg.ends_with('.'), "{msg}");
-        }
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_duration(" 2m "), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        for bad in ["", "x", "-1s", "5 parsecs", "1e99"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
 }

@@ -87,6 +87,7 @@ pub mod blocking;
 mod builder;
 mod client;
 mod conn;
+mod duration;
 mod election;
 mod error;
 mod guard;

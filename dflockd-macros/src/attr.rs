@@ -1,8 +1,11 @@
-//! Parsing of the attribute arguments: `key = "..."`, durations, `limit`, `client`, `crate`.
+//! Parsing of the attribute arguments: `key`, durations, `limit`, `client`, `crate`.
 //!
-//! Everything that can be checked without the function is checked here (duration syntax,
-//! template syntax, the limit's range); the template's placeholders are checked against the
+//! `key`, the durations and `limit` take a literal, checked here (template syntax, duration
+//! syntax, the limit's range), or any other expression, evaluated at each call and
+//! type-checked by the compiler. The template's placeholders are checked against the
 //! function's parameters in `expand`.
+
+use std::time::Duration;
 
 use proc_macro2::Span;
 use syn::ext::IdentExt;
@@ -58,11 +61,19 @@ pub(crate) enum OnLeaseLoss {
     Continue,
 }
 
-/// A duration argument, in whole milliseconds, with the literal it came from.
+/// A duration argument parsed from a literal, with the literal's span.
 #[derive(Clone, Debug)]
-pub(crate) struct Millis {
-    pub(crate) millis: u64,
+pub(crate) struct DurationLit {
+    pub(crate) value: Duration,
     pub(crate) span: Span,
+}
+
+/// `wait`, `lease`, `hold_at_least`: a string literal parsed here, or an expression of type
+/// `std::time::Duration` evaluated at each call.
+#[derive(Clone)]
+pub(crate) enum DurationArg {
+    Literal(DurationLit),
+    Expr(Expr),
 }
 
 /// The semaphore limit: a literal checked here, or an expression of type `u32`.
@@ -81,21 +92,29 @@ pub(crate) enum Segment {
     Placeholder { root: String, members: Vec<String> },
 }
 
-/// The `key` argument: the literal and its parsed template.
+/// A key template: the literal and its pieces.
 #[derive(Clone)]
 pub(crate) struct KeyTemplate {
     pub(crate) lit: LitStr,
     pub(crate) segments: Vec<Segment>,
 }
 
+/// The `key` argument: a string literal is a template; any other expression is the whole
+/// key, formatted with `Display` at each call.
+#[derive(Clone)]
+pub(crate) enum Key {
+    Template(KeyTemplate),
+    Expr(Expr),
+}
+
 /// The parsed arguments of one attribute.
 #[derive(Clone)]
 pub(crate) struct Args {
-    pub(crate) key: KeyTemplate,
+    pub(crate) key: Key,
     pub(crate) limit: Option<Limit>,
-    pub(crate) wait: Option<Millis>,
-    pub(crate) lease: Option<Millis>,
-    pub(crate) hold_at_least: Option<Millis>,
+    pub(crate) wait: Option<DurationArg>,
+    pub(crate) lease: Option<DurationArg>,
+    pub(crate) hold_at_least: Option<DurationArg>,
     pub(crate) on_lease_loss: OnLeaseLoss,
     pub(crate) client: Option<Expr>,
     pub(crate) krate: Option<syn::Path>,
@@ -111,11 +130,11 @@ impl Args {
 /// Values as they are collected; every slot may be set once.
 #[derive(Default)]
 struct Slots {
-    key: Option<KeyTemplate>,
+    key: Option<Key>,
     limit: Option<Limit>,
-    wait: Option<Millis>,
-    lease: Option<Millis>,
-    hold_at_least: Option<Millis>,
+    wait: Option<DurationArg>,
+    lease: Option<DurationArg>,
+    hold_at_least: Option<DurationArg>,
     on_lease_loss: Option<OnLeaseLoss>,
     client: Option<Expr>,
     krate: Option<syn::Path>,
@@ -151,15 +170,8 @@ fn parse_args(kind: Kind, input: ParseStream<'_>) -> Result<Args> {
             let name = input.parse::<kw::key>()?;
             seen_key = true;
             input.parse::<Token![=]>()?;
-            let lit = string_value(input, "key", "\"report:{tenant_id}\"")?;
-            keep(parse_template(&lit).and_then(|segments| {
-                set_once(
-                    &mut slots.key,
-                    KeyTemplate { lit, segments },
-                    "key",
-                    name.span,
-                )
-            }));
+            let value = parse_key(input)?;
+            keep(value.and_then(|key| set_once(&mut slots.key, key, "key", name.span)));
         } else if lookahead.peek(kw::limit) && kind == Kind::Semaphore {
             let name = input.parse::<kw::limit>()?;
             seen_limit = true;
@@ -169,27 +181,30 @@ fn parse_args(kind: Kind, input: ParseStream<'_>) -> Result<Args> {
         } else if lookahead.peek(kw::wait) {
             let name = input.parse::<kw::wait>()?;
             input.parse::<Token![=]>()?;
-            let lit = string_value(input, "wait", "\"10s\"")?;
-            keep(duration(&lit).and_then(|d| set_once(&mut slots.wait, d, "wait", name.span)));
+            let value = duration_arg(input, "wait", "\"10s\"")?;
+            keep(value.and_then(|d| set_once(&mut slots.wait, d, "wait", name.span)));
         } else if lookahead.peek(kw::lease) {
             let name = input.parse::<kw::lease>()?;
             input.parse::<Token![=]>()?;
-            let lit = string_value(input, "lease", "\"30s\"")?;
-            keep(duration(&lit).and_then(|d| {
-                if d.millis == 0 {
-                    return Err(Error::new(
-                        lit.span(),
-                        "`lease` must be longer than zero (the server rounds it up to whole seconds)",
-                    ));
+            let value = duration_arg(input, "lease", "\"30s\"")?;
+            keep(value.and_then(|d| {
+                if let DurationArg::Literal(lit) = &d {
+                    if lit.value.is_zero() {
+                        return Err(Error::new(
+                            lit.span,
+                            "`lease` must be longer than zero (the server rounds it up to whole \
+                             seconds)",
+                        ));
+                    }
                 }
                 set_once(&mut slots.lease, d, "lease", name.span)
             }));
         } else if lookahead.peek(kw::hold_at_least) {
             let name = input.parse::<kw::hold_at_least>()?;
             input.parse::<Token![=]>()?;
-            let lit = string_value(input, "hold_at_least", "\"30s\"")?;
+            let value = duration_arg(input, "hold_at_least", "\"30s\"")?;
             keep(
-                duration(&lit).and_then(|d| {
+                value.and_then(|d| {
                     set_once(&mut slots.hold_at_least, d, "hold_at_least", name.span)
                 }),
             );
@@ -342,80 +357,74 @@ fn parse_limit(input: ParseStream<'_>) -> Result<Result<Limit>> {
     }
 }
 
-fn duration(lit: &LitStr) -> Result<Millis> {
-    parse_duration(&lit.value())
-        .map(|millis| Millis {
-            millis,
-            span: lit.span(),
-        })
-        .map_err(|reason| Error::new(lit.span(), reason))
+/// `key = "..."` (a template, checked) or `key = EXPR` (formatted with `Display` at each
+/// call). The outer `Result` is a syntax error, the inner one a bad value.
+fn parse_key(input: ParseStream<'_>) -> Result<Result<Key>> {
+    if input.peek(LitStr) {
+        let lit: LitStr = input.parse()?;
+        return Ok(
+            parse_template(&lit).map(|segments| Key::Template(KeyTemplate { lit, segments }))
+        );
+    }
+    let expr: Expr = input.parse()?;
+    if let Expr::Lit(lit) = &expr {
+        return Ok(Err(Error::new_spanned(
+            lit,
+            "`key` takes a string template, e.g. `key = \"report:{tenant_id}\"`, or an \
+             expression that implements `Display`, e.g. `key = format!(\"report:{}\", id)` or \
+             `key = req.key()`",
+        )));
+    }
+    Ok(Ok(Key::Expr(expr)))
 }
 
-/// Parses `"500ms"`, `"10s"`, `"1.5s"`, `"2m"`, `"1h"`, and sums like `"1m30s"`, into whole
-/// milliseconds.
-pub(crate) fn parse_duration(text: &str) -> std::result::Result<u64, String> {
-    const UNITS: &str = "use a number and a unit: ms, s, m or h (e.g. \"500ms\", \"10s\", \"2m\")";
+/// `wait = "10s"` (checked) or `wait = EXPR` (a `std::time::Duration` at each call). The
+/// outer `Result` is a syntax error, the inner one a bad value.
+fn duration_arg(input: ParseStream<'_>, name: &str, example: &str) -> Result<Result<DurationArg>> {
+    if input.peek(LitStr) {
+        let lit: LitStr = input.parse()?;
+        let value = parse_duration(&lit.value())
+            .map(|value| {
+                DurationArg::Literal(DurationLit {
+                    value,
+                    span: lit.span(),
+                })
+            })
+            .map_err(|reason| Error::new(lit.span(), reason));
+        return Ok(value);
+    }
+    let expr: Expr = input.parse()?;
+    if let Expr::Lit(lit) = &expr {
+        return Ok(Err(Error::new_spanned(
+            lit,
+            format!(
+                "`{name}` takes a duration string, e.g. `{name} = {example}` (a plain number is \
+                 seconds: `{name} = \"10\"`), or an expression of type `std::time::Duration`, \
+                 e.g. `{name} = config.{name}`"
+            ),
+        )));
+    }
+    Ok(Ok(DurationArg::Expr(expr)))
+}
+
+/// Parses a duration literal with the grammar of the `DFLOCKD_*` variables: a plain number
+/// is seconds (`"10"`, `"1.5"`), anything else is humantime's (`"500ms"`, `"1.5s"`,
+/// `"1m30s"`). The same two lines as dflockd-core's `duration.rs` (the proc-macro cannot call
+/// it without building the whole client for the compiler); the table in
+/// `dflockd-core/src/duration/cases.rs` is tested against both.
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(format!("empty duration: {UNITS}"));
-    }
-    let mut total: u128 = 0;
-    let mut rest = trimmed;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, after) = rest.split_at(digits);
-        let unit_len = after
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        if number.is_empty() {
-            return Err(format!("invalid duration {text:?}: {UNITS}"));
-        }
-        let unit_ms: u128 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "" => return Err(format!("duration {text:?} has no unit: {UNITS}")),
-            other => {
-                return Err(format!(
-                    "unknown unit `{other}` in duration {text:?}: {UNITS}"
-                ));
-            }
-        };
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
-            return Err(format!("invalid number in duration {text:?}: {UNITS}"));
-        }
-        let scale = 10u128
-            .checked_pow(u32::try_from(fraction.len()).unwrap_or(u32::MAX))
-            .ok_or_else(|| format!("too many decimals in duration {text:?}"))?;
-        let parse = |s: &str| -> std::result::Result<u128, String> {
-            if s.is_empty() {
-                Ok(0)
-            } else {
-                s.parse::<u128>()
-                    .map_err(|_| format!("duration {text:?} is too long"))
-            }
-        };
-        let scaled = parse(whole)?
-            .checked_mul(scale)
-            .and_then(|w| w.checked_add(parse(fraction).ok()?))
-            .and_then(|n| n.checked_mul(unit_ms))
-            .ok_or_else(|| format!("duration {text:?} is too long"))?;
-        if scaled % scale != 0 {
-            return Err(format!(
-                "duration {text:?} is not a whole number of milliseconds"
-            ));
-        }
-        total = total
-            .checked_add(scaled / scale)
-            .ok_or_else(|| format!("duration {text:?} is too long"))?;
-        rest = after;
-    }
-    u64::try_from(total).map_err(|_| format!("duration {text:?} is too long"))
+    // The rule on top of humantime, the same two lines in dflockd-core's `duration.rs`: a plain
+    // number is seconds.
+    let plain = !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let parsed = if plain {
+        humantime::parse_duration(&format!("{trimmed}s"))
+    } else {
+        humantime::parse_duration(trimmed)
+    };
+    parsed.map_err(|e| {
+        format!(r#"invalid duration {text:?}: {e}; e.g. "10" (seconds), "1.5s", "500ms", "1m30s""#)
+    })
 }
 
 /// Parses a key template: text with `{param}` / `{param.field}` placeholders and `{{`, `}}`
@@ -515,38 +524,27 @@ fn placeholder(inner: &str) -> std::result::Result<Segment, String> {
     Ok(Segment::Placeholder { root, members })
 }
 
+/// The grammar's table, shared with dflockd-core (which parses the `DFLOCKD_*` variables with
+/// it). Only the tests read it, so the packaged crate does not need the file.
+#[cfg(test)]
+#[path = "../../dflockd-core/src/duration/cases.rs"]
+mod duration_cases;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        let ok = [
-            ("0s", 0),
-            ("500ms", 500),
-            ("10s", 10_000),
-            ("1.5s", 1_500),
-            ("2m", 120_000),
-            ("1h", 3_600_000),
-            ("1m30s", 90_000),
-            (" 3s ", 3_000),
-            (".5s", 500),
-        ];
-        for (text, ms) in ok {
-            assert_eq!(parse_duration(text), Ok(ms), "{text}");
-        }
-        for bad in [
-            "",
-            "10",
-            "10x",
-            "s",
-            "1.5ms",
-            "1..5s",
-            "-1s",
-            "1 s",
-            "99999999999999999999999h",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+    fn durations_follow_the_shared_table() {
+        for (text, expected) in duration_cases::CASES {
+            match (parse_duration(text), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{text:?}"),
+                (Err(got), Err(want)) => {
+                    assert!(got.contains(want), "{text:?}: {got:?} lacks {want:?}");
+                    assert!(got.starts_with("invalid duration "), "{got}");
+                }
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
         }
     }
 

@@ -11,7 +11,7 @@
 //!     let __dflockd_spec = ::dflockd::__private::Spec {
 //!         function: concat!(module_path!(), "::", "build"),
 //!         key: format!("report:{}", tenant),
-//!         wait: Some(Duration::from_millis(10000)),
+//!         wait: Some(Duration::new(10, 0)),
 //!         ..
 //!     };
 //!     let __dflockd_fallback = ::dflockd::__private::fallback::<Result<Report, AppError>>();
@@ -25,9 +25,11 @@
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{AttrStyle, Error, FnArg, Ident, ItemFn, Pat, ReturnType, Signature};
+use syn::{AttrStyle, Error, Expr, FnArg, Ident, ItemFn, Pat, ReturnType, Signature};
 
-use crate::attr::{Args, Kind, Limit, Millis, OnLeaseLoss, Segment};
+use crate::attr::{
+    Args, DurationArg, DurationLit, Key, KeyTemplate, Kind, Limit, OnLeaseLoss, Segment,
+};
 
 /// Expands one attribute. On any error the original item is emitted unchanged next to the
 /// errors, so the rest of the crate (and the IDE) keep seeing the function.
@@ -56,8 +58,12 @@ fn try_expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<T
     }));
     if let Some(func) = &func {
         errors.extend(check_signature(kind, &func.sig));
-        if let Some(args) = &args {
-            errors.extend(check_template(args, &func.sig));
+        if let Some(Args {
+            key: Key::Template(template),
+            ..
+        }) = &args
+        {
+            errors.extend(check_template(template, &func.sig));
         }
     }
     errors.finish()?;
@@ -133,10 +139,10 @@ fn parameter_names(sig: &Signature) -> Vec<String> {
         .collect()
 }
 
-fn check_template(args: &Args, sig: &Signature) -> Vec<Error> {
+fn check_template(template: &KeyTemplate, sig: &Signature) -> Vec<Error> {
     let names = parameter_names(sig);
     let mut errors = Vec::new();
-    for segment in &args.key.segments {
+    for segment in &template.segments {
         let Segment::Placeholder { root, .. } = segment else {
             continue;
         };
@@ -155,7 +161,7 @@ fn check_template(args: &Args, sig: &Signature) -> Vec<Error> {
             format!("`{root}` is not a parameter")
         };
         errors.push(Error::new(
-            args.key.lit.span(),
+            template.lit.span(),
             format!(
                 "unknown placeholder `{{{root}}}` in the key: {what}; {known} (write `{{{{` and \
                  `}}}}` for literal braces)"
@@ -172,13 +178,21 @@ fn ident(name: &str, span: Span) -> Ident {
     }
 }
 
-/// The expression that formats the key, spanned at the literal (so that a field that does
-/// not exist, or a value without `Display`, is reported there).
-fn key_expr(args: &Args, krate: &TokenStream) -> TokenStream {
-    let span = args.key.lit.span();
+/// The expression that makes the key: a template's `format!`, spanned at the literal (so that
+/// a field that does not exist, or a value without `Display`, is reported there), or the
+/// key expression's `Display`, spanned at the expression.
+fn key_expr(key: &Key, krate: &TokenStream) -> TokenStream {
+    let template = match key {
+        Key::Template(template) => template,
+        Key::Expr(expr) => {
+            let key = borrowed(expr);
+            return quote_spanned!(expr.span()=> #krate::__private::key_from(#key));
+        }
+    };
+    let span = template.lit.span();
     let mut format = String::new();
     let mut values = Vec::new();
-    for segment in &args.key.segments {
+    for segment in &template.segments {
         match segment {
             Segment::Text(text) => format.push_str(&text.replace('{', "{{").replace('}', "}}")),
             Segment::Placeholder { root, members } => {
@@ -201,6 +215,24 @@ fn key_expr(args: &Args, krate: &TokenStream) -> TokenStream {
     }
 }
 
+/// `&expr`, so that the key expression does not move what the body uses. Parenthesized only
+/// where precedence needs it: the compiler underlines an expression from its first token to
+/// its last only when no parentheses with a single span of ours enclose it.
+fn borrowed(expr: &Expr) -> TokenStream {
+    let span = expr.span();
+    match expr {
+        Expr::Path(_)
+        | Expr::Field(_)
+        | Expr::MethodCall(_)
+        | Expr::Call(_)
+        | Expr::Macro(_)
+        | Expr::Index(_)
+        | Expr::Paren(_)
+        | Expr::Lit(_) => quote_spanned!(span=> &#expr),
+        _ => quote_spanned!(span=> &(#expr)),
+    }
+}
+
 /// Whether a type mentions `impl Trait` (which cannot be written in a turbofish).
 fn mentions_impl(tokens: TokenStream) -> bool {
     tokens.into_iter().any(|tree| match tree {
@@ -210,11 +242,18 @@ fn mentions_impl(tokens: TokenStream) -> bool {
     })
 }
 
-fn duration(krate: &TokenStream, value: Option<&Millis>) -> TokenStream {
+/// A duration argument as an `Option<Duration>`: a literal's value, or the expression through
+/// `duration_from`, spanned at the expression so that a wrong type is reported there.
+fn duration(krate: &TokenStream, value: Option<&DurationArg>) -> TokenStream {
     match value {
-        Some(Millis { millis, span }) => {
-            let millis = Literal::u64_suffixed(*millis);
-            quote_spanned!(*span=> #krate::__private::Some(#krate::__private::Duration::from_millis(#millis)))
+        Some(DurationArg::Literal(DurationLit { value, span })) => {
+            let secs = Literal::u64_suffixed(value.as_secs());
+            let nanos = Literal::u32_suffixed(value.subsec_nanos());
+            quote_spanned!(*span=> #krate::__private::Some(#krate::__private::Duration::new(#secs, #nanos)))
+        }
+        Some(DurationArg::Expr(expr)) => {
+            // By value: durations are `Copy`, and the whole expression is underlined on error.
+            quote_spanned!(expr.span()=> #krate::__private::Some(#krate::__private::duration_from(#expr)))
         }
         None => quote!(#krate::__private::None),
     }
@@ -242,7 +281,7 @@ fn generate(args: &Args, func: ItemFn) -> TokenStream {
         }
         None => quote!(#krate::__private::default_client()),
     };
-    let key = key_expr(args, &krate);
+    let key = key_expr(&args.key, &krate);
     let limit = match &args.limit {
         Some(Limit::Literal(n, span)) => {
             let n = Literal::u32_suffixed(*n);
@@ -342,7 +381,7 @@ mod tests {
         );
         assert!(out.contains(":: renamed :: __private :: fallback :: < Result < u8 , E > >"));
         assert!(out.contains("async move { Ok (1) }"), "{out}");
-        assert!(out.contains("from_millis (1000u64)"), "{out}");
+        assert!(out.contains("Duration :: new (1u64 , 0u32)"), "{out}");
         assert!(
             !out.contains(":: dflockd ::"),
             "the crate override is used everywhere"
@@ -357,6 +396,42 @@ mod tests {
             ),
         );
         assert!(out.contains("__private :: fallback ()"), "{out}");
+    }
+
+    #[test]
+    fn expressions_are_evaluated_in_the_body_and_borrowed() {
+        let out = expand_str(
+            quote!(
+                key = req.key(),
+                wait = cfg.wait,
+                lease = "10",
+                hold_at_least = a + b
+            ),
+            quote!(
+                async fn f(req: Req, cfg: Cfg, a: Duration, b: Duration) {}
+            ),
+        );
+        assert!(out.contains("key_from (& req . key ())"), "{out}");
+        assert!(out.contains("duration_from (cfg . wait)"), "{out}");
+        assert!(out.contains("duration_from (a + b)"), "{out}");
+        assert!(out.contains("Duration :: new (10u64 , 0u32)"), "{out}");
+
+        // Precedence: a binary expression is borrowed as a whole.
+        let out = expand_str(
+            quote!(key = prefix + &id),
+            quote!(
+                async fn f() {}
+            ),
+        );
+        assert!(out.contains("key_from (& (prefix + & id))"), "{out}");
+        // A template's placeholders are checked; an expression's names are the compiler's.
+        let out = expand_str(
+            quote!(key = nope),
+            quote!(
+                async fn f() {}
+            ),
+        );
+        assert!(!out.contains("compile_error"), "{out}");
     }
 
     #[test]

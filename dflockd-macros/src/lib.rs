@@ -33,8 +33,9 @@
 //!
 //! | what | where |
 //! |---|---|
-//! | key templates with `{param}`, `{param.field}`, `{self.field}`, checked at compile time | [`exclusive`](macro@exclusive#the-key-template) |
+//! | key templates with `{param}`, `{param.field}`, `{self.field}`, checked at compile time, or any `Display` expression (`key = req.key()`) | [`exclusive`](macro@exclusive#the-key) |
 //! | queue up to `wait`, or skip if busy (`wait = "0s"`) | [`exclusive`](macro@exclusive#arguments) |
+//! | durations as literals checked at compile time (`"1m30s"`, `"10"`), or `Duration` expressions (`wait = config.wait`) | [`exclusive`](macro@exclusive#arguments) |
 //! | busy and failures by return type: `Result`, `Option`, `()` | [`exclusive`](macro@exclusive#busy-failures-and-the-return-type) |
 //! | lease renewed in the background; the body cancelled on lease loss (or not) | [`exclusive`](macro@exclusive#lease-loss) |
 //! | minimum hold time (`hold_at_least`) | [`exclusive`](macro@exclusive#minimum-hold) |

@@ -1,6 +1,7 @@
 //! Every supported signature shape compiles, and the futures are `Send`.
 use std::fmt::Display;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dflockd::{Client, Error};
 
@@ -106,6 +107,65 @@ async fn semaphore_expr(id: u8) {
     let _ = id;
 }
 
+// Expressions: a whole key, durations from configuration, evaluated at each call.
+struct Config {
+    wait: Duration,
+    lease: Duration,
+}
+
+impl Config {
+    fn hold(&self) -> Duration {
+        self.lease / 2
+    }
+}
+
+struct Request {
+    tenant: String,
+    id: u64,
+}
+
+impl Request {
+    fn key(&self) -> String {
+        format!("req:{}", self.id)
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+#[dflockd::exclusive(
+    key = format!("order:{}:{}", request.tenant, request.id),
+    wait = config.wait,
+    lease = &config.lease,
+    hold_at_least = config.hold()
+)]
+async fn key_expression(request: Request, config: &Config) -> Result<u64, Error> {
+    // `request` was borrowed by the key, not moved.
+    Ok(request.id)
+}
+
+#[dflockd::exclusive(key = request.key(), lease = LEASE, wait = "10")]
+async fn method_key(request: &Request) -> Option<String> {
+    Some(request.tenant.clone())
+}
+
+#[dflockd::exclusive(key = name, wait = Duration::ZERO)]
+async fn string_key(name: String) -> Option<String> {
+    Some(name)
+}
+
+struct Configured {
+    name: String,
+    count: u32,
+    config: Config,
+}
+
+impl Configured {
+    #[dflockd::exclusive_semaphore(key = self.name, limit = self.count, wait = self.config.wait)]
+    async fn run(&self) -> Option<u32> {
+        Some(self.count)
+    }
+}
+
 trait Job {
     fn run(&self) -> impl std::future::Future<Output = Result<(), AppError>> + Send;
     async fn run_local(&self) -> Option<()>;
@@ -159,4 +219,22 @@ fn main() {
     assert_send(&mutable_param(1));
     assert_send(&destructured((1, 2), 3));
     assert_send(&service.by_value());
+
+    let config = Config {
+        wait: Duration::from_secs(1),
+        lease: Duration::from_secs(10),
+    };
+    let request = Request {
+        tenant: "acme".into(),
+        id: 7,
+    };
+    assert_send(&method_key(&request));
+    assert_send(&key_expression(request, &config));
+    assert_send(&string_key("a".into()));
+    let configured = Configured {
+        name: "pool".into(),
+        count: 2,
+        config,
+    };
+    assert_send(&configured.run());
 }
