@@ -28,7 +28,8 @@ struct Settings {
     run_for: Duration,
     hold_for: Duration,
     many: usize,
-    /// Run only the parts whose names are listed (`single`, `parallel`, `hot`, `tls`, `many`).
+    /// Run only the parts whose names are listed (`single`, `parallel` or one of
+    /// `parallel16`, `parallel64`, `parallel256`, `hot`, `tls`, `layer`, `many`).
     only: Vec<String>,
 }
 
@@ -85,6 +86,7 @@ impl Sample {
         println!("figure {name}_ops {:.0} ops/s", self.ops_per_s());
         println!("figure {name}_p50 {:.0} us", self.pct(0.50));
         println!("figure {name}_p99 {:.0} us", self.pct(0.99));
+        println!("figure {name}_p999 {:.0} us", self.pct(0.999));
         if !self.cpu.is_zero() {
             println!(
                 "figure {name}_client_cpu_per_op {:.1} us",
@@ -94,8 +96,14 @@ impl Sample {
     }
 }
 
+/// Throughput of `a` over `b` (above 1: `a` is faster).
 fn ratio(name: &str, a: &Sample, b: &Sample) {
     println!("ratio {name} {:.3}", a.ops_per_s() / b.ops_per_s());
+}
+
+/// The 99th percentile of `a` over `b`'s (below 1: `a`'s tail is shorter).
+fn p99_ratio(name: &str, a: &Sample, b: &Sample) {
+    println!("ratio {name} {:.3}", a.pct(0.99) / b.pct(0.99).max(1.0));
 }
 
 /// Rounds in which the two sides of a comparison alternate, so that load from elsewhere on a
@@ -146,6 +154,7 @@ async fn compare(
     raw_sample.print(raw);
     client_sample.print(name);
     ratio(&format!("{name}_vs_raw"), &client_sample, &raw_sample);
+    p99_ratio(&format!("{name}_p99_vs_raw"), &client_sample, &raw_sample);
 }
 
 // ---- raw protocol ---------------------------------------------------------------------------
@@ -292,6 +301,90 @@ async fn client_loop(client: &Client, workers: usize, hot: bool, run_for: Durati
         }
     })
     .await
+}
+
+// ---- the tower layer -----------------------------------------------------------------------
+
+mod layer {
+    //! What the lock layer adds to a request: the same trivial service called by 16 tasks,
+    //! without the layer and with a `LockLayer` keyed per task (so requests never wait for
+    //! each other's keys). Called in process, without HTTP, so the difference is the layer's:
+    //! its acquire and release round trips and its bookkeeping.
+
+    use std::convert::Infallible;
+    use std::time::{Duration, Instant};
+
+    use dflockd::Client;
+    use dflockd::tower::LockLayer;
+    use http::{Request, Response};
+    use tower::{Layer, Service, ServiceExt};
+
+    use super::{Sample, alternate_fn, run_workers};
+
+    const TASKS: usize = 16;
+
+    async fn handler(_: Request<()>) -> Result<Response<String>, Infallible> {
+        Ok(Response::new(String::new()))
+    }
+
+    async fn drive<S>(service: S, run_for: Duration) -> Sample
+    where
+        S: Service<Request<()>> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Response: Send,
+        S::Error: std::fmt::Debug + Send,
+    {
+        run_workers(TASKS, run_for, |worker, stop| {
+            let mut service = service.clone();
+            async move {
+                let mut sample = Sample::default();
+                loop {
+                    let t = Instant::now();
+                    if t >= stop {
+                        break;
+                    }
+                    let request = Request::builder()
+                        .header("x-worker", worker)
+                        .body(())
+                        .expect("request");
+                    service
+                        .ready()
+                        .await
+                        .expect("ready")
+                        .call(request)
+                        .await
+                        .expect("call");
+                    sample.record(t);
+                }
+                sample
+            }
+        })
+        .await
+    }
+
+    pub(super) async fn compare(client: &Client, run: Duration) {
+        let prefix = format!("layer{}", fastrand::u32(..));
+        let plain = tower::service_fn(handler);
+        let locked = LockLayer::new(client.clone(), move |req: &Request<()>| {
+            let worker = req.headers().get("x-worker")?.to_str().ok()?;
+            Some(format!("{prefix}:{worker}"))
+        })
+        .layer(tower::service_fn(handler));
+        let (without, with) = alternate_fn(
+            run,
+            async |d| drive(plain, d).await,
+            async |d| drive(locked.clone(), d).await,
+        )
+        .await;
+        without.print("layer_without_16tasks");
+        with.print("layer_with_16tasks");
+        for (name, p) in [("p50", 0.50), ("p99", 0.99)] {
+            println!(
+                "figure layer_added_{name} {:.0} us",
+                with.pct(p) - without.pct(p)
+            );
+        }
+    }
 }
 
 // ---- many locks -----------------------------------------------------------------------------
@@ -590,15 +683,24 @@ async fn main() {
             (cpu_time() - cpu).as_secs_f64() * 1e6 / s.ops as f64
         );
     }
-    if settings.wants("parallel") {
+    // Distinct keys from many tasks: the raw loop has a connection per task, the client its
+    // pool (`client_connections` says how many it opened).
+    for tasks in [16, 64, 256] {
+        if !(settings.wants("parallel") || settings.wants(&format!("parallel{tasks}"))) {
+            continue;
+        }
         compare(
-            "highlevel_16tasks",
-            "raw_16conn",
+            &format!("highlevel_{tasks}tasks"),
+            &format!("raw_{tasks}conn"),
             run,
-            async |d| raw_loop(&addr, None, 16, false, d).await,
-            async |d| client_loop(&client, 16, false, d).await,
+            async |d| raw_loop(&addr, None, tasks, false, d).await,
+            async |d| client_loop(&client, tasks, false, d).await,
         )
         .await;
+        println!(
+            "figure highlevel_{tasks}tasks_client_connections {} connections",
+            client.open_connections()
+        );
     }
     if settings.wants("hot") {
         compare(
@@ -653,6 +755,10 @@ async fn main() {
             "figure highlevel_tls_connections {} connections",
             tls_client.open_connections()
         );
+    }
+
+    if settings.wants("layer") {
+        layer::compare(&client, run).await;
     }
 
     if settings.wants("many") {
