@@ -331,13 +331,35 @@ pub(crate) enum Renewal {
     Failed,
 }
 
-pub(crate) fn renewal(outcome: Renewal) {
-    let outcome = match outcome {
-        Renewal::Ok => "ok",
-        Renewal::Refused => "refused",
-        Renewal::Failed => "error",
-    };
-    metrics::counter!(RENEWALS_TOTAL, "outcome" => outcome).increment(1);
+/// A renew sent: counted with its answer ([`Renew::answered`]), or as failed when it is
+/// dropped unanswered (its connection died, or it outlived the request timeout).
+#[derive(Debug)]
+pub(crate) struct Renew {
+    counted: bool,
+}
+
+impl Renew {
+    pub(crate) fn sent() -> Self {
+        Renew { counted: false }
+    }
+
+    pub(crate) fn answered(mut self, outcome: Renewal) {
+        self.counted = true;
+        let outcome = match outcome {
+            Renewal::Ok => "ok",
+            Renewal::Refused => "refused",
+            Renewal::Failed => "error",
+        };
+        metrics::counter!(RENEWALS_TOTAL, "outcome" => outcome).increment(1);
+    }
+}
+
+impl Drop for Renew {
+    fn drop(&mut self) {
+        if !self.counted {
+            metrics::counter!(RENEWALS_TOTAL, "outcome" => "error").increment(1);
+        }
+    }
 }
 
 /// `server` answered with the error `status`.

@@ -96,8 +96,18 @@ pub(crate) enum Renewal {
     Failed,
 }
 
-#[inline(always)]
-pub(crate) fn renewal(_: Renewal) {}
+#[derive(Debug)]
+pub(crate) struct Renew;
+
+impl Renew {
+    #[inline(always)]
+    pub(crate) fn sent() -> Self {
+        Renew
+    }
+
+    #[inline(always)]
+    pub(crate) fn answered(self, _: Renewal) {}
+}
 
 #[inline(always)]
 pub(crate) fn server_error(_: &str, _: &ServerStatus) {}

@@ -200,6 +200,8 @@ pub(crate) struct PendingRenew {
     pub(crate) sent: Instant,
     pub(crate) deadline: Instant,
     pub(crate) tx: Option<tokio::sync::oneshot::Sender<crate::error::Result<Duration>>>,
+    /// Counted in the metrics with its answer, or as failed if it goes unanswered.
+    pub(crate) counted: crate::metrics::Renew,
 }
 
 impl Pending {

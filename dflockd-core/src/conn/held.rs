@@ -140,6 +140,7 @@ impl Conn {
                         sent: now,
                         deadline: now + timeout,
                         tx: Some(tx),
+                        counted: crate::metrics::Renew::sent(),
                     })
                 },
             )

@@ -131,6 +131,7 @@ impl Conn {
                     sent: now,
                     deadline: now + timeout,
                     tx: None,
+                    counted: metrics::Renew::sent(),
                 }));
             }
             for (family, key, token, counted) in std::mem::take(&mut st.releases) {

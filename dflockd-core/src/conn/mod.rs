@@ -66,7 +66,6 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::error::{Error, Result, TlsEvidence, TlsProblem};
 use crate::lease::{LeasePolicy, LossReason};
-use crate::metrics;
 use crate::proto::InvalidInput;
 use call::{Answer, Call, CallError, Pending, PendingCall, PendingRenew, Wire};
 use close::CloseSignal;
@@ -163,7 +162,7 @@ impl Conn {
         let opened = connect::open(&settings, &server).await?;
         let read_turn = Arc::new(ReadTurn::default());
         let state = State::new(settings.policy, reservation, permit, Instant::now());
-        let summary = Summary::new(metrics::ConnGauges::opened(&server));
+        let summary = Summary::new(crate::metrics::ConnGauges::opened(&server));
         summary.publish(&state);
         let conn = Arc::new(Conn {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
@@ -431,11 +430,8 @@ impl Conn {
                     waiter: Some(waker),
                     ..
                 }) => waker.wake(),
-                Pending::Renew(PendingRenew { tx, .. }) => {
-                    metrics::renewal(metrics::Renewal::Failed);
-                    if let Some(tx) = tx {
-                        let _ = tx.send(Err(self.dead_error(reason)));
-                    }
+                Pending::Renew(PendingRenew { tx: Some(tx), .. }) => {
+                    let _ = tx.send(Err(self.dead_error(reason)));
                 }
                 _ => {}
             }

@@ -253,11 +253,8 @@ impl Conn {
                 drop(st);
                 waker.wake();
             }
-            Some(Pending::Renew(PendingRenew { tx, .. })) => {
-                metrics::renewal(Renewal::Failed);
-                if let Some(tx) = tx {
-                    let _ = tx.send(Err(error));
-                }
+            Some(Pending::Renew(PendingRenew { tx: Some(tx), .. })) => {
+                let _ = tx.send(Err(error));
             }
             _ => {}
         }
@@ -411,12 +408,16 @@ impl Conn {
         line: &[u8],
     ) -> std::result::Result<(), &'static str> {
         let PendingRenew {
-            lock_id, sent, tx, ..
+            lock_id,
+            sent,
+            tx,
+            counted,
+            ..
         } = renew;
         let now = Instant::now();
         let result = match Reply::parse(Expect::Renew, line) {
             Ok(Reply::Renewed { lease_s, .. }) => {
-                metrics::renewal(Renewal::Ok);
+                counted.answered(Renewal::Ok);
                 let lease = Duration::from_secs(lease_s);
                 if let Some(at) = st
                     .leases
@@ -429,7 +430,7 @@ impl Conn {
             }
             Ok(_) | Err(ReplyError::Malformed(_)) => {
                 drop(st);
-                metrics::renewal(Renewal::Failed);
+                counted.answered(Renewal::Failed);
                 if let Some(tx) = tx {
                     let _ = tx.send(Err(Error::Protocol {
                         server: self.server.to_string(),
@@ -442,7 +443,7 @@ impl Conn {
                 let lost = st.leases.forget(lock_id);
                 drop(st);
                 metrics::server_error(&self.server, &ServerStatus::Error);
-                metrics::renewal(Renewal::Refused);
+                counted.answered(Renewal::Refused);
                 let reason = LossReason::RenewRefused;
                 let key = lost.as_ref().map(|h| h.key.to_string()).unwrap_or_default();
                 if let Some(h) = lost {
@@ -458,7 +459,7 @@ impl Conn {
             }
             Err(ReplyError::Server(status)) => {
                 metrics::server_error(&self.server, &status);
-                metrics::renewal(Renewal::Failed);
+                counted.answered(Renewal::Failed);
                 // Transient (draining, not leader, unknown word): retry before the deadline;
                 // the deadline itself does not move.
                 let held = st.leases.get(lock_id).map(|h| {
