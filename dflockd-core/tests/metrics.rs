@@ -286,7 +286,7 @@ async fn scenario() {
     assert_eq!(m.gauge(HELD, &[LOCK]), 0.0);
     assert_eq!(m.gauge(HELD, &[SEM, TENANT]), 0.0);
     // Nothing labelled with a key the label function left out, and no other label values.
-    for ((name, labels), _) in &m.values {
+    for (name, labels) in m.values.keys() {
         for (label, value) in labels {
             let allowed: &[&str] = match label.as_str() {
                 "kind" => &["lock", "semaphore"],
