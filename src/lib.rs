@@ -15,6 +15,7 @@
 //! | `tls-aws-lc-rs` | no | aws-lc-rs as the crypto provider, used when ring is on too; without ring: `default-features = false, features = ["tls-aws-lc-rs", ...]` |
 //! | `tls-webpki-roots` | no | Mozilla's root certificates compiled in (`TlsOptions::webpki_roots`, `DFLOCKD_TLS=webpki`) |
 //! | `tls-base` | through the above | TLS without a bundled crypto provider (the application installs one) |
+//! | `metrics` | no | metrics through the `metrics` facade crate, for any exporter: the client's, the layers' and the macros' (`dflockd::metrics` has the table) |
 //!
 //! With `default-features = false` and none of the `tls*` features, the client has no TLS and
 //! no rustls. See [`dflockd_core`]'s documentation for how the crypto provider is chosen.

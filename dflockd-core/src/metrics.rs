@@ -28,7 +28,7 @@
 //! | `dflockd_queued_duration_seconds` | histogram, seconds | `kind`, *key* | grants after a wait in the server's queue: from the request that queued to the grant |
 //! | `dflockd_held` | gauge | `kind`, *key* | locks and semaphore slots this process holds now (granted and neither released, dropped nor lost) |
 //! | `dflockd_renewals_total` | counter | `outcome` | lease renewals (background and `Guard::renew`) by answer |
-//! | `dflockd_lease_losses_total` | counter | `kind`, `reason`, *key* | leases lost ([`LossReason`](crate::LossReason)) |
+//! | `dflockd_lease_losses_total` | counter | `kind`, `reason`, *key* | leases lost ([`LossReason`]) |
 //! | `dflockd_releases_total` | counter | `kind`, `outcome`, *key* | releases: `Guard::release` (and what releases through it: sections, the tower layers, the macros) by its result, and the background releases of dropped guards by the server's answer |
 //! | `dflockd_connections_open` | gauge | `server` | connections open to the server |
 //! | `dflockd_connections_in_use` | gauge | `server` | open connections that hold a lock, carry a request or are reserved for a wait |
