@@ -427,24 +427,30 @@ impl ConnGauges {
     }
 
     /// The connection's state now: `dead`, `in_use`, `pending` requests. Called under its
-    /// state lock.
+    /// state lock (or when it is dropped), so a load and a store are one step.
     pub(crate) fn report(&self, dead: bool, in_use: bool, pending: usize) {
+        // Loads first: most calls change nothing, and then write nothing.
         let in_use = in_use && !dead;
-        if dead && !self.was_dead.swap(true, Ordering::Relaxed) {
+        if dead && !self.was_dead.load(Ordering::Relaxed) {
+            self.was_dead.store(true, Ordering::Relaxed);
             self.open.decrement(1.0);
         }
-        if self.was_in_use.swap(in_use, Ordering::Relaxed) != in_use {
+        if self.was_in_use.load(Ordering::Relaxed) != in_use {
+            self.was_in_use.store(in_use, Ordering::Relaxed);
             if in_use {
                 self.in_use.increment(1.0);
             } else {
                 self.in_use.decrement(1.0);
             }
         }
-        let was = self.was_pending.swap(pending, Ordering::Relaxed);
-        if pending > was {
-            self.in_flight.increment((pending - was) as f64);
-        } else if pending < was {
-            self.in_flight.decrement((was - pending) as f64);
+        let was = self.was_pending.load(Ordering::Relaxed);
+        if was != pending {
+            self.was_pending.store(pending, Ordering::Relaxed);
+            if pending > was {
+                self.in_flight.increment((pending - was) as f64);
+            } else {
+                self.in_flight.decrement((was - pending) as f64);
+            }
         }
     }
 }
