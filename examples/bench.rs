@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p dflockd --example bench            # full run (about 2 minutes)
 //! cargo run --release -p dflockd --example bench -- --quick # a few seconds per figure
+//! cargo run --release -p dflockd --example bench --features metrics -- --quick # metrics on
 //! ```
 //!
 //! The server runs in a child process (the `dflockd-testkit` binary, built on demand) so that
@@ -608,6 +609,15 @@ fn parse_args() -> Settings {
 #[tokio::main]
 async fn main() {
     let settings = parse_args();
+    // With the `metrics` feature, the client records into a Prometheus recorder meanwhile:
+    // the figures then include what metrics cost.
+    #[cfg(feature = "metrics")]
+    let _metrics = {
+        eprintln!("metrics: recorded into a Prometheus recorder");
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the process's only recorder")
+    };
     let external = std::env::var("DFLOCKD_SERVERS")
         .ok()
         .filter(|s| !s.trim().is_empty());

@@ -4,6 +4,8 @@
 pub use dflockd_core::*;
 
 #[cfg(feature = "macros")]
+mod macros_metrics;
+#[cfg(feature = "macros")]
 mod macros_support;
 #[cfg(feature = "macros")]
 pub use macros_support::{CurrentLock, current_lock, default_client, set_default_client};

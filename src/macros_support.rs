@@ -403,6 +403,7 @@ pub(crate) mod __private {
 /// whether its return value tells the caller.
 fn report(spec: &__private::Spec, error: &Error, returned: bool) {
     let (function, key) = (spec.function, spec.key.as_str());
+    crate::macros_metrics::skipped(function, error, spec.wait);
     let cancelled = matches!(error, Error::LeaseLost { .. });
     if returned {
         tracing::debug!(function, key, %error, cancelled, "not run; the error is returned");

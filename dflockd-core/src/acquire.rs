@@ -18,6 +18,7 @@ use crate::conn::pool::ServerPool;
 use crate::error::{Error, Result};
 use crate::guard::{Guard, HeldLock, Origin};
 use crate::inner::ClientInner;
+use crate::metrics;
 use crate::proto::{Family, InvalidInput, MAX_WIRE_INT, Request, validate_client_key};
 use crate::section;
 
@@ -38,6 +39,8 @@ pub(crate) struct Spec {
     wire: WireCache,
     /// How [`Spec::run`] runs a section.
     pub(crate) policy: section::Policy,
+    /// What its metrics are labelled with.
+    labels: metrics::Labels,
 }
 
 impl fmt::Debug for Spec {
@@ -76,6 +79,7 @@ impl Spec {
             valid: validate_client_key(&key).is_ok(),
             hot_hash: client.hot_keys.hash(&key),
         };
+        let labels = client.metrics.labels(family, &key);
         Spec {
             family,
             key: key.into(),
@@ -86,6 +90,7 @@ impl Spec {
             park_hint: ParkHint::default(),
             wire: WireCache::default(),
             policy: section::Policy::default(),
+            labels,
             client,
         }
     }
@@ -136,6 +141,7 @@ impl Spec {
         GrantMeta {
             family: self.family,
             key: self.key.clone(),
+            labels: self.labels.clone(),
         }
     }
 
@@ -188,9 +194,15 @@ impl Spec {
 
     /// Acquires, waiting up to `timeout` (zero: try once).
     pub(crate) async fn acquire(&self, timeout: Duration) -> Result<Guard> {
+        let started = Instant::now();
+        let result = self.acquire_from(started, timeout).await;
+        metrics::acquired(&self.labels, &result, timeout.is_zero(), started);
+        result
+    }
+
+    async fn acquire_from(&self, started: Instant, timeout: Duration) -> Result<Guard> {
         self.check(timeout)?;
         let pool = self.client.pool_for(&self.key)?;
-        let started = Instant::now();
         let deadline = started + timeout + self.client.settings.request_timeout;
 
         // Fast path: a try-once on a shared connection, one round trip when the key is free.
@@ -222,11 +234,13 @@ impl Spec {
         };
         let wait_s = whole_seconds(remaining).max(1);
         let pooled_before = crate::conn::conn_id_mark();
+        let mut queued;
         let (conn, answer) = loop {
             let parked = pool.parked(deadline, &self.park_hint).await?;
             let call = self
                 .acquire_call(wait_s)
                 .blocking(Duration::from_secs(wait_s));
+            queued = metrics::Stopwatch::start();
             match parked.call(call).await {
                 // Queue again: see `Conn::died_unnoticed`.
                 Err(e) if parked.conn().died_unnoticed(&e, pooled_before) => {}
@@ -235,6 +249,7 @@ impl Spec {
         };
         match answer {
             Answer::Granted(granted) => {
+                metrics::queued(&self.labels, queued);
                 Guard::new(self.origin(), conn, granted, started)?
                     .confirmed()
                     .await
@@ -269,9 +284,15 @@ impl Spec {
 
     /// Two-phase acquisition, first half.
     pub(crate) async fn enqueue(&self) -> Result<Enqueued> {
+        let started = Instant::now();
+        let result = self.enqueue_from(started).await;
+        metrics::enqueued(&self.labels, &result, started);
+        result
+    }
+
+    async fn enqueue_from(&self, started: Instant) -> Result<Enqueued> {
         self.check(Duration::ZERO)?;
         let pool: &ServerPool = self.client.pool_for(&self.key)?;
-        let started = Instant::now();
         let deadline = started + self.client.settings.request_timeout;
         let parked = pool.parked(deadline, &self.park_hint).await?;
         let request = Request::Enqueue {
@@ -409,7 +430,14 @@ impl Queued {
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future closes the connection, leaving the queue.
-    pub async fn wait(mut self, timeout: Duration) -> Result<Guard> {
+    pub async fn wait(self, timeout: Duration) -> Result<Guard> {
+        let (labels, started) = (self.spec.labels.clone(), self.started);
+        let result = self.wait_for(timeout).await;
+        metrics::acquired(&labels, &result, false, started);
+        result
+    }
+
+    async fn wait_for(mut self, timeout: Duration) -> Result<Guard> {
         // Before anything is sent: an error here drops `self`, which leaves the queue.
         check_seconds("timeout", timeout)?;
         self.waited = true;
@@ -428,6 +456,7 @@ impl Queued {
         let conn = self.parked.conn().clone();
         match answer {
             Answer::Granted(granted) => {
+                metrics::queued(&spec.labels, metrics::Stopwatch::since(self.started));
                 let mut guard = Guard::new(spec.origin(), conn, granted, self.started)?;
                 // The grant may have come at any moment since the enqueue. A server that
                 // restarts the lease with the `w` answers for a lease it still knows, but the

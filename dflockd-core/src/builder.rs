@@ -65,6 +65,7 @@ pub struct ClientBuilder {
     lease: Option<Duration>,
     shard: Box<dyn ShardStrategy>,
     server_version: Option<ServerVersion>,
+    metrics: crate::metrics::ClientMetrics,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -83,8 +84,10 @@ impl fmt::Debug for ClientBuilder {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("lease", &self.lease)
-            .field("server_version", &self.server_version)
-            .finish_non_exhaustive()
+            .field("server_version", &self.server_version);
+        #[cfg(feature = "metrics")]
+        d.field("metrics_key_label", &self.metrics.key_label.is_some());
+        d.finish_non_exhaustive()
     }
 }
 
@@ -108,6 +111,7 @@ impl Default for ClientBuilder {
             lease: None,
             shard: Box::new(Crc32),
             server_version: None,
+            metrics: Default::default(),
         }
     }
 }
@@ -249,6 +253,33 @@ impl ClientBuilder {
     #[must_use]
     pub fn server_version(mut self, version: ServerVersion) -> Self {
         self.server_version = Some(version);
+        self
+    }
+
+    /// Adds a `key` label to the metrics of locks and semaphores (acquisitions, held,
+    /// queued, lease losses, releases: see [`metrics`](crate::metrics)), with the value `f`
+    /// returns for the lock's key; none where it returns `None`. Every distinct value is a
+    /// time series of its own: return a small set of values, such as the key's prefix, never
+    /// the key itself when keys are many. Called once per lock or semaphore handle.
+    ///
+    /// ```
+    /// let client = dflockd_core::Client::builder()
+    ///     // "tenant:42:invoice:7" -> "tenant"
+    ///     .metrics_key_label(|key| Some(key.split(':').next()?.to_owned()))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = client;
+    /// ```
+    ///
+    /// Default is none: the key is never a label.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    #[must_use]
+    pub fn metrics_key_label<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&str) -> Option<String> + Send + Sync + 'static,
+    {
+        self.metrics.key_label = Some(Arc::new(f));
         self
     }
 
@@ -427,6 +458,7 @@ impl ClientBuilder {
                 release_timeout: self.release_timeout,
                 hot_keys: crate::hot::HotKeys::default(),
                 server_version: self.server_version,
+                metrics: self.metrics,
             }),
         })
     }

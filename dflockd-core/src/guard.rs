@@ -88,7 +88,7 @@ impl Guard {
             fence,
             lease_s = grant.lease_s,
             waited_ms = started.elapsed().as_millis() as u64,
-            outcome = "acquired",
+            outcome = "granted",
             "acquire"
         );
         Ok(Guard {
@@ -251,6 +251,13 @@ impl Guard {
     /// the background if the future is dropped before sending it.
     pub async fn release(mut self) -> Result<()> {
         self.done = true;
+        let result = self.send_release().await;
+        self.shared().metrics.released(&result);
+        result
+    }
+
+    /// [`Guard::release`], once the guard is marked done.
+    async fn send_release(&self) -> Result<()> {
         // Stops the renewals (no lock needed: the connection looks at this state). A lease
         // that was lost is no longer registered on the connection.
         if !self.shared().mark_released() {
@@ -293,7 +300,10 @@ impl Guard {
         fallback.disarm(matches!(outcome, Ok(_) | Err(Error::Refused { .. })));
         let result = match outcome {
             Ok(_) => Ok(()),
-            Err(Error::Refused { .. }) => Err(self.lost_error(LossReason::Expired)),
+            Err(Error::Refused { .. }) => {
+                self.shared().metrics.lost(LossReason::Expired);
+                Err(self.lost_error(LossReason::Expired))
+            }
             Err(e) => Err(e),
         };
         tracing::debug!(

@@ -24,6 +24,8 @@ pub(crate) struct ClientInner {
     /// Keys found busy a moment ago (their acquires go straight to the wait).
     pub(crate) hot_keys: HotKeys,
     pub(crate) server_version: Option<ServerVersion>,
+    /// The key label of the metrics (nothing without the feature).
+    pub(crate) metrics: crate::metrics::ClientMetrics,
 }
 
 impl ClientInner {

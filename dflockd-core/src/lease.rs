@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 
+use crate::metrics;
+
 /// Why a lease was lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -70,15 +72,28 @@ pub(crate) struct LeaseShared {
     lease_ms: AtomicU64,
     /// Created by the first watch: most grants are never watched.
     notify: OnceLock<Arc<Notify>>,
+    /// Counted as held until it leaves the held state (nothing without the feature).
+    pub(crate) metrics: metrics::Lease,
 }
 
 impl LeaseShared {
+    /// The state of a grant that is not counted in the metrics (nobody holds it).
     pub(crate) fn new(lease: Duration) -> Arc<Self> {
+        Self::with_metrics(lease, metrics::Lease::untracked())
+    }
+
+    /// The state of a grant registered on its connection: held by this process from now on.
+    pub(crate) fn held(lease: Duration, labels: &metrics::Labels) -> Arc<Self> {
+        Self::with_metrics(lease, metrics::Lease::held(labels))
+    }
+
+    fn with_metrics(lease: Duration, metrics: metrics::Lease) -> Arc<Self> {
         Arc::new(LeaseShared {
             state: AtomicU8::new(HELD),
             reason: OnceLock::new(),
             lease_ms: AtomicU64::new(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
             notify: OnceLock::new(),
+            metrics,
         })
     }
 
@@ -116,6 +131,8 @@ impl LeaseShared {
             .compare_exchange(HELD, LOST, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if was_held {
+            self.metrics.ended();
+            self.metrics.lost(reason);
             self.notify_watches();
         }
         was_held
@@ -128,6 +145,7 @@ impl LeaseShared {
             .compare_exchange(HELD, RELEASED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if ok {
+            self.metrics.ended();
             self.notify_watches();
         }
         ok
@@ -138,6 +156,16 @@ impl LeaseShared {
             self.reason.get().copied()
         } else {
             None
+        }
+    }
+}
+
+impl Drop for LeaseShared {
+    /// Leaves the held state, for the metrics, if nothing marked it released or lost (every
+    /// path does; this keeps the count exact if one is added that does not).
+    fn drop(&mut self) {
+        if *self.state.get_mut() == HELD {
+            self.metrics.ended();
         }
     }
 }

@@ -49,6 +49,7 @@
 //! | TLS (feature `tls`) | [`ClientBuilder::tls`], [`TlsOptions`]; failures are [`Error::Tls`] with a [`TlsProblem`] |
 //! | sharding | [`ClientBuilder::servers`], [`ShardStrategy`], [`Crc32`] |
 //! | stats | [`Client::stats`], [`Stats`] |
+//! | metrics (feature `metrics`) | `metrics` module: the table of metrics; `ClientBuilder::metrics_key_label` |
 //! | configuration from the environment | [`Client::from_env`] |
 //! | wire protocol, sans-IO | [`proto`] |
 //!
@@ -62,6 +63,7 @@
 //! | `tls-webpki-roots` | no | Mozilla's root certificates compiled in ([`TlsOptions::webpki_roots`], `DFLOCKD_TLS=webpki`), for images without a system store |
 //! | `tls-base` | through the above | the TLS code without a crypto provider: the application installs one |
 //! | `blocking` | no | [`blocking`]: the client for plain threads |
+//! | `metrics` | no | metrics through the `metrics` facade crate, for any exporter: acquisitions, held locks, renewals, lease losses, releases, connections, server errors ([`metrics`] has the table). Off: no metrics code is compiled |
 //!
 //! The crypto provider a client uses is, in this order: the one given to
 //! [`TlsOptions::crypto_provider`]; the process-wide default, if the application installed
@@ -96,6 +98,12 @@ mod hot;
 mod inner;
 mod lease;
 mod lock;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics_off.rs"]
+mod metrics;
 mod multi;
 pub mod proto;
 mod section;

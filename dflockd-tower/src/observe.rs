@@ -1,4 +1,6 @@
-//! What a layer counts, and how often it logs what would otherwise be logged on every request.
+//! What a layer counts, and how often it logs what would otherwise be logged on every request;
+//! with the `metrics` feature, what it records through the `metrics` facade crate ([`Meter`];
+//! the names are in `dflockd_core::metrics`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +40,9 @@ pub(crate) struct Observed {
     pub(crate) missing_key_log: LogGate,
     /// Requests that fail open are logged at most once per period.
     pub(crate) failed_open_log: LogGate,
+    /// The layer's name as a metrics label, made on first use.
+    #[cfg(feature = "metrics")]
+    layer_label: std::sync::OnceLock<metrics::SharedString>,
 }
 
 impl Observed {
@@ -66,6 +71,71 @@ impl Observed {
     pub(crate) fn passed_unguarded(&self) -> bool {
         self.passed_unguarded.fetch_add(1, Ordering::Relaxed);
         !self.passed_unguarded_logged.swap(true, Ordering::Relaxed)
+    }
+}
+
+/// What a request records in the metrics: its layer's rejections and unguarded requests,
+/// labelled with the layer's name. Nothing without the `metrics` feature.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Meter {
+    #[cfg(feature = "metrics")]
+    layer: metrics::SharedString,
+}
+
+impl Meter {
+    /// The meter of a layer whose name is `name()` (asked once per layer).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn new(observed: &Observed, name: impl FnOnce() -> String) -> Self {
+        Meter {
+            #[cfg(feature = "metrics")]
+            layer: observed
+                .layer_label
+                .get_or_init(|| metrics::SharedString::from(name()))
+                .clone(),
+        }
+    }
+
+    /// The layer rejected a request with `error`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn rejected(&self, error: &crate::Error) {
+        #[cfg(feature = "metrics")]
+        {
+            use crate::Error;
+            let reason = match error {
+                Error::Busy { .. } => "busy",
+                Error::Unavailable { .. } => "unavailable",
+                Error::LeaseLost { .. } => "lease_lost",
+                Error::InvalidKey { .. } => "invalid_key",
+                Error::MissingKey { .. } | Error::KeyNotInRequest { .. } => "missing_key",
+                _ => "config",
+            };
+            metrics::counter!(
+                dflockd_core::metrics::LAYER_REJECTIONS_TOTAL,
+                "layer" => self.layer.clone(),
+                "reason" => reason
+            )
+            .increment(1);
+        }
+    }
+
+    /// The layer let a request through without a lock: `failed_open` (the lock server was
+    /// unreachable) or `missing_key` (no key, and the layer passes such requests).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn unguarded(&self, failed_open: bool) {
+        #[cfg(feature = "metrics")]
+        {
+            let reason = if failed_open {
+                "failed_open"
+            } else {
+                "missing_key"
+            };
+            metrics::counter!(
+                dflockd_core::metrics::LAYER_UNGUARDED_TOTAL,
+                "layer" => self.layer.clone(),
+                "reason" => reason
+            )
+            .increment(1);
+        }
     }
 }
 

@@ -38,6 +38,7 @@ pub(crate) struct Granted {
 pub(crate) struct GrantMeta {
     pub(crate) family: Family,
     pub(crate) key: Arc<str>,
+    pub(crate) labels: crate::metrics::Labels,
 }
 
 /// How a request is put on the wire.
@@ -165,11 +166,12 @@ impl From<Error> for CallError {
 pub(crate) enum Pending {
     Call(PendingCall),
     Renew(PendingRenew),
-    /// A release sent in the background (the answer is only logged).
+    /// A release sent in the background (the answer is only logged, and counted).
     Release {
         key: Arc<str>,
         token: Token,
         deadline: Instant,
+        counted: crate::metrics::Release,
     },
 }
 
@@ -198,6 +200,8 @@ pub(crate) struct PendingRenew {
     pub(crate) sent: Instant,
     pub(crate) deadline: Instant,
     pub(crate) tx: Option<tokio::sync::oneshot::Sender<crate::error::Result<Duration>>>,
+    /// Counted in the metrics with its answer, or as failed if it goes unanswered.
+    pub(crate) counted: crate::metrics::Renew,
 }
 
 impl Pending {

@@ -202,7 +202,12 @@ async fn authenticate(secret: Option<Secret>, server: &str, conn: Handshaken) ->
                             ..opened
                         })
                     }
-                    Err(e) => Err(Error::from_reply(e, server, Command::Auth, "")),
+                    Err(e) => {
+                        if let ReplyError::Server(status) = &e {
+                            crate::metrics::server_error(server, status);
+                        }
+                        Err(Error::from_reply(e, server, Command::Auth, ""))
+                    }
                 };
             }
             LineScan::TooLong => {

@@ -12,6 +12,7 @@ use super::state::State;
 use super::turn::Caller;
 use crate::error::{Error, Result};
 use crate::lease::{LeaseShared, LossReason};
+use crate::metrics;
 use crate::proto::{Family, Grant, Request, Token};
 
 impl Conn {
@@ -28,7 +29,7 @@ impl Conn {
     ) -> Granted {
         let lease = Duration::from_secs(grant.lease_s);
         let lock_id = self.next_id();
-        let shared = LeaseShared::new(lease);
+        let shared = LeaseShared::held(lease, &meta.labels);
         // The lease starts when the server grants (or, for a two-phase wait, answers the
         // wait), which is after the request was sent: the send time is a safe start for a
         // grant answered at once. After a long wait, the caller confirms it with a renew
@@ -65,7 +66,9 @@ impl Conn {
         };
         let held = h.shared.mark_released();
         if release && st.dead.is_none() {
-            st.releases.push((h.family, h.key.clone(), h.token));
+            let counted = h.shared.metrics.background_release();
+            st.releases
+                .push((h.family, h.key.clone(), h.token, counted));
             drop(st);
             self.wake_maint.notify_one();
         }
@@ -76,7 +79,8 @@ impl Conn {
     pub(crate) fn queue_release(&self, family: Family, key: Arc<str>, token: Token) {
         let mut st = self.lock_state();
         if st.dead.is_none() {
-            st.releases.push((family, key, token));
+            st.releases
+                .push((family, key, token, metrics::Release::untracked()));
             drop(st);
             self.wake_maint.notify_one();
         }
@@ -136,6 +140,7 @@ impl Conn {
                         sent: now,
                         deadline: now + timeout,
                         tx: Some(tx),
+                        counted: crate::metrics::Renew::sent(),
                     })
                 },
             )

@@ -15,6 +15,7 @@ use super::connect::BoxWrite;
 use super::turn::READ_TASK;
 use super::{Conn, KillOnDrop};
 use crate::lease::LossReason;
+use crate::metrics;
 use crate::proto::Request;
 
 /// Renewals due within this window are sent together in one write.
@@ -70,7 +71,9 @@ impl Conn {
             let due = st.leases.due(now, COALESCE);
             // A lost lease may still be held at the server for a moment: give it back.
             for h in &due.lost {
-                st.releases.push((h.family, h.key.clone(), h.token));
+                let untracked = metrics::Release::untracked();
+                st.releases
+                    .push((h.family, h.key.clone(), h.token, untracked));
             }
             let kill = expired
                 .kill
@@ -128,9 +131,10 @@ impl Conn {
                     sent: now,
                     deadline: now + timeout,
                     tx: None,
+                    counted: metrics::Renew::sent(),
                 }));
             }
-            for (family, key, token) in std::mem::take(&mut st.releases) {
+            for (family, key, token, counted) in std::mem::take(&mut st.releases) {
                 let request = Request::Release {
                     family,
                     key: &key,
@@ -141,6 +145,7 @@ impl Conn {
                         key,
                         token,
                         deadline: now + timeout,
+                        counted,
                     });
                 }
             }

@@ -162,10 +162,8 @@ impl Conn {
         let opened = connect::open(&settings, &server).await?;
         let read_turn = Arc::new(ReadTurn::default());
         let state = State::new(settings.policy, reservation, permit, Instant::now());
-        let summary = Summary::default();
-        if reservation.is_some() {
-            summary.flags.store(state::PARKED, Ordering::Release);
-        }
+        let summary = Summary::new(crate::metrics::ConnGauges::opened(&server));
+        summary.publish(&state);
         let conn = Arc::new(Conn {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             server,

@@ -22,6 +22,7 @@ use super::state::StateGuard;
 use super::turn::READ_TASK;
 use crate::error::{Error, Result, TlsEvidence};
 use crate::lease::{LeaseShared, LossReason};
+use crate::metrics::{self, Renewal};
 use crate::proto::{
     Expect, LineScan, MAX_REPLY_LINE, MAX_STATS_LINE, Reply, ReplyError, ServerStatus, scan_line,
 };
@@ -272,15 +273,23 @@ impl Conn {
             None => Err("answer to no request"),
             Some(Pending::Call(call)) => self.on_call_answer(st, call, line, caller, own),
             Some(Pending::Renew(renew)) => self.on_renew_answer(st, renew, line),
-            Some(Pending::Release { key, token, .. }) => {
+            Some(Pending::Release {
+                key,
+                token,
+                counted,
+                ..
+            }) => {
                 drop(st);
                 match Reply::parse(Expect::Release, line) {
                     Ok(_) => {
-                        tracing::debug!(key = %key, token = %token, "released in the background");
+                        counted.answered(false);
+                        tracing::debug!(key = %key, token = %token, outcome = "ok", "released in the background");
                         Ok(())
                     }
                     Err(ReplyError::Server(status)) => {
-                        tracing::debug!(key = %key, token = %token, %status, "background release refused (already gone)");
+                        metrics::server_error(&self.server, &status);
+                        counted.answered(true);
+                        tracing::debug!(key = %key, token = %token, %status, outcome = "lease_lost", "background release refused (already gone)");
                         Ok(())
                     }
                     Err(ReplyError::Malformed(reason)) => Err(reason),
@@ -330,6 +339,7 @@ impl Conn {
                 Some(reason),
             ),
             Err(ReplyError::Server(status)) => {
+                metrics::server_error(&self.server, &status);
                 // The server closes the connection after these.
                 let poison = matches!(status, ServerStatus::Auth)
                     .then_some("server rejected the auth token");
@@ -398,11 +408,16 @@ impl Conn {
         line: &[u8],
     ) -> std::result::Result<(), &'static str> {
         let PendingRenew {
-            lock_id, sent, tx, ..
+            lock_id,
+            sent,
+            tx,
+            counted,
+            ..
         } = renew;
         let now = Instant::now();
         let result = match Reply::parse(Expect::Renew, line) {
             Ok(Reply::Renewed { lease_s, .. }) => {
+                counted.answered(Renewal::Ok);
                 let lease = Duration::from_secs(lease_s);
                 if let Some(at) = st
                     .leases
@@ -415,6 +430,7 @@ impl Conn {
             }
             Ok(_) | Err(ReplyError::Malformed(_)) => {
                 drop(st);
+                counted.answered(Renewal::Failed);
                 if let Some(tx) = tx {
                     let _ = tx.send(Err(Error::Protocol {
                         server: self.server.to_string(),
@@ -426,6 +442,8 @@ impl Conn {
             Err(ReplyError::Server(ServerStatus::Error)) => {
                 let lost = st.leases.forget(lock_id);
                 drop(st);
+                metrics::server_error(&self.server, &ServerStatus::Error);
+                counted.answered(Renewal::Refused);
                 let reason = LossReason::RenewRefused;
                 let key = lost.as_ref().map(|h| h.key.to_string()).unwrap_or_default();
                 if let Some(h) = lost {
@@ -440,6 +458,8 @@ impl Conn {
                 })
             }
             Err(ReplyError::Server(status)) => {
+                metrics::server_error(&self.server, &status);
+                counted.answered(Renewal::Failed);
                 // Transient (draining, not leader, unknown word): retry before the deadline;
                 // the deadline itself does not move.
                 let held = st.leases.get(lock_id).map(|h| {

@@ -16,6 +16,7 @@ use super::call::{Answer, CallerId, Pending, PendingCall};
 use super::leases::Leases;
 use crate::error::{Error, Result};
 use crate::lease::LeasePolicy;
+use crate::metrics;
 use crate::proto::{Family, Token};
 
 pub(crate) struct State {
@@ -26,8 +27,9 @@ pub(crate) struct State {
     pub(crate) delivered: Vec<(CallerId, Result<Answer>)>,
     /// The leases held through this connection and their renewal schedule.
     pub(crate) leases: Leases,
-    /// Releases to send in the background (dropped guards, abandoned grants, lost leases).
-    pub(crate) releases: Vec<(Family, Arc<str>, Token)>,
+    /// Releases to send in the background (dropped guards, abandoned grants, lost leases),
+    /// and what each counts with in the metrics.
+    pub(crate) releases: Vec<(Family, Arc<str>, Token, metrics::Release)>,
     /// The id of the reservation for a blocking request, if any.
     pub(crate) parked: Option<u64>,
     /// Why the connection died, once it has.
@@ -201,6 +203,8 @@ pub(crate) struct Summary {
     pub(crate) flags: AtomicU8,
     /// Answers in [`State::delivered`]: callers look without the lock (usually there are none).
     pub(crate) delivered: AtomicUsize,
+    /// The connection's gauges in the metrics (nothing without the feature).
+    pub(crate) gauges: metrics::ConnGauges,
 }
 
 pub(crate) const IDLE: u8 = 0;
@@ -230,10 +234,24 @@ impl Summary {
         }
     }
 
+    /// The summary of a new connection, with its gauges.
+    pub(crate) fn new(gauges: metrics::ConnGauges) -> Self {
+        Summary {
+            gauges,
+            ..Summary::default()
+        }
+    }
+
     /// Stores what changed (every thread that picks a connection reads these; a store takes
-    /// the cache line away from all of them).
-    fn publish(&self, st: &State) {
+    /// the cache line away from all of them), and reports it to the gauges. Called under the
+    /// state lock.
+    pub(crate) fn publish(&self, st: &State) {
         let flags = st.flags();
+        self.gauges.report(
+            st.dead.is_some(),
+            !st.pending.is_empty() || flags & (PARKED | BUSY) != 0,
+            st.pending.len(),
+        );
         if self.flags.load(Ordering::Relaxed) != flags {
             self.flags.store(flags, Ordering::Release);
         }
@@ -395,8 +413,12 @@ mod tests {
         assert_eq!(st.next_look(t0, idle, tick), t0 + ms(100));
         assert!(!st.parkable());
         st.pending.clear();
-        st.releases
-            .push((Family::Lock, "k".into(), Token::from_parts(1, 1)));
+        st.releases.push((
+            Family::Lock,
+            "k".into(),
+            Token::from_parts(1, 1),
+            metrics::Release::untracked(),
+        ));
         assert!(!st.parkable());
         st.releases.clear();
         assert!(st.parkable());
@@ -416,8 +438,12 @@ mod tests {
         assert!(load.parked && !load.dead && load.pending == 1);
         st.parked = None;
         st.dead = Some("x".into());
-        st.releases
-            .push((Family::Lock, "k".into(), Token::from_parts(1, 1)));
+        st.releases.push((
+            Family::Lock,
+            "k".into(),
+            Token::from_parts(1, 1),
+            metrics::Release::untracked(),
+        ));
         summary.publish(&st);
         assert_eq!(summary.flags.load(Ordering::Relaxed), DEAD | BUSY);
     }

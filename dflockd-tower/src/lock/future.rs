@@ -17,6 +17,7 @@ use tracing::Span;
 use super::acquire::{AcquireFuture, Acquired};
 use crate::Error;
 use crate::body::{GuardedBody, Hold};
+use crate::observe::Meter;
 use crate::reject::RejectResponse;
 
 /// The release of a guard whose request is complete.
@@ -62,11 +63,13 @@ pub(crate) enum Step<R, E> {
 }
 
 /// Per-request options the machine needs after `call`.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Options {
     pub(crate) abort_on_loss: bool,
     pub(crate) hold_for_body: bool,
     pub(crate) grpc: bool,
+    /// What records the request's rejection (or its running unguarded) in the metrics.
+    pub(crate) meter: Meter,
 }
 
 pin_project! {
@@ -136,6 +139,7 @@ impl<S: Service<Req>, Req> Machine<S, Req> {
                 abort_on_loss: false,
                 hold_for_body: false,
                 grpc: false,
+                meter: Meter::default(),
             },
             span: Span::none(),
             on_acquired: |_, _| {},
@@ -162,6 +166,7 @@ impl<S: Service<Req>, Req> Machine<S, Req> {
                     let guard = match acquired {
                         Ok(Acquired::Held(guard)) => guard,
                         Ok(Acquired::Unguarded) => {
+                            this.options.meter.unguarded(true);
                             this.span.record("outcome", "failed_open");
                             let request = request.take().expect("request taken twice");
                             let future = service.call(request);
@@ -179,6 +184,7 @@ impl<S: Service<Req>, Req> Machine<S, Req> {
                                 Some(e) => Error::from_acquire(key, waited, e),
                             };
                             record_rejection(this.span, &error);
+                            this.options.meter.rejected(&error);
                             this.state.set(State::Done);
                             return Poll::Ready(Step::Rejected(error));
                         }
@@ -209,10 +215,12 @@ impl<S: Service<Req>, Req> Machine<S, Req> {
                             this.state.set(State::Done);
                             tracing::warn!(key = %this.key, %reason, "lease lost during the request; request dropped");
                             this.span.record("outcome", "lease_lost");
-                            return Poll::Ready(Step::Rejected(Error::LeaseLost {
+                            let error = Error::LeaseLost {
                                 key: std::mem::take(this.key),
                                 reason,
-                            }));
+                            };
+                            this.options.meter.rejected(&error);
+                            return Poll::Ready(Step::Rejected(error));
                         }
                     }
                     let output = ready!(future.poll(cx));

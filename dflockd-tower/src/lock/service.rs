@@ -15,6 +15,7 @@ use super::config::Shared;
 use super::future::{ErrorFuture, Machine, Options, ResponseFuture};
 use crate::body::{BoxError, GuardedBody};
 use crate::deadline::request_deadline;
+use crate::observe::Meter;
 use crate::reject::{RejectError, RejectResponse};
 use crate::{Error, KeyExtractor, OnLeaseLoss, OnMissingKey, Slot};
 
@@ -81,6 +82,7 @@ impl<S, K, R> LockService<S, K, R> {
     ) -> Machine<S, Req>
     where
         S: Service<Req> + Clone,
+        K: KeyExtractor<Req>,
     {
         let settings = &self.shared.settings;
         let (key, own_limit) = slot.into_parts();
@@ -112,6 +114,7 @@ impl<S, K, R> LockService<S, K, R> {
             abort_on_loss: settings.on_loss == OnLeaseLoss::Abort,
             hold_for_body,
             grpc,
+            meter: self.meter(),
         };
         Machine::acquire(acquire, key, inner, request, options, span, on_acquired)
     }
@@ -191,13 +194,16 @@ impl<S, K, R> LockService<S, K, R> {
                          logged once per layer, counted in Counters::passed_unguarded"
                     );
                 }
+                self.meter().unguarded(false);
                 Machine::pass(self.inner.call(request))
             }
             OnMissingKey::BadRequest => {
                 observed.missing_key_rejected();
                 let layer = self.name();
                 tracing::debug!(%layer, "request without a lock key rejected as a bad request");
-                Machine::reject(Error::KeyNotInRequest { layer })
+                let error = Error::KeyNotInRequest { layer };
+                self.meter().rejected(&error);
+                Machine::reject(error)
             }
             OnMissingKey::Reject => {
                 observed.missing_key_rejected();
@@ -212,9 +218,19 @@ impl<S, K, R> LockService<S, K, R> {
                          on_missing_key(OnMissingKey::PassThrough)"
                     );
                 }
-                Machine::reject(Error::MissingKey { layer })
+                let error = Error::MissingKey { layer };
+                self.meter().rejected(&error);
+                Machine::reject(error)
             }
         }
+    }
+
+    /// What records this layer's requests in the metrics.
+    fn meter<Req>(&self) -> Meter
+    where
+        K: KeyExtractor<Req>,
+    {
+        Meter::new(&self.shared.observed, || self.name())
     }
 
     /// The layer's name: the configured one, or the extractor's description.
