@@ -223,11 +223,7 @@ async fn raw_loop(
     hot: bool,
     run_for: Duration,
 ) -> Sample {
-    let prefix = format!(
-        "raw{}{}",
-        if tls.is_some() { "tls" } else { "" },
-        fastrand::u32(..)
-    );
+    let prefix = key_prefix(if tls.is_some() { "rawtls" } else { "raw" }, workers, hot);
     run_workers(workers, run_for, |w, stop| {
         let (addr, tls, prefix) = (addr.to_owned(), tls.cloned(), prefix.clone());
         async move {
@@ -267,6 +263,14 @@ where
     Sample::merge(samples, started.elapsed())
 }
 
+/// The key prefix of one side of one comparison: the same in each of its rounds, so that a
+/// run creates no more keys on the server than one round does (the server caps them).
+fn key_prefix(side: &str, workers: usize, hot: bool) -> String {
+    static RUN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| fastrand::u32(..));
+    format!("{side}{run}-{workers}{}", if hot { "hot" } else { "" })
+}
+
 fn worker_keys(prefix: &str, worker: usize, hot: bool) -> Vec<String> {
     if hot {
         vec![format!("{prefix}-hot")]
@@ -280,7 +284,7 @@ fn worker_keys(prefix: &str, worker: usize, hot: bool) -> Vec<String> {
 // ---- the client -----------------------------------------------------------------------------
 
 async fn client_loop(client: &Client, workers: usize, hot: bool, run_for: Duration) -> Sample {
-    let prefix = format!("hl{}", fastrand::u32(..));
+    let prefix = key_prefix("hl", workers, hot);
     run_workers(workers, run_for, |w, stop| {
         let (client, prefix) = (client.clone(), prefix.clone());
         async move {

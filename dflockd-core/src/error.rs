@@ -163,6 +163,18 @@ pub enum Error {
         /// The release the client was told of.
         declared: crate::ServerVersion,
     },
+    /// The server's `stats` answer was longer than the client reads
+    /// ([`MAX_STATS_LINE`](crate::proto::MAX_STATS_LINE) bytes): a server that knows very
+    /// many keys. The answer was skipped; the connection, and the locks held on it, were kept.
+    #[error(
+        "the stats answer from {server} is longer than {limit} bytes (a server that knows very many keys); it was skipped and the connection kept: use `Client::status` for this client's own figures, or the server's own tooling"
+    )]
+    StatsTooLarge {
+        /// The server's address.
+        server: String,
+        /// The longest answer the client reads, in bytes.
+        limit: usize,
+    },
     /// The server's answer broke the protocol; the connection was closed.
     #[error("protocol violation from {server}: {reason}")]
     Protocol {
@@ -335,7 +347,7 @@ impl Error {
             }
             Error::Connect { source, .. } | Error::Io { source, .. } => source.kind(),
             Error::ConnectionClosed { .. } => io::ErrorKind::ConnectionAborted,
-            Error::Protocol { .. } => io::ErrorKind::InvalidData,
+            Error::Protocol { .. } | Error::StatsTooLarge { .. } => io::ErrorKind::InvalidData,
             Error::Draining { .. } | Error::NotLeader { .. } => io::ErrorKind::ConnectionRefused,
             _ => io::ErrorKind::Other,
         }

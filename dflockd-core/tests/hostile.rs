@@ -231,3 +231,47 @@ async fn renew_answers_are_checked_too() {
     assert!(!guard.is_held());
     assert!(guard.release().await.unwrap_err().is_lease_lost());
 }
+
+#[tokio::test]
+async fn a_stats_answer_too_long_to_read_is_skipped_and_the_connection_kept() {
+    // The answer to `stats` from a server that knows very many keys: longer than the client
+    // reads. The call fails with a typed error; the lock held on the same connection stays
+    // held, and the next request on that connection gets its own answer.
+    let mut huge = vec![b' '; dflockd_core::proto::MAX_STATS_LINE + 1];
+    huge[..3].copy_from_slice(b"ok ");
+    huge.push(b'\n');
+    let (addr, connections) = scripted::serve(move |n, _| match n {
+        0 => Act::Say(format!("ok {TOKEN} 30\n").into_bytes()),
+        1 => Act::Say(huge.clone()),
+        _ => say("ok\n"),
+    })
+    .await;
+    let client = client(&addr);
+    let guard = client.lock("k").try_acquire().await.unwrap().unwrap();
+    let e = client.server_stats(0).await.unwrap_err();
+    assert!(matches!(e, Error::StatsTooLarge { .. }), "{e:?}");
+    assert!(!e.is_retryable());
+    assert!(guard.is_held());
+    guard.release().await.unwrap();
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_large_stats_answer_is_read() {
+    // 20,000 locks: over a mebibyte of JSON, within what the client reads.
+    let locks: Vec<String> = (0..20_000)
+        .map(|i| {
+            format!(
+                r#"{{"key":"tenant-{i:05}-job","owner_conn_id":{i},"lease_expires_in_s":29.5,"waiters":0}}"#
+            )
+        })
+        .collect();
+    let answer = format!(
+        r#"ok {{"connections":3,"locks":[{}],"semaphores":[],"idle_locks":[],"idle_semaphores":[]}}"#,
+        locks.join(",")
+    ) + "\n";
+    assert!(answer.len() > 1 << 20);
+    let (addr, _) = scripted::serve(move |_, _| Act::Say(answer.clone().into_bytes())).await;
+    let stats = client(&addr).server_stats(0).await.unwrap();
+    assert_eq!(stats.locks.len(), 20_000);
+}

@@ -35,6 +35,11 @@ pub(crate) struct ReadHalf {
     end: usize,
     /// Whether the server has sent anything on this connection (during auth included).
     received: bool,
+    /// How many bytes from `start` are known to hold no `\n`: a long `stats` answer is read
+    /// in many pieces, and each piece is scanned once.
+    scanned: usize,
+    /// Discarding the rest of a `stats` answer too long to read, up to its `\n`.
+    skipping: bool,
 }
 
 /// Size of the read buffer, and how large it may stay when an answer made it grow.
@@ -50,6 +55,47 @@ impl ReadHalf {
             start: 0,
             end: leftover.len(),
             received: answered || !leftover.is_empty(),
+            scanned: 0,
+            skipping: false,
+        }
+    }
+
+    /// Scans for a line that may be up to `max_len` long, without rescanning the bytes that
+    /// earlier calls found to hold no `\n`.
+    fn scan_long_line(&mut self, max_len: usize) -> LineScan {
+        let data = &self.buf[self.start..self.end];
+        let from = self.scanned.min(data.len());
+        match scan_line(&data[from..], max_len.saturating_sub(from)) {
+            LineScan::Complete { consumed, .. } => {
+                self.scanned = 0;
+                // Once more up to the `\n` only, for the content's length without its `\r`s.
+                scan_line(&data[..from + consumed], max_len)
+            }
+            LineScan::Incomplete => {
+                self.scanned = data.len();
+                LineScan::Incomplete
+            }
+            LineScan::TooLong => {
+                self.scanned = 0;
+                LineScan::TooLong
+            }
+        }
+    }
+
+    /// While skipping a line too long to read: drops what is buffered of it. Returns whether
+    /// its end was found (what follows it is kept).
+    fn skip_line(&mut self) -> bool {
+        let data = &self.buf[self.start..self.end];
+        match data.iter().position(|&b| b == b'\n') {
+            Some(nl) => {
+                self.start += nl + 1;
+                self.skipping = false;
+                true
+            }
+            None => {
+                self.start = self.end;
+                false
+            }
         }
     }
 
@@ -213,22 +259,34 @@ impl Conn {
         own: &mut Option<Result<Answer>>,
     ) -> std::result::Result<(), &'static str> {
         loop {
-            let data = &half.buf[half.start..half.end];
-            let mut scan = scan_line(data, MAX_REPLY_LINE);
-            if scan == LineScan::TooLong
+            if half.skipping && !half.skip_line() {
+                return Ok(());
+            }
+            let mut scan = scan_line(&half.buf[half.start..half.end], MAX_REPLY_LINE);
+            let stats = scan == LineScan::TooLong
                 && matches!(
                     self.lock_state().pending.front().map(Pending::expect),
                     Some(Expect::Stats)
-                )
-            {
-                scan = scan_line(data, MAX_STATS_LINE);
+                );
+            if stats {
+                scan = half.scan_long_line(MAX_STATS_LINE);
             }
             match scan {
                 LineScan::Complete { line_len, consumed } => {
-                    self.on_line(&data[..line_len], caller, own)?;
+                    let line = &half.buf[half.start..half.start + line_len];
+                    self.on_line(line, caller, own)?;
                     half.start += consumed;
                 }
                 LineScan::Incomplete => return Ok(()),
+                // A server that knows very many keys: skip its answer, keep the connection
+                // (and the locks held on it).
+                LineScan::TooLong if stats => {
+                    self.fail_head(Error::StatsTooLarge {
+                        server: self.server.to_string(),
+                        limit: MAX_STATS_LINE,
+                    });
+                    half.skipping = true;
+                }
                 LineScan::TooLong => {
                     self.fail_head(Error::Protocol {
                         server: self.server.to_string(),

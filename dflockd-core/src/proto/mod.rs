@@ -43,8 +43,11 @@ pub const MAX_REQUEST_LINE: usize = 256;
 /// longer than this is a protocol violation.
 pub const MAX_REPLY_LINE: usize = 1024;
 
-/// Longest `stats` answer the client reads, in bytes (1 MiB).
-pub const MAX_STATS_LINE: usize = 1 << 20;
+/// Longest `stats` answer the client reads, in bytes (32 MiB: about 250,000 keys).
+///
+/// A longer one is skipped, not read into memory, and the call fails with
+/// [`Error::StatsTooLarge`](crate::Error::StatsTooLarge); the connection stays open.
+pub const MAX_STATS_LINE: usize = 32 << 20;
 
 /// The port a dflockd server listens on by default.
 pub const DEFAULT_PORT: u16 = 6388;
