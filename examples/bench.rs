@@ -88,6 +88,13 @@ impl Sample {
         println!("figure {name}_p50 {:.0} us", self.pct(0.50));
         println!("figure {name}_p99 {:.0} us", self.pct(0.99));
         println!("figure {name}_p999 {:.0} us", self.pct(0.999));
+        // On a loaded 2-core machine the tail is mostly threads waiting out a scheduler tick
+        // (4 ms at HZ=250): how many operations it caught says more than one percentile.
+        let slow = self.latencies.iter().filter(|&&us| us > 2000).count();
+        println!(
+            "figure {name}_over_2ms {:.2} %",
+            100.0 * slow as f64 / self.latencies.len().max(1) as f64
+        );
         if !self.cpu.is_zero() {
             println!(
                 "figure {name}_client_cpu_per_op {:.1} us",

@@ -105,7 +105,7 @@ impl Default for ClientBuilder {
             idle_timeout: Duration::from_secs(15),
             server_read_timeout: Duration::from_secs(DEFAULT_READ_TIMEOUT_S),
             renew_ratio: 1.0 / 3.0,
-            max_shared_connections: 4,
+            max_shared_connections: 16,
             max_connections: 512,
             acquire_timeout: Duration::from_secs(10),
             lease: None,
@@ -212,7 +212,14 @@ impl ClientBuilder {
     }
 
     /// Connections per server on which non-blocking requests (try-once acquires, releases,
-    /// renewals, stats) are pipelined. Default is 4.
+    /// renewals, stats) are pipelined. Default is 16.
+    ///
+    /// The pool adapts to load: a request goes on the first connection with nothing in
+    /// flight; when every one is busy, another is opened, up to this many; beyond that,
+    /// requests are pipelined on the least busy. Under light load the same few connections
+    /// carry everything and the others close after [`idle_timeout`](Self::idle_timeout).
+    /// Locks stay on the connection that acquired them, so however many are held, they use
+    /// at most this many connections (plus one per acquire that waited server-side).
     #[must_use]
     pub fn max_shared_connections(mut self, n: usize) -> Self {
         self.max_shared_connections = n;

@@ -275,3 +275,58 @@ async fn a_large_stats_answer_is_read() {
     let stats = client(&addr).server_stats(0).await.unwrap();
     assert_eq!(stats.locks.len(), 20_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_a_connection_and_sequential_ones_share_one() {
+    // Every answer takes 150 ms. Six requests at once: each on its own connection (none
+    // waits behind another's answer), up to the shared maximum. Then requests one after the
+    // other: all on the first free one, so the others go idle and retire.
+    let (addr, connections) =
+        scripted::serve(|_, _| Act::Late(Duration::from_millis(150), b"timeout\n".to_vec())).await;
+    let client = Client::builder()
+        .servers([addr.as_str()])
+        .max_shared_connections(6)
+        .idle_timeout(Duration::from_millis(600))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.lock(format!("k{i}")).try_acquire().await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().unwrap().is_none());
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 6);
+    // Side by side, not one after another (6 × 150 ms).
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    // More at once than the maximum: the extra ones are pipelined, no connection is opened.
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.lock(format!("k{i}")).try_acquire().await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().unwrap().is_none());
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 6);
+    for i in 0..10 {
+        assert!(
+            client
+                .lock(format!("s{i}"))
+                .try_acquire()
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 6);
+    assert_eq!(client.open_connections(), 1);
+}

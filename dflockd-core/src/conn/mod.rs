@@ -224,6 +224,27 @@ impl Conn {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Claims this connection for a shared request if it looks free (nothing in flight or
+    /// claimed). Returns whether it did.
+    pub(crate) fn try_claim(&self) -> bool {
+        self.summary.pending.load(Ordering::Acquire) == 0
+            && self
+                .summary
+                .claims
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    /// Claims this connection for a shared request, however busy it is.
+    pub(crate) fn claim(&self) {
+        self.summary.claims.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A shared request claimed with [`Conn::claim`] or [`Conn::try_claim`] ended.
+    pub(crate) fn unclaim(&self) {
+        self.summary.claims.fetch_sub(1, Ordering::AcqRel);
+    }
+
     pub(crate) fn is_dead(&self) -> bool {
         self.summary.flags.load(Ordering::Acquire) & state::DEAD != 0
     }

@@ -27,6 +27,25 @@ impl Drop for OpeningSlot<'_> {
     }
 }
 
+/// A shared connection claimed for one request (see [`Conn::try_claim`]) until dropped.
+pub(crate) struct Claimed(Arc<Conn>);
+
+impl Claimed {
+    /// Wraps `conn`, already claimed by [`Conn::try_claim`] unless `claim`.
+    fn new(conn: Arc<Conn>, claim: bool) -> Self {
+        if claim {
+            conn.claim();
+        }
+        Claimed(conn)
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        self.0.unclaim();
+    }
+}
+
 /// The pool of one server.
 pub(crate) struct ServerPool {
     pub(crate) addr: Arc<str>,
@@ -112,9 +131,11 @@ impl ServerPool {
         status
     }
 
-    /// A connection for a non-blocking request: the least busy shared one, or a new one when
-    /// all are busy and there is room for another.
-    pub(crate) async fn shared(&self, deadline: Instant) -> Result<Arc<Conn>> {
+    /// A connection for a non-blocking request, claimed for it: the first free shared one
+    /// (so that under light load the same few carry everything and the others retire when
+    /// idle), or a new one when all are busy and there is room for another, or else the least
+    /// busy one.
+    pub(crate) async fn shared(&self, deadline: Instant) -> Result<Claimed> {
         loop {
             let (fallback, live) = {
                 let conns = self.live_conns();
@@ -126,15 +147,16 @@ impl ServerPool {
                         continue;
                     }
                     live += 1;
+                    if load.pending == 0 && conn.try_claim() {
+                        return Ok(Claimed::new(conn.clone(), false));
+                    }
                     if best.is_none_or(|(p, _)| load.pending < p) {
                         best = Some((load.pending, conn));
                     }
                 }
-                match best {
-                    Some((0, conn)) => return Ok(conn.clone()),
-                    Some((_, conn)) => (Some(conn.clone()), live),
-                    None => (None, live),
-                }
+                // Claimed now, under the pool's lock, so that the next caller sees it busier.
+                let fallback = best.map(|(_, conn)| Claimed::new(conn.clone(), true));
+                (fallback, live)
             };
             // Every shared connection is busy (or there is none): open one more if there is
             // room, counting those being opened. The slot is taken with a compare-exchange,
@@ -160,11 +182,12 @@ impl ServerPool {
                 // Gives the slot back and wakes the waiters however this ends (cancelled too).
                 let _slot = OpeningSlot(self);
                 if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-                    return self.open(false, permit).await;
+                    let conn = self.open(false, permit).await?;
+                    return Ok(Claimed::new(conn, true));
                 }
             }
-            if let Some(conn) = fallback {
-                return Ok(conn);
+            if let Some(claimed) = fallback {
+                return Ok(claimed);
             }
             if self.opening.load(Ordering::Acquire) > 0 {
                 // None open yet, others opening: wait for them, then look again. Registered
@@ -182,7 +205,8 @@ impl ServerPool {
                 continue;
             }
             let permit = self.wait_permit(deadline).await?;
-            return self.open(false, permit).await;
+            let conn = self.open(false, permit).await?;
+            return Ok(Claimed::new(conn, true));
         }
     }
 
@@ -197,9 +221,10 @@ impl ServerPool {
         let mut reserved = 0;
         let pooled_before = super::conn_id_mark();
         loop {
-            let conn = self.shared(deadline).await?;
+            let claimed = self.shared(deadline).await?;
+            let conn = &claimed.0;
             match conn.call(call()).await {
-                Ok(answer) => return Ok((conn, answer)),
+                Ok(answer) => return Ok((conn.clone(), answer)),
                 Err(CallError::Reserved) if reserved < 8 => reserved += 1,
                 Err(CallError::Reserved) => {
                     return Err(Error::ConnectionClosed {

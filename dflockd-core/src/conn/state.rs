@@ -200,6 +200,10 @@ impl State {
 #[derive(Default)]
 pub(crate) struct Summary {
     pub(crate) pending: AtomicUsize,
+    /// Shared requests the pool handed this connection that have not ended: counted from
+    /// the pick, before they are sent, so that two callers picking at once do not both take
+    /// a connection that looks free.
+    pub(crate) claims: AtomicUsize,
     pub(crate) flags: AtomicU8,
     /// Answers in [`State::delivered`]: callers look without the lock (usually there are none).
     pub(crate) delivered: AtomicUsize,
@@ -216,6 +220,7 @@ pub(crate) const BUSY: u8 = 4;
 /// Load figures used by the pool to pick a connection.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Load {
+    /// Requests in flight, or handed to callers that are about to send them.
     pub(crate) pending: usize,
     pub(crate) parked: bool,
     pub(crate) dead: bool,
@@ -227,7 +232,10 @@ impl Summary {
     pub(crate) fn load(&self) -> Load {
         let flags = self.flags.load(Ordering::Acquire);
         Load {
-            pending: self.pending.load(Ordering::Acquire),
+            pending: self
+                .pending
+                .load(Ordering::Acquire)
+                .max(self.claims.load(Ordering::Acquire)),
             parked: flags & PARKED != 0,
             dead: flags & DEAD != 0,
             holding: flags & BUSY != 0,
