@@ -6,7 +6,7 @@
 //! grant arrives, that connection holds the lock and becomes a shared one like any other.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
@@ -50,7 +50,9 @@ impl Drop for Claimed {
 pub(crate) struct ServerPool {
     pub(crate) addr: Arc<str>,
     settings: Arc<Settings>,
-    conns: Mutex<Vec<Arc<Conn>>>,
+    /// Read by every pick (which must not wait for another thread that was descheduled
+    /// while picking), written when a connection opens or dies.
+    conns: RwLock<Vec<Arc<Conn>>>,
     permits: Arc<Semaphore>,
     /// Shared connections being opened right now (so a burst opens only as many as allowed).
     opening: AtomicUsize,
@@ -73,24 +75,27 @@ impl ServerPool {
         ServerPool {
             addr,
             settings,
-            conns: Mutex::new(Vec::new()),
+            conns: RwLock::new(Vec::new()),
             permits,
             opening: AtomicUsize::new(0),
             opened: tokio::sync::Notify::new(),
         }
     }
 
-    fn conns(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Conn>>> {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    fn conns_mut(&self) -> RwLockWriteGuard<'_, Vec<Arc<Conn>>> {
+        self.conns.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The connections, without the dead ones.
-    fn live_conns(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Conn>>> {
-        let mut conns = self.conns();
-        if conns.iter().any(|c| c.is_dead()) {
-            conns.retain(|c| !c.is_dead());
+    /// The connections, without the dead ones (which leave the pool here).
+    fn live_conns(&self) -> RwLockReadGuard<'_, Vec<Arc<Conn>>> {
+        {
+            let conns = self.conns.read().unwrap_or_else(|e| e.into_inner());
+            if !conns.iter().any(|c| c.is_dead()) {
+                return conns;
+            }
         }
-        conns
+        self.conns_mut().retain(|c| !c.is_dead());
+        self.conns.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Number of open connections (for diagnostics and tests).
@@ -295,13 +300,13 @@ impl ServerPool {
             Some(permit),
         )
         .await?;
-        self.conns().push(conn.clone());
+        self.conns_mut().push(conn.clone());
         Ok(conn)
     }
 
     /// Asks every connection to close once it holds nothing.
     pub(crate) fn client_dropped(&self) {
-        for conn in self.conns().drain(..) {
+        for conn in self.conns_mut().drain(..) {
             conn.client_dropped();
         }
     }
