@@ -167,6 +167,26 @@ async fn authenticate(secret: Option<Secret>, server: &str, conn: Handshaken) ->
     .encode(&mut out)?;
     write.write_all(&out).await.map_err(fail)?;
     write.flush().await.map_err(fail)?;
+    let (buf, line_len, consumed) =
+        read_auth_answer(&mut read, server, tls_name.as_deref()).await?;
+    let authenticated = auth_accepted(Reply::parse(Expect::Auth, &buf[..line_len]), server)?;
+    Ok(Opened {
+        read,
+        write,
+        leftover: buf[consumed..].to_vec(),
+        tls_name,
+        authenticated,
+        answered: true,
+    })
+}
+
+/// Reads the server's answer to `auth`. Returns what was read, the answer line's length and
+/// the bytes it takes (what follows is the start of the next answers).
+async fn read_auth_answer(
+    read: &mut BoxRead,
+    server: &str,
+    tls_name: Option<&str>,
+) -> Result<(Vec<u8>, usize, usize)> {
     let mut buf = Vec::with_capacity(64);
     loop {
         if tls_name.is_none() && first_bytes_are_tls(&buf) {
@@ -176,40 +196,7 @@ async fn authenticate(secret: Option<Secret>, server: &str, conn: Handshaken) ->
             });
         }
         match scan_line(&buf, MAX_REPLY_LINE) {
-            LineScan::Complete { line_len, consumed } => {
-                let result = Reply::parse(Expect::Auth, &buf[..line_len]);
-                let leftover = buf[consumed..].to_vec();
-                let opened = Opened {
-                    read,
-                    write,
-                    leftover,
-                    tls_name,
-                    authenticated: true,
-                    answered: true,
-                };
-                return match result {
-                    Ok(_) => Ok(opened),
-                    // A server without auth answers `error` and keeps the connection usable:
-                    // carry on, so that clients can be given the secret before the servers
-                    // start requiring it.
-                    Err(ReplyError::Server(crate::proto::ServerStatus::Error)) => {
-                        tracing::warn!(
-                            server,
-                            "an auth token is configured but the server does not use auth"
-                        );
-                        Ok(Opened {
-                            authenticated: false,
-                            ..opened
-                        })
-                    }
-                    Err(e) => {
-                        if let ReplyError::Server(status) = &e {
-                            crate::metrics::server_error(server, status);
-                        }
-                        Err(Error::from_reply(e, server, Command::Auth, ""))
-                    }
-                };
-            }
+            LineScan::Complete { line_len, consumed } => return Ok((buf, line_len, consumed)),
             LineScan::TooLong => {
                 return Err(Error::Protocol {
                     server: server.to_owned(),
@@ -218,23 +205,41 @@ async fn authenticate(secret: Option<Secret>, server: &str, conn: Handshaken) ->
             }
             LineScan::Incomplete => {
                 buf.reserve(64);
-                let read = read.read_buf(&mut buf).await;
-                match read {
+                match read.read_buf(&mut buf).await {
                     Ok(0) => {
-                        return Err(setup_failure(
-                            server,
-                            tls_name.as_deref(),
-                            io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "connection closed during auth",
-                            ),
-                            &buf,
-                        ));
+                        let eof = io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "connection closed during auth",
+                        );
+                        return Err(setup_failure(server, tls_name, eof, &buf));
                     }
                     Ok(_) => {}
-                    Err(e) => return Err(setup_failure(server, tls_name.as_deref(), e, &buf)),
+                    Err(e) => return Err(setup_failure(server, tls_name, e, &buf)),
                 }
             }
+        }
+    }
+}
+
+/// What the answer to `auth` means: authenticated (`true`), a server without auth (`false`),
+/// or the refusal as an error.
+fn auth_accepted(answer: std::result::Result<Reply<'_>, ReplyError>, server: &str) -> Result<bool> {
+    match answer {
+        Ok(_) => Ok(true),
+        // A server without auth answers `error` and keeps the connection usable: carry on, so
+        // that clients can be given the secret before the servers start requiring it.
+        Err(ReplyError::Server(crate::proto::ServerStatus::Error)) => {
+            tracing::warn!(
+                server,
+                "an auth token is configured but the server does not use auth"
+            );
+            Ok(false)
+        }
+        Err(e) => {
+            if let ReplyError::Server(status) = &e {
+                crate::metrics::server_error(server, status);
+            }
+            Err(Error::from_reply(e, server, Command::Auth, ""))
         }
     }
 }
