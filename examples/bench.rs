@@ -30,7 +30,8 @@ struct Settings {
     hold_for: Duration,
     many: usize,
     /// Run only the parts whose names are listed (`single`, `parallel` or one of
-    /// `parallel16`, `parallel64`, `parallel256`, `hot`, `tls`, `layer`, `many`).
+    /// `parallel16`, `parallel64`, `parallel256`, `parallel64wide`, `hot`, `tls`, `layer`,
+    /// `many`).
     only: Vec<String>,
 }
 
@@ -721,6 +722,27 @@ async fn main() {
         println!(
             "figure highlevel_{tasks}tasks_client_connections {} connections",
             client.open_connections()
+        );
+    }
+    // The same 64 tasks with as many shared connections as tasks: what the tail costs when
+    // requests are not pipelined (the default keeps at most 16).
+    if settings.wants("parallel") || settings.wants("parallel64wide") {
+        let wide = Client::builder()
+            .servers([addr.clone()])
+            .max_shared_connections(64)
+            .build()
+            .unwrap();
+        compare(
+            "highlevel_64tasks_64shared",
+            "raw_64conn",
+            run,
+            async |d| raw_loop(&addr, None, 64, false, d).await,
+            async |d| client_loop(&wide, 64, false, d).await,
+        )
+        .await;
+        println!(
+            "figure highlevel_64tasks_64shared_client_connections {} connections",
+            wide.open_connections()
         );
     }
     if settings.wants("hot") {
