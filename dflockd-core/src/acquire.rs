@@ -286,7 +286,8 @@ impl Spec {
     pub(crate) async fn enqueue(&self) -> Result<Enqueued> {
         let started = Instant::now();
         let result = self.enqueue_from(started).await;
-        metrics::enqueued(&self.labels, &result, started);
+        let queued = matches!(result, Ok(Enqueued::Queued(_)));
+        metrics::enqueued(&self.labels, &result, queued, started);
         result
     }
 

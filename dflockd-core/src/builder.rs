@@ -857,7 +857,7 @@ mod tests {
         let client = Client::builder().auth_token("hunter2").build().unwrap();
         assert!(!format!("{client:?}").contains("hunter2"));
         assert_eq!(
-            format!("{:?}", crate::conn::connect::Secret::new("hunter2")),
+            format!("{:?}", crate::conn::credentials::Secret::new("hunter2")),
             "<redacted>"
         );
     }

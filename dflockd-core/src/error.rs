@@ -4,7 +4,6 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use crate::lease::LossReason;
 use crate::proto::{Command, InvalidInput, ReplyError, ServerStatus};
 
 /// A convenient alias.
@@ -577,6 +576,36 @@ fn utc(at: SystemTime) -> String {
 impl From<Error> for io::Error {
     fn from(error: Error) -> io::Error {
         io::Error::new(error.io_kind(), error)
+    }
+}
+
+/// Why a lease was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LossReason {
+    /// The server refused a renew: the lease had already expired there, or the lock was
+    /// released by someone holding the token.
+    RenewRefused,
+    /// The connection that holds the lock closed or failed; the server releases the locks of
+    /// a closed connection.
+    ConnectionLost,
+    /// No renew succeeded in time: the local deadline (a margin before the server-side
+    /// expiry) passed.
+    DeadlineExceeded,
+    /// The server no longer knew the token when it was released, and the release left after
+    /// the local deadline: the lease had expired there before the section ended (reported by
+    /// a release, not by the background renewal).
+    Expired,
+}
+
+impl fmt::Display for LossReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LossReason::RenewRefused => "the server refused the renew",
+            LossReason::ConnectionLost => "the connection holding the lock was lost",
+            LossReason::DeadlineExceeded => "no renew succeeded before the lease deadline",
+            LossReason::Expired => "the server no longer knew the token (the lease had expired)",
+        })
     }
 }
 

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::conn::Conn;
 use crate::conn::call::{Call, CallError, Granted, Wire};
+use crate::error::LossReason;
 use crate::error::{Error, Result};
 use crate::inner::ClientInner;
-use crate::lease::{LeaseShared, LeaseWatch, LossReason, Lost};
+use crate::lease::{LeaseShared, LeaseWatch, Lost};
 use crate::proto::{Family, Request, Token};
 
 /// What a new guard takes from the handle that acquired it.

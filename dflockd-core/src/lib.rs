@@ -116,14 +116,15 @@ mod version;
 pub use acquire::{Enqueued, Queued};
 pub use builder::ClientBuilder;
 pub use client::Client;
+pub use conn::PoolStatus;
 #[cfg(feature = "tls-base")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls-base")))]
 pub use conn::tls::TlsOptions;
 pub use election::{Campaign, Election, Leadership, Term};
-pub use error::{Error, Result, TlsEvidence, TlsProblem};
+pub use error::{Error, LossReason, Result, TlsEvidence, TlsProblem};
 pub use guard::{Guard, HeldLock};
-pub use health::{Health, PoolStatus, ServerHealth};
-pub use lease::{LeaseWatch, LossReason, Lost};
+pub use health::{Health, ServerHealth};
+pub use lease::{LeaseWatch, Lost};
 pub use lock::Lock;
 pub use multi::{MultiGuard, MultiLock};
 pub use proto::Token;

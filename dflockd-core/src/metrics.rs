@@ -65,9 +65,8 @@ use std::time::Instant;
 
 use metrics::{Gauge, Label, SharedString, Unit};
 
-use crate::acquire::Enqueued;
+use crate::error::LossReason;
 use crate::error::{Error, Result};
-use crate::lease::LossReason;
 use crate::proto::{Family, ServerStatus};
 
 /// Acquisitions ended, by `kind` and `outcome`.
@@ -205,11 +204,12 @@ pub(crate) fn acquired<T>(labels: &Labels, result: &Result<T>, try_once: bool, s
     acquire_ended(labels, outcome, started);
 }
 
-/// The first half of a two-phase acquisition ended: counted unless it queued (its wait is).
-pub(crate) fn enqueued(labels: &Labels, result: &Result<Enqueued>, started: Instant) {
+/// The first half of a two-phase acquisition ended: counted unless it `queued` (its wait
+/// is).
+pub(crate) fn enqueued<T>(labels: &Labels, result: &Result<T>, queued: bool, started: Instant) {
     match result {
-        Ok(Enqueued::Queued(_)) => {}
-        Ok(Enqueued::Acquired(_)) => acquire_ended(labels, "granted", started),
+        Ok(_) if queued => {}
+        Ok(_) => acquire_ended(labels, "granted", started),
         Err(_) => acquire_ended(labels, "error", started),
     }
 }

@@ -4,9 +4,8 @@
 
 use std::time::Instant;
 
-use crate::acquire::Enqueued;
+use crate::error::LossReason;
 use crate::error::Result;
-use crate::lease::LossReason;
 use crate::proto::{Family, ServerStatus};
 
 #[derive(Clone, Default)]
@@ -27,7 +26,7 @@ pub(crate) struct Labels;
 pub(crate) fn acquired<T>(_: &Labels, _: &Result<T>, _: bool, _: Instant) {}
 
 #[inline(always)]
-pub(crate) fn enqueued(_: &Labels, _: &Result<Enqueued>, _: Instant) {}
+pub(crate) fn enqueued<T>(_: &Labels, _: &Result<T>, _: bool, _: Instant) {}
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Stopwatch;

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::acquire::Spec;
+use crate::error::LossReason;
 use crate::error::Result;
 use crate::guard::{Guard, HeldLock};
 use crate::inner::ClientInner;
-use crate::lease::LossReason;
 use crate::proto::Family;
 use crate::section::{self, OnLeaseLoss, Policy};
 

@@ -12,9 +12,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::error::LossReason;
 use crate::error::{Error, Result};
 use crate::guard::{Guard, HeldLock};
-use crate::lease::LossReason;
 use crate::proto::Family;
 
 /// What a scoped section does when its lease is lost while the work runs.

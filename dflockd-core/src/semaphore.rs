@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::acquire::{Enqueued, Spec};
+#[cfg(doc)]
+use crate::error::LossReason;
 use crate::error::{Error, Result};
 use crate::guard::{Guard, HeldLock};
 use crate::inner::ClientInner;
-#[cfg(doc)]
-use crate::lease::LossReason;
 use crate::proto::Family;
 use crate::section::OnLeaseLoss;
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Rt, run};
+use crate::error::LossReason;
 use crate::error::Result;
-use crate::lease::LossReason;
 
 /// A held lock or semaphore slot (blocking). Renewed in the background; released by
 /// [`release`](Guard::release) or, in the background, on drop.

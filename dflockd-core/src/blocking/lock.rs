@@ -8,8 +8,8 @@ use super::guard::Guard;
 use super::{Rt, run};
 #[cfg(doc)]
 use crate::error::Error;
+use crate::error::LossReason;
 use crate::error::Result;
-use crate::lease::LossReason;
 use crate::section::{self, OnLeaseLoss};
 
 /// A lock on one key to acquire (blocking). Made by [`Client::lock`](super::Client::lock);

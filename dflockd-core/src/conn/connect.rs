@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Settings;
+use super::credentials::{Credentials, Secret};
 use crate::error::{Error, Result, TlsEvidence};
 use crate::proto::{
     Command, Expect, LineScan, MAX_REPLY_LINE, Reply, ReplyError, Request, scan_line,
@@ -16,26 +16,6 @@ use crate::proto::{
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 /// Write half of a connection.
 pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
-
-/// The auth token: shown as `<redacted>` everywhere.
-#[derive(Clone)]
-pub(crate) struct Secret(std::sync::Arc<str>);
-
-impl Secret {
-    pub(crate) fn new(token: &str) -> Self {
-        Secret(token.into())
-    }
-
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
 
 /// An open, authenticated connection, split, with any bytes read past the auth answer.
 pub(crate) struct Opened {
@@ -81,9 +61,12 @@ pub(crate) fn split_host_port(addr: &str) -> Result<(String, u16)> {
     }
 }
 
-/// Connects, handshakes and authenticates within `settings.connect_timeout`.
-pub(crate) async fn open(settings: &Settings, server: &str) -> Result<Opened> {
-    let timeout = settings.connect_timeout;
+/// Connects, handshakes and authenticates within `timeout`, presenting the `credentials`.
+pub(crate) async fn open(
+    timeout: Duration,
+    credentials: &Credentials,
+    server: &str,
+) -> Result<Opened> {
     let deadline = Instant::now() + timeout;
     let timed_out = |stage: &str| Error::Connect {
         server: server.to_owned(),
@@ -101,8 +84,8 @@ pub(crate) async fn open(settings: &Settings, server: &str) -> Result<Opened> {
             server: server.to_owned(),
             source,
         })?;
-    let material = settings.credentials.current();
-    let secret = settings.credentials.secret(&material);
+    let material = credentials.current();
+    let secret = credentials.secret(&material);
     let conn = {
         #[cfg(feature = "tls-base")]
         match &material.tls {

@@ -7,9 +7,28 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::connect::Secret;
 use crate::error::{Error, Result};
 use crate::proto::{MAX_REQUEST_LINE, validate_secret_up_to};
+
+/// The auth token: shown as `<redacted>` everywhere.
+#[derive(Clone)]
+pub(crate) struct Secret(std::sync::Arc<str>);
+
+impl Secret {
+    pub(crate) fn new(token: &str) -> Self {
+        Secret(token.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
 
 /// Where the auth token comes from.
 #[derive(Clone)]

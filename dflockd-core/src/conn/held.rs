@@ -10,8 +10,9 @@ use super::Conn;
 use super::call::{CallError, GrantMeta, Granted, Pending, PendingRenew};
 use super::state::State;
 use super::turn::Caller;
+use crate::error::LossReason;
 use crate::error::{Error, Result};
-use crate::lease::{LeaseShared, LossReason};
+use crate::lease::LeaseShared;
 use crate::metrics;
 use crate::proto::{Family, Grant, Request, Token};
 

@@ -318,7 +318,7 @@ impl Hasher for IdHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::LossReason;
+    use crate::error::LossReason;
 
     const COALESCE: Duration = Duration::from_millis(25);
 

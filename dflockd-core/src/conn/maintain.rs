@@ -14,7 +14,7 @@ use super::close::Task;
 use super::connect::BoxWrite;
 use super::turn::READ_TASK;
 use super::{Conn, KillOnDrop};
-use crate::lease::LossReason;
+use crate::error::LossReason;
 use crate::metrics;
 use crate::proto::Request;
 

@@ -50,6 +50,7 @@ mod leases;
 mod maintain;
 pub(crate) mod park;
 pub(crate) mod pool;
+pub use pool::PoolStatus;
 mod read;
 mod state;
 #[cfg(feature = "tls-base")]
@@ -64,8 +65,9 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use crate::error::LossReason;
 use crate::error::{Error, Result, TlsEvidence, TlsProblem};
-use crate::lease::{LeasePolicy, LossReason};
+use crate::lease::LeasePolicy;
 use crate::proto::InvalidInput;
 use call::{Answer, Call, CallError, Pending, PendingCall, PendingRenew, Wire};
 use close::CloseSignal;
@@ -159,7 +161,8 @@ impl Conn {
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Arc<Conn>> {
         let reservation = parked.then_some(park::FIRST_RESERVATION);
-        let opened = connect::open(&settings, &server).await?;
+        let opened =
+            connect::open(settings.connect_timeout, &settings.credentials, &server).await?;
         let read_turn = Arc::new(ReadTurn::default());
         let state = State::new(settings.policy, reservation, permit, Instant::now());
         let summary = Summary::new(crate::metrics::ConnGauges::opened(&server));

@@ -15,7 +15,39 @@ use super::call::{Answer, Call, CallError};
 use super::park::{ParkHint, Parked};
 use super::{Conn, Settings};
 use crate::error::{Error, Result};
-use crate::health::PoolStatus;
+
+/// The connections of one server's pool, from [`Client::status`](crate::Client::status). A connection is counted
+/// once, in the first of `parked`, `holding`, `busy` that applies, else `idle`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStatus {
+    /// The server's address, `host:port`.
+    pub server: String,
+    /// Connections open (not counting those being opened).
+    pub open: usize,
+    /// Reserved for one request that waits at the server (a queued acquire).
+    pub parked: usize,
+    /// Holding locks (their renewals go through them), not parked.
+    pub holding: usize,
+    /// With requests on their way, holding nothing.
+    pub busy: usize,
+    /// Holding nothing and carrying nothing: reusable at once, closed after the idle timeout.
+    pub idle: usize,
+    /// Connections being opened now.
+    pub opening: usize,
+    /// Requests sent on the pool's connections and not answered yet.
+    pub in_flight: usize,
+    /// The most connections the pool opens ([`ClientBuilder::max_connections`](crate::ClientBuilder::max_connections)).
+    pub max: usize,
+}
+
+impl PoolStatus {
+    /// Connections doing something: `open - idle`.
+    #[must_use]
+    pub fn in_use(&self) -> usize {
+        self.open - self.idle
+    }
+}
 
 /// A slot in [`ServerPool::opening`], given back (and the waiters woken) when dropped.
 struct OpeningSlot<'a>(&'a ServerPool);

@@ -20,8 +20,9 @@ use super::close::Task;
 use super::connect::BoxRead;
 use super::state::StateGuard;
 use super::turn::READ_TASK;
+use crate::error::LossReason;
 use crate::error::{Error, Result, TlsEvidence};
-use crate::lease::{LeaseShared, LossReason};
+use crate::lease::LeaseShared;
 use crate::metrics::{self, Renewal};
 use crate::proto::{
     Expect, LineScan, MAX_REPLY_LINE, MAX_STATS_LINE, Reply, ReplyError, ServerStatus, scan_line,
