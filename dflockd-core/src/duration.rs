@@ -5,6 +5,8 @@
 //! The grammar is [humantime]'s (numbers with units, fractions, sums: `500ms`, `1.5s`,
 //! `1m30s`), plus one rule: a plain number is seconds (`10`, `1.5`). Both crates depend on
 //! humantime and apply the rule; the table in `duration/cases.rs` is tested against both.
+//! Units are case-sensitive as in humantime: `m` is minutes and `M` months (30.44 days), so
+//! `1M` parses, to a month.
 //!
 //! [humantime]: https://docs.rs/humantime/latest/humantime/fn.parse_duration.html
 

@@ -311,7 +311,11 @@ impl Guard {
             key = %self.key,
             token = %self.token,
             took_ms = started.map(|t| t.elapsed().as_millis() as u64),
-            ok = result.is_ok(),
+            outcome = match &result {
+                Ok(()) => "released",
+                Err(e) if e.is_lease_lost() => "lease_lost",
+                Err(_) => "error",
+            },
             "release"
         );
         result

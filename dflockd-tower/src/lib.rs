@@ -71,7 +71,7 @@
 //! | lease lost during a request | [`OnLeaseLoss`]: drop the request (503 / `unavailable`), or finish and record |
 //! | the handler sees its lock (fence, loss) | [`HeldLock`] in the request extensions; with the `axum` feature the `Locked` extractor, which refuses requests no layer guarded |
 //! | logs and counters | the layer's [`name`](LockLayer::name); [`counters`](LockLayer::counters) ([`Counters`]): requests without a key, failed open, under an adopted limit |
-//! | tracing | span `dflockd_guard` with `key`, `limit`, `server_limit`, `wait_ms`, `outcome` |
+//! | tracing | span `dflockd_guard` with `key`, `limit`, `server_limit`, `fence`, `wait_ms`, `outcome` (the field names of the macro's `dflockd_exclusive` span and of the client's events) |
 //!
 //! # How a request goes through
 //!

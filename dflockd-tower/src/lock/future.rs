@@ -191,6 +191,9 @@ impl<S: Service<Req>, Req> Machine<S, Req> {
                     };
                     let mut request = request.take().expect("request taken twice");
                     (this.on_acquired)(&mut request, &guard);
+                    if let Some(fence) = guard.fence() {
+                        this.span.record("fence", fence);
+                    }
                     tracing::debug!(
                         fence = guard.fence(),
                         waited_ms = millis(waited),

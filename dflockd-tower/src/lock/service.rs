@@ -96,6 +96,7 @@ impl<S, K, R> LockService<S, K, R> {
             key = %key,
             limit = limit.unwrap_or(1),
             server_limit = tracing::field::Empty,
+            fence = tracing::field::Empty,
             wait_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
