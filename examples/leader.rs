@@ -9,8 +9,9 @@
 //! Each replica reaches the server through its own chaos proxy (from `dflockd-testkit`), so
 //! the example can break one replica's network the way production does:
 //!
-//! 1. the leader's connections are cut (a crash, a killed pod): the server frees the lock at
-//!    once and the next replica in its queue leads;
+//! 1. the leader's connections are cut and it stays unreachable for a moment (a crash, a
+//!    killed pod that restarts): the server frees the lock at once and the next replica in
+//!    its queue leads;
 //! 2. the leader's network goes silent (a frozen process, a partition): it stops leading
 //!    before its lease ends at the server, and another replica leads after the lease;
 //! 3. the leader resigns (a clean shutdown): the next one leads at once.
@@ -72,6 +73,9 @@ async fn handover(
             println!("  -> replica {now} took over after {:.1?}", since.elapsed());
             return Ok(now);
         }
+        if since.elapsed() >= limit {
+            return Err(format!("replica {old} still leads after {limit:?}").into());
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -104,8 +108,12 @@ async fn main() -> Result<(), common::BoxError> {
 
     println!("1. replica {first}'s connections are cut (a crash)");
     let cut = Instant::now();
+    // Down until another replica leads, as a killed process is until it restarts (otherwise
+    // it might campaign again before the others, and win).
+    proxies[first].set_blackhole(true);
     proxies[first].reset();
     let second = handover(&campaigns, first, cut, lease).await?;
+    proxies[first].set_blackhole(false);
 
     println!("2. replica {second}'s network goes silent (a partition)");
     let silent = Instant::now();
