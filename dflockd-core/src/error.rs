@@ -533,7 +533,9 @@ pub enum TlsEvidence {
     AnsweredTls,
     /// It closed the connection without a byte before its first answer. The dflockd server
     /// does that to a client without TLS; it also does it to connections over its
-    /// `--max-connections` cap.
+    /// `--max-connections` cap, and a proxy in front of it does it when it cannot reach it.
+    /// Never reported for a server that has answered this client's plaintext connections
+    /// before (a silent close is then [`Error::ConnectionClosed`]).
     ClosedSilently,
 }
 
@@ -543,7 +545,7 @@ fn tls_required_message(server: &str, evidence: TlsEvidence) -> String {
             format!("server {server} serves TLS and this client connected without it: {WITH_TLS}")
         }
         TlsEvidence::ClosedSilently => format!(
-            "server {server} closed the connection before its first answer, as a server with TLS does to a client without: if it serves TLS, {WITH_TLS}; otherwise it may be at its connection cap (--max-connections)"
+            "server {server} closed the connection before its first answer, as a server with TLS does to a client without: if it serves TLS, {WITH_TLS}; otherwise it may be at its connection cap (--max-connections), or a proxy in front of it could not reach it"
         ),
     }
 }

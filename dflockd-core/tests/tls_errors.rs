@@ -561,7 +561,7 @@ async fn a_plaintext_client_and_a_server_that_closes_without_a_word() {
          does to a client without: if it serves TLS, set DFLOCKD_TLS=1, with \
          DFLOCKD_TLS_CA_FILE or DFLOCKD_TLS_PINNED_CERT_FILE unless the system trusts its \
          certificate (ClientBuilder::tls); otherwise it may be at its connection cap \
-         (--max-connections)"
+         (--max-connections), or a proxy in front of it could not reach it"
     );
     for token in [None, Some("s3cret")] {
         let mut b = builder(std::slice::from_ref(&addr));
@@ -584,6 +584,58 @@ async fn a_plaintext_client_and_a_server_that_closes_without_a_word() {
         );
         assert_eq!(err.to_string(), expected);
     }
+}
+
+#[tokio::test]
+async fn a_silent_close_from_a_server_that_answered_in_plaintext_before_is_no_tls_evidence() {
+    // A server that answers the first connection in plaintext, then closes every connection
+    // without a word (as a proxy does whose server went down, or a TLS server does to a
+    // plaintext client). The client it answered before is told the connection closed, not
+    // that the server wants TLS; a client meeting it for the first time gets the TLS hint.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let answer = std::mem::take(&mut first);
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                if answer {
+                    let _ = socket.write_all(b"timeout\n").await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
+    });
+    let client = builder(std::slice::from_ref(&addr)).build().unwrap();
+    assert!(client.lock("k").try_acquire().await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let err = bounded(LIMIT, client.lock("k").try_acquire())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::ConnectionClosed { .. } | Error::Connect { .. }),
+            "{err:?}"
+        );
+        assert!(err.is_retryable());
+    }
+    let newcomer = builder(std::slice::from_ref(&addr)).build().unwrap();
+    let err = bounded(LIMIT, newcomer.lock("k").try_acquire())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TlsRequired {
+                evidence: TlsEvidence::ClosedSilently,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -57,7 +57,7 @@ mod state;
 pub(crate) mod tls;
 mod turn;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -124,6 +124,9 @@ pub(crate) struct Conn {
     /// Why the server refused this connection before answering anything, once known: every
     /// request on it fails with that instead of "connection closed".
     refused: OnceLock<Refusal>,
+    /// Whether the server has answered a plaintext connection of this pool before (shared by
+    /// the pool's connections): then a silent close is no sign that it serves TLS.
+    spoke_plaintext: Arc<AtomicBool>,
 }
 
 /// Why a server refused a connection before its first answer.
@@ -159,6 +162,7 @@ impl Conn {
         server: Arc<str>,
         parked: bool,
         permit: Option<OwnedSemaphorePermit>,
+        spoke_plaintext: Arc<AtomicBool>,
     ) -> Result<Arc<Conn>> {
         let reservation = parked.then_some(park::FIRST_RESERVATION);
         let opened =
@@ -190,7 +194,11 @@ impl Conn {
             tls_name: opened.tls_name,
             authenticated: opened.authenticated,
             refused: OnceLock::new(),
+            spoke_plaintext,
         });
+        if conn.tls_name.is_none() && opened.answered {
+            conn.spoke_plaintext.store(true, Ordering::Relaxed);
+        }
         tracing::debug!(server = %conn.server, conn = conn.id, "connected");
         tokio::spawn(conn.clone().read_task());
         tokio::spawn(conn.clone().maintenance_task());

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use super::call::{Answer, Call, CallError};
 use super::park::{ParkHint, Parked};
 use super::{Conn, Settings};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TlsEvidence};
 
 /// The connections of one server's pool, from [`Client::status`](crate::Client::status). A connection is counted
 /// once, in the first of `parked`, `holding`, `busy` that applies, else `idle`.
@@ -91,6 +91,9 @@ pub(crate) struct ServerPool {
     /// Signalled when a shared connection finished opening (or failed to): callers that
     /// found one opening wait for it instead of opening more.
     opened: tokio::sync::Notify,
+    /// The server has answered one of this pool's plaintext connections (see
+    /// [`Conn`]'s `refused_silently`).
+    spoke_plaintext: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for ServerPool {
@@ -111,6 +114,7 @@ impl ServerPool {
             permits,
             opening: AtomicUsize::new(0),
             opened: tokio::sync::Notify::new(),
+            spoke_plaintext: Arc::default(),
         }
     }
 
@@ -325,13 +329,30 @@ impl ServerPool {
         parked: bool,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Arc<Conn>> {
-        let conn = Conn::open(
+        let opened = Conn::open(
             self.settings.clone(),
             self.addr.clone(),
             parked,
             Some(permit),
+            self.spoke_plaintext.clone(),
         )
-        .await?;
+        .await;
+        let conn = match opened {
+            // A server that answered plaintext before does not serve TLS now: it closed.
+            Err(Error::TlsRequired {
+                server,
+                evidence: TlsEvidence::ClosedSilently,
+            }) if self.spoke_plaintext.load(Ordering::Relaxed) => {
+                return Err(Error::Connect {
+                    server,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection before answering",
+                    ),
+                });
+            }
+            other => other?,
+        };
         self.conns_mut().push(conn.clone());
         Ok(conn)
     }

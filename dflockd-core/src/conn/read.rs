@@ -9,6 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -199,6 +200,9 @@ impl Conn {
                     if first && self.refused_with(read_buf.filled()) {
                         break "the server answered with TLS".to_owned();
                     }
+                    if first && self.tls_name.is_none() {
+                        self.spoke_plaintext.store(true, Ordering::Relaxed);
+                    }
                     half.received = true;
                     half.end += n;
                 }
@@ -228,9 +232,14 @@ impl Conn {
     }
 
     /// The server closed a connection that it never answered, with a request sent: on a
-    /// plaintext connection, what a server that serves TLS does.
+    /// plaintext connection, what a server that serves TLS does, unless it has answered this
+    /// pool's plaintext connections before (then it is a restart, a cap, or a proxy in front
+    /// of it that lost it: the connection just closed).
     fn refused_silently(&self) {
-        if self.tls_name.is_none() && !self.lock_state().pending.is_empty() {
+        if self.tls_name.is_none()
+            && !self.spoke_plaintext.load(Ordering::Relaxed)
+            && !self.lock_state().pending.is_empty()
+        {
             let _ = self
                 .refused
                 .set(super::Refusal::TlsRequired(TlsEvidence::ClosedSilently));
