@@ -591,51 +591,70 @@ async fn a_silent_close_from_a_server_that_answered_in_plaintext_before_is_no_tl
     // A server that answers the first connection in plaintext, then closes every connection
     // without a word (as a proxy does whose server went down, or a TLS server does to a
     // plaintext client). The client it answered before is told the connection closed, not
-    // that the server wants TLS; a client meeting it for the first time gets the TLS hint.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        let mut first = true;
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let answer = std::mem::take(&mut first);
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                let mut buf = [0u8; 4096];
-                let _ = socket.read(&mut buf).await;
-                if answer {
-                    let _ = socket.write_all(b"timeout\n").await;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            });
+    // that the server wants TLS, whether the close comes before the auth answer or after; a
+    // client meeting it for the first time gets the TLS hint.
+    for token in [None, Some("s3cret")] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let answer = std::mem::take(&mut first);
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = socket.read(&mut buf).await {
+                        if !answer {
+                            return;
+                        }
+                        let said = if buf[..n].starts_with(b"auth") {
+                            "ok\n"
+                        } else {
+                            "timeout\n"
+                        };
+                        let _ = socket.write_all(said.as_bytes()).await;
+                        if said == "timeout\n" {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let build = || {
+            let mut b = builder(std::slice::from_ref(&addr));
+            if let Some(token) = token {
+                b = b.auth_token(token);
+            }
+            b.build().unwrap()
+        };
+        let client = build();
+        assert!(client.lock("k").try_acquire().await.unwrap().is_none());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..3 {
+            let err = bounded(LIMIT, client.lock("k").try_acquire())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::ConnectionClosed { .. } | Error::Connect { .. }),
+                "{token:?}: {err:?}"
+            );
+            assert!(err.is_retryable());
         }
-    });
-    let client = builder(std::slice::from_ref(&addr)).build().unwrap();
-    assert!(client.lock("k").try_acquire().await.unwrap().is_none());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    for _ in 0..3 {
-        let err = bounded(LIMIT, client.lock("k").try_acquire())
+        let err = bounded(LIMIT, build().lock("k").try_acquire())
             .await
             .unwrap_err();
         assert!(
-            matches!(err, Error::ConnectionClosed { .. } | Error::Connect { .. }),
-            "{err:?}"
+            matches!(
+                err,
+                Error::TlsRequired {
+                    evidence: TlsEvidence::ClosedSilently,
+                    ..
+                }
+            ),
+            "{token:?}: {err:?}"
         );
-        assert!(err.is_retryable());
     }
-    let newcomer = builder(std::slice::from_ref(&addr)).build().unwrap();
-    let err = bounded(LIMIT, newcomer.lock("k").try_acquire())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::TlsRequired {
-                evidence: TlsEvidence::ClosedSilently,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
 }
 
 #[tokio::test]

@@ -62,10 +62,13 @@ pub(crate) fn split_host_port(addr: &str) -> Result<(String, u16)> {
 }
 
 /// Connects, handshakes and authenticates within `timeout`, presenting the `credentials`.
+/// `spoke_plaintext`: the server has answered a plaintext connection of this client before,
+/// so a silent close is no sign that it serves TLS.
 pub(crate) async fn open(
     timeout: Duration,
     credentials: &Credentials,
     server: &str,
+    spoke_plaintext: bool,
 ) -> Result<Opened> {
     let deadline = Instant::now() + timeout;
     let timed_out = |stage: &str| Error::Connect {
@@ -103,9 +106,12 @@ pub(crate) async fn open(
         #[cfg(not(feature = "tls-base"))]
         Handshaken::plain(tcp)
     };
-    tokio::time::timeout_at(deadline.into(), authenticate(secret, server, conn))
-        .await
-        .map_err(|_| timed_out("auth"))?
+    tokio::time::timeout_at(
+        deadline.into(),
+        authenticate(secret, server, conn, spoke_plaintext),
+    )
+    .await
+    .map_err(|_| timed_out("auth"))?
 }
 
 /// A connection before auth.
@@ -126,7 +132,12 @@ impl Handshaken {
     }
 }
 
-async fn authenticate(secret: Option<Secret>, server: &str, conn: Handshaken) -> Result<Opened> {
+async fn authenticate(
+    secret: Option<Secret>,
+    server: &str,
+    conn: Handshaken,
+    spoke_plaintext: bool,
+) -> Result<Opened> {
     let Handshaken {
         mut read,
         mut write,
@@ -142,7 +153,9 @@ async fn authenticate(secret: Option<Secret>, server: &str, conn: Handshaken) ->
             answered: false,
         });
     };
-    let fail = |source: io::Error| setup_failure(server, tls_name.as_deref(), source, &[]);
+    let fail = |source: io::Error| {
+        setup_failure(server, tls_name.as_deref(), source, &[], spoke_plaintext)
+    };
     let mut out = Vec::with_capacity(300);
     Request::Auth {
         secret: secret.expose(),
@@ -151,7 +164,7 @@ async fn authenticate(secret: Option<Secret>, server: &str, conn: Handshaken) ->
     write.write_all(&out).await.map_err(fail)?;
     write.flush().await.map_err(fail)?;
     let (buf, line_len, consumed) =
-        read_auth_answer(&mut read, server, tls_name.as_deref()).await?;
+        read_auth_answer(&mut read, server, tls_name.as_deref(), spoke_plaintext).await?;
     let authenticated = auth_accepted(Reply::parse(Expect::Auth, &buf[..line_len]), server)?;
     Ok(Opened {
         read,
@@ -169,6 +182,7 @@ async fn read_auth_answer(
     read: &mut BoxRead,
     server: &str,
     tls_name: Option<&str>,
+    spoke_plaintext: bool,
 ) -> Result<(Vec<u8>, usize, usize)> {
     let mut buf = Vec::with_capacity(64);
     loop {
@@ -194,10 +208,12 @@ async fn read_auth_answer(
                             io::ErrorKind::UnexpectedEof,
                             "connection closed during auth",
                         );
-                        return Err(setup_failure(server, tls_name, eof, &buf));
+                        return Err(setup_failure(server, tls_name, eof, &buf, spoke_plaintext));
                     }
                     Ok(_) => {}
-                    Err(e) => return Err(setup_failure(server, tls_name, e, &buf)),
+                    Err(e) => {
+                        return Err(setup_failure(server, tls_name, e, &buf, spoke_plaintext));
+                    }
                 }
             }
         }
@@ -234,21 +250,23 @@ pub(crate) fn first_bytes_are_tls(first: &[u8]) -> bool {
 }
 
 /// What an I/O error while opening a connection (after the TCP connect) means: a server that
-/// closed a plaintext connection without a byte most likely serves TLS; on a TLS connection,
-/// a TLS error (a refused client certificate arrives after the handshake); otherwise
+/// closed a plaintext connection without a byte most likely serves TLS, unless it has
+/// answered this client in plaintext before (`spoke_plaintext`); on a TLS connection, a TLS
+/// error (a refused client certificate arrives after the handshake); otherwise
 /// [`Error::Connect`]. `received` is what the server sent so far.
 pub(crate) fn setup_failure(
     server: &str,
     tls_name: Option<&str>,
     error: io::Error,
     received: &[u8],
+    spoke_plaintext: bool,
 ) -> Error {
     let closed = matches!(
         error.kind(),
         io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
     );
     match tls_name {
-        None if closed && received.is_empty() => Error::TlsRequired {
+        None if closed && received.is_empty() && !spoke_plaintext => Error::TlsRequired {
             server: server.to_owned(),
             evidence: TlsEvidence::ClosedSilently,
         },

@@ -165,8 +165,13 @@ impl Conn {
         spoke_plaintext: Arc<AtomicBool>,
     ) -> Result<Arc<Conn>> {
         let reservation = parked.then_some(park::FIRST_RESERVATION);
-        let opened =
-            connect::open(settings.connect_timeout, &settings.credentials, &server).await?;
+        let opened = connect::open(
+            settings.connect_timeout,
+            &settings.credentials,
+            &server,
+            spoke_plaintext.load(Ordering::Relaxed),
+        )
+        .await?;
         let read_turn = Arc::new(ReadTurn::default());
         let state = State::new(settings.policy, reservation, permit, Instant::now());
         let summary = Summary::new(crate::metrics::ConnGauges::opened(&server));

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use super::call::{Answer, Call, CallError};
 use super::park::{ParkHint, Parked};
 use super::{Conn, Settings};
-use crate::error::{Error, Result, TlsEvidence};
+use crate::error::{Error, Result};
 
 /// The connections of one server's pool, from [`Client::status`](crate::Client::status). A connection is counted
 /// once, in the first of `parked`, `holding`, `busy` that applies, else `idle`.
@@ -329,30 +329,14 @@ impl ServerPool {
         parked: bool,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Arc<Conn>> {
-        let opened = Conn::open(
+        let conn = Conn::open(
             self.settings.clone(),
             self.addr.clone(),
             parked,
             Some(permit),
             self.spoke_plaintext.clone(),
         )
-        .await;
-        let conn = match opened {
-            // A server that answered plaintext before does not serve TLS now: it closed.
-            Err(Error::TlsRequired {
-                server,
-                evidence: TlsEvidence::ClosedSilently,
-            }) if self.spoke_plaintext.load(Ordering::Relaxed) => {
-                return Err(Error::Connect {
-                    server,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection before answering",
-                    ),
-                });
-            }
-            other => other?,
-        };
+        .await?;
         self.conns_mut().push(conn.clone());
         Ok(conn)
     }
