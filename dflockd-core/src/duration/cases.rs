@@ -26,6 +26,8 @@ pub(crate) const CASES: &[(&str, Result<Duration, &str>)] = &[
     // humantime's longer unit names.
     ("2min", Ok(Duration::from_secs(120))),
     ("10sec", Ok(Duration::from_secs(10))),
+    // Units are case-sensitive: `M` is a month (30.44 days), not minutes.
+    ("1M", Ok(Duration::from_secs(2_630_016))),
     // Errors.
     ("", Err("empty")),
     ("10x", Err(r#"unknown time unit "x""#)),
@@ -41,3 +43,18 @@ pub(crate) const CASES: &[(&str, Result<Duration, &str>)] = &[
     ("99999999999999999999999s", Err("too large")),
     ("0.5ns", Err("below 1ns")),
 ];
+
+/// Checks `parse` against every case: the value, or an error that contains the expected part
+/// and starts the way both parsers start theirs.
+pub(crate) fn check(parse: impl Fn(&str) -> Result<Duration, String>) {
+    for (text, expected) in CASES {
+        match (parse(text), expected) {
+            (Ok(got), Ok(want)) => assert_eq!(got, *want, "{text:?}"),
+            (Err(got), Err(want)) => {
+                assert!(got.contains(want), "{text:?}: {got:?} lacks {want:?}");
+                assert!(got.starts_with("invalid duration "), "{got}");
+            }
+            (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+        }
+    }
+}
