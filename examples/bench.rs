@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use dflockd::Client;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::oneshot;
 
 const KEYS_PER_WORKER: usize = 32;
 
@@ -30,8 +31,8 @@ struct Settings {
     hold_for: Duration,
     many: usize,
     /// Run only the parts whose names are listed (`single`, `parallel` or one of
-    /// `parallel16`, `parallel64`, `parallel256`, `parallel64wide`, `hot`, `tls`, `layer`,
-    /// `many`).
+    /// `parallel16`, `parallel64`, `parallel256`, `parallel64wide`, `parallel64pipe`, `noise`,
+    /// `hot`, `tls`, `layer`, `many`).
     only: Vec<String>,
 }
 
@@ -159,11 +160,27 @@ async fn compare(
     a: impl AsyncFnMut(Duration) -> Sample,
     b: impl AsyncFnMut(Duration) -> Sample,
 ) {
+    compare_with(name, raw, "raw", run, a, b).await;
+}
+
+/// [`compare`], naming the ratios `{name}_vs_{against}` and `{name}_p99_vs_{against}`.
+async fn compare_with(
+    name: &str,
+    raw: &str,
+    against: &str,
+    run: Duration,
+    a: impl AsyncFnMut(Duration) -> Sample,
+    b: impl AsyncFnMut(Duration) -> Sample,
+) {
     let (raw_sample, client_sample) = alternate_fn(run, a, b).await;
     raw_sample.print(raw);
     client_sample.print(name);
-    ratio(&format!("{name}_vs_raw"), &client_sample, &raw_sample);
-    p99_ratio(&format!("{name}_p99_vs_raw"), &client_sample, &raw_sample);
+    ratio(&format!("{name}_vs_{against}"), &client_sample, &raw_sample);
+    p99_ratio(
+        &format!("{name}_p99_vs_{against}"),
+        &client_sample,
+        &raw_sample,
+    );
 }
 
 // ---- raw protocol ---------------------------------------------------------------------------
@@ -244,6 +261,84 @@ async fn raw_loop(
                     break;
                 }
                 raw.cycle(key).await;
+                sample.record(t);
+            }
+            sample
+        }
+    })
+    .await
+}
+
+/// A connection shared by several tasks, by hand: each request is written under a lock and
+/// its answer is the next line the reader task reads (the server answers a connection's
+/// requests in order). What pipelining costs by itself, without the client library.
+struct RawShared {
+    write: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+    waiting: Arc<std::sync::Mutex<std::collections::VecDeque<oneshot::Sender<String>>>>,
+}
+
+impl RawShared {
+    async fn connect(addr: &str) -> RawShared {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).unwrap();
+        let (read, write) = tcp.into_split();
+        let waiting: Arc<std::sync::Mutex<std::collections::VecDeque<oneshot::Sender<String>>>> =
+            Arc::default();
+        let answered = waiting.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let next = answered.lock().unwrap().pop_front();
+                let _ = next.expect("an answer nobody asked for").send(line);
+            }
+        });
+        RawShared {
+            write: tokio::sync::Mutex::new(write),
+            waiting,
+        }
+    }
+
+    async fn ask(&self, cmd: &str, key: &str, arg: &str) -> String {
+        let request = format!("{cmd}\n{key}\n{arg}\n");
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut write = self.write.lock().await;
+            self.waiting.lock().unwrap().push_back(tx);
+            write.write_all(request.as_bytes()).await.unwrap();
+        }
+        rx.await.expect("connection closed")
+    }
+
+    /// Acquire + release of `key`.
+    async fn cycle(&self, key: &str) {
+        let answer = self.ask("l", key, "10").await;
+        let token = answer
+            .split(' ')
+            .nth(1)
+            .unwrap_or_else(|| panic!("bad grant {answer:?}"));
+        let answer = self.ask("r", key, token).await;
+        assert_eq!(answer, "ok");
+    }
+}
+
+/// `workers` tasks sharing `conns` raw connections, requests pipelined.
+async fn raw_pipelined_loop(addr: &str, conns: usize, workers: usize, run_for: Duration) -> Sample {
+    let prefix = key_prefix(&format!("rawpipe{conns}"), workers, false);
+    let mut shared = Vec::new();
+    for _ in 0..conns {
+        shared.push(Arc::new(RawShared::connect(addr).await));
+    }
+    run_workers(workers, run_for, |w, stop| {
+        let (conn, prefix) = (shared[w % conns].clone(), prefix.clone());
+        async move {
+            let keys = worker_keys(&prefix, w, false);
+            let mut sample = Sample::default();
+            for key in keys.iter().cycle() {
+                let t = Instant::now();
+                if t >= stop {
+                    break;
+                }
+                conn.cycle(key).await;
                 sample.record(t);
             }
             sample
@@ -744,6 +839,44 @@ async fn main() {
             "figure highlevel_64tasks_64shared_client_connections {} connections",
             wide.open_connections()
         );
+    }
+    // The raw loop against itself: how far apart two measurements of the same thing come out
+    // on this machine, the noise floor of the ratios above.
+    for tasks in [16, 64] {
+        if !(settings.wants("parallel") || settings.wants("noise")) {
+            break;
+        }
+        compare_with(
+            &format!("raw_{tasks}conn_again"),
+            &format!("raw_{tasks}conn"),
+            "itself",
+            run,
+            async |d| raw_loop(&addr, None, tasks, false, d).await,
+            async |d| raw_loop(&addr, None, tasks, false, d).await,
+        )
+        .await;
+    }
+    // What 64 tasks on 16 connections cost by themselves: the same raw loop, its requests
+    // pipelined by hand on 16 connections, against a connection per task; and the client
+    // (which keeps at most 16) against that.
+    if settings.wants("parallel") || settings.wants("parallel64pipe") {
+        compare(
+            "raw_64tasks_16pipelined",
+            "raw_64conn",
+            run,
+            async |d| raw_loop(&addr, None, 64, false, d).await,
+            async |d| raw_pipelined_loop(&addr, 16, 64, d).await,
+        )
+        .await;
+        compare_with(
+            "highlevel_64tasks_16shared",
+            "raw_64tasks_16pipelined",
+            "raw_16pipelined",
+            run,
+            async |d| raw_pipelined_loop(&addr, 16, 64, d).await,
+            async |d| client_loop(&client, 64, false, d).await,
+        )
+        .await;
     }
     if settings.wants("hot") {
         compare(
