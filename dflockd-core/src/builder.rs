@@ -220,6 +220,13 @@ impl ClientBuilder {
     /// carry everything and the others close after [`idle_timeout`](Self::idle_timeout).
     /// Locks stay on the connection that acquired them, so however many are held, they use
     /// at most this many connections (plus one per acquire that waited server-side).
+    ///
+    /// The server answers a connection's requests in order, so with more requests in flight
+    /// than connections, a stall on one connection (a thread on either side waiting for a
+    /// core) holds every request on it: at 64 concurrent requests on the default 16, p99 is
+    /// about 1.6× that of a connection per request on a busy 2-core machine (`BENCHMARKS.md`).
+    /// Where that tail matters more than the number of connections, set this to the peak
+    /// number of concurrent requests.
     #[must_use]
     pub fn max_shared_connections(mut self, n: usize) -> Self {
         self.max_shared_connections = n;
