@@ -169,7 +169,9 @@ impl ClientBuilder {
 
     /// How long a request that does not wait server-side may go unanswered before its
     /// connection is considered dead (and closed, reporting its locks lost). Blocking
-    /// requests get their server-side wait on top. Default is 5 s.
+    /// requests get their server-side wait on top. A `stats` answer too long for one read
+    /// gets this long again after each piece that arrives, up to 12 times this in all (a
+    /// server that knows very many keys, on a slow link). Default is 5 s.
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;

@@ -262,22 +262,96 @@ async fn a_stats_answer_too_long_to_read_is_skipped_and_the_connection_kept() {
     assert_eq!(connections.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
-async fn a_large_stats_answer_is_read() {
-    // 20,000 locks: over a mebibyte of JSON, within what the client reads.
-    let locks: Vec<String> = (0..20_000)
+/// A `stats` answer listing `locks` locks.
+fn stats_answer(locks: usize) -> Vec<u8> {
+    let locks: Vec<String> = (0..locks)
         .map(|i| {
             format!(
                 r#"{{"key":"tenant-{i:05}-job","owner_conn_id":{i},"lease_expires_in_s":29.5,"waiters":0}}"#
             )
         })
         .collect();
-    let answer = format!(
+    (format!(
         r#"ok {{"connections":3,"locks":[{}],"semaphores":[],"idle_locks":[],"idle_semaphores":[]}}"#,
         locks.join(",")
-    ) + "\n";
+    ) + "\n")
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn a_stats_answer_arriving_slowly_is_read_and_the_connection_kept() {
+    // A server that knows many keys, on a slow link: its answer comes in pieces over longer
+    // than the request timeout. While pieces arrive the server is answering: the answer is
+    // read, and the lock held on the same connection stays held.
+    let answer = stats_answer(2_000);
+    let (addr, connections) = scripted::serve(move |n, _| match n {
+        0 => Act::Say(format!("ok {TOKEN} 30\n").into_bytes()),
+        1 => Act::Trickle {
+            bytes: answer.clone(),
+            pieces: 8,
+            pause: Duration::from_millis(250),
+        },
+        _ => say("ok\n"),
+    })
+    .await;
+    let client = Client::builder()
+        .servers([addr])
+        .request_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let guard = client.lock("k").try_acquire().await.unwrap().unwrap();
+    let started = Instant::now();
+    let stats = client.server_stats(0).await.unwrap();
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stats.locks.len(), 2_000);
+    assert!(guard.is_held());
+    guard.release().await.unwrap();
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_stats_answer_that_keeps_trickling_is_cut_off_after_twelve_request_timeouts() {
+    // Pieces every 50 ms for 2 s: each within the 100 ms request timeout, but the whole past
+    // 12 of them. The connection is closed as one whose server does not answer, and the
+    // lock held on it is reported lost.
+    let answer = stats_answer(2_000);
+    let (addr, _) = scripted::serve(move |n, _| match n {
+        0 => Act::Say(format!("ok {TOKEN} 30\n").into_bytes()),
+        1 => Act::Trickle {
+            bytes: answer.clone(),
+            pieces: 40,
+            pause: Duration::from_millis(50),
+        },
+        _ => say("ok\n"),
+    })
+    .await;
+    let client = Client::builder()
+        .servers([addr])
+        .request_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let guard = client.lock("k").try_acquire().await.unwrap().unwrap();
+    let started = Instant::now();
+    let e = client.server_stats(0).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(e, Error::RequestTimeout { .. }), "{e:?}");
+    assert!(took >= Duration::from_millis(1_100), "{took:?}");
+    let reason = tokio::time::timeout(Duration::from_secs(3), guard.lost())
+        .await
+        .expect("loss must be reported");
+    assert_eq!(reason, dflockd_core::LossReason::ConnectionLost);
+}
+
+#[tokio::test]
+async fn a_large_stats_answer_is_read() {
+    // 20,000 locks: over a mebibyte of JSON, within what the client reads.
+    let answer = stats_answer(20_000);
     assert!(answer.len() > 1 << 20);
-    let (addr, _) = scripted::serve(move |_, _| Act::Say(answer.clone().into_bytes())).await;
+    let (addr, _) = scripted::serve(move |_, _| Act::Say(answer.clone())).await;
     let stats = client(&addr).server_stats(0).await.unwrap();
     assert_eq!(stats.locks.len(), 20_000);
 }

@@ -26,6 +26,16 @@ pub enum Act {
     Say(Vec<u8>),
     /// Write these bytes after a pause.
     Late(Duration, Vec<u8>),
+    /// Write these bytes in `pieces` pieces of about the same size, with `pause` before
+    /// each piece after the first: a long answer over a slow link.
+    Trickle {
+        /// The whole answer.
+        bytes: Vec<u8>,
+        /// How many pieces to write it in (at least one).
+        pieces: usize,
+        /// The pause between two pieces.
+        pause: Duration,
+    },
     /// Write bytes forever (no line break), then close.
     Flood,
     /// Answer nothing and keep the connection open.
@@ -87,6 +97,21 @@ pub async fn serve<A: Into<Act>>(
                         Act::Late(pause, bytes) => {
                             tokio::time::sleep(pause).await;
                             let _ = write.write_all(&bytes).await;
+                        }
+                        Act::Trickle {
+                            bytes,
+                            pieces,
+                            pause,
+                        } => {
+                            let size = bytes.len().div_ceil(pieces.max(1)).max(1);
+                            for (i, piece) in bytes.chunks(size).enumerate() {
+                                if i > 0 {
+                                    tokio::time::sleep(pause).await;
+                                }
+                                if write.write_all(piece).await.is_err() {
+                                    return;
+                                }
+                            }
                         }
                         Act::Flood => {
                             let chunk = vec![b'x'; 64 * 1024];

@@ -287,7 +287,13 @@ impl Conn {
                     self.on_line(line, caller, own)?;
                     half.start += consumed;
                 }
-                LineScan::Incomplete => return Ok(()),
+                LineScan::Incomplete => {
+                    if stats {
+                        self.lock_state()
+                            .stats_arriving(Instant::now(), self.settings.request_timeout);
+                    }
+                    return Ok(());
+                }
                 // A server that knows very many keys: skip its answer, keep the connection
                 // (and the locks held on it).
                 LineScan::TooLong if stats => {

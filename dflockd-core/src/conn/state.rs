@@ -17,7 +17,11 @@ use super::leases::Leases;
 use crate::error::{Error, Result};
 use crate::lease::LeasePolicy;
 use crate::metrics;
-use crate::proto::{Family, Token};
+use crate::proto::{Expect, Family, Token};
+
+/// How many request timeouts a `stats` answer that keeps arriving may take in all (see
+/// [`State::stats_arriving`]).
+pub(crate) const STATS_TIMEOUTS: u32 = 12;
 
 pub(crate) struct State {
     /// Requests sent, oldest first: answers come in this order.
@@ -141,6 +145,19 @@ impl State {
             }
         }
         expired
+    }
+
+    /// A piece of the answer to the oldest request, a `stats` answer too long for one read,
+    /// arrived at `now`: the server is answering, so the request gets `request_timeout` more
+    /// from now, up to [`STATS_TIMEOUTS`] request timeouts since it was sent (a server that
+    /// knows very many keys, on a slow link, is not taken for a dead one).
+    pub(crate) fn stats_arriving(&mut self, now: Instant, request_timeout: Duration) {
+        if let Some(Pending::Call(call)) = self.pending.front_mut() {
+            if call.expect == Expect::Stats {
+                let limit = call.sent + request_timeout * STATS_TIMEOUTS;
+                call.deadline = call.deadline.max((now + request_timeout).min(limit));
+            }
+        }
     }
 
     /// Why to close the connection at `now`, if it should be: idle while its client is gone,
@@ -353,6 +370,30 @@ mod tests {
         ));
         assert!(st.take_delivered(8).is_none());
         assert_eq!(st.pending.len(), 1);
+    }
+
+    #[test]
+    fn a_stats_answer_arriving_moves_its_deadline_up_to_twelve_request_timeouts() {
+        let t0 = Instant::now();
+        let mut st = state(t0);
+        let mut stats = call(1, t0, t0 + ms(100), None);
+        if let Pending::Call(c) = &mut stats {
+            c.expect = Expect::Stats;
+        }
+        st.pending.push_back(stats);
+        st.stats_arriving(t0 + ms(50), ms(100));
+        assert_eq!(st.pending[0].deadline(), t0 + ms(150));
+        // Never earlier than it was, never past 12 request timeouts from the send.
+        st.stats_arriving(t0 + ms(20), ms(100));
+        assert_eq!(st.pending[0].deadline(), t0 + ms(150));
+        st.stats_arriving(t0 + ms(1_150), ms(100));
+        assert_eq!(st.pending[0].deadline(), t0 + ms(1_200));
+        assert!(st.expire(t0 + ms(1_199), "s:1").kill.is_none());
+        assert!(st.expire(t0 + ms(1_200), "s:1").kill.is_some());
+        // Only a `stats` answer: another request's deadline stays.
+        st.pending.push_back(call(2, t0, t0 + ms(100), None));
+        st.stats_arriving(t0 + ms(50), ms(100));
+        assert_eq!(st.pending[0].deadline(), t0 + ms(100));
     }
 
     #[test]
