@@ -38,8 +38,8 @@ async fn main() -> Result<(), common::Report> {
     Ok(())
 }
 
-/// a. Three replicas run the same schedule; on every tick each one tries the job's lock once,
-/// and only the one that gets it runs the job.
+/// a. Three replicas run the same schedule; on every tick each one tries that tick's lock
+/// once, and only the one that gets it runs the job.
 async fn scheduled_job(client: &Client, quick: bool) -> Result<(), BoxError> {
     let (tick, ticks) = if quick {
         (Duration::from_millis(400), 3)
@@ -47,25 +47,27 @@ async fn scheduled_job(client: &Client, quick: bool) -> Result<(), BoxError> {
         (Duration::from_secs(1), 5)
     };
     println!("a. a report job scheduled every {tick:?} on replicas A, B and C");
-    let job = client
-        .lock("job:daily-report")
-        .lease_ttl(Duration::from_secs(10));
     let runs = Arc::new(Mutex::new(BTreeMap::<u32, Vec<(char, bool)>>::new()));
     let start = Instant::now();
     let mut replicas = JoinSet::new();
     for replica in ['A', 'B', 'C'] {
-        let (job, runs) = (job.clone(), runs.clone());
+        let (client, runs) = (client.clone(), runs.clone());
         replicas.spawn(async move {
             for n in 1..=ticks {
                 // The replicas' timers fire a few milliseconds apart.
                 let skew = Duration::from_millis(fastrand::u64(0..30));
                 sleep_until(start + tick * (n - 1) + skew).await;
+                // One key per tick: a replica whose timer fires late finds this tick's run
+                // taken, and a run that ends late does not hold up the next tick's.
+                let job = client
+                    .lock(format!("job:daily-report:{n}"))
+                    .lease_ttl(Duration::from_secs(10));
                 let ran = match job.try_acquire().await? {
                     Some(guard) => {
                         sleep(Duration::from_millis(20)).await; // the job itself
-                        // Keep the lock for a while, so that a replica whose timer fires
-                        // later in this tick does not run the job again.
-                        guard.release_after(tick / 2);
+                        // Keep this tick's lock until the tick is over, so that a replica
+                        // whose timer fires later in it does not run the job again.
+                        guard.release_after(tick);
                         true
                     }
                     None => false, // another replica has it: skip this tick

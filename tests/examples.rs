@@ -237,7 +237,7 @@ fn demo() {
             .split(';')
             .next()
             .unwrap();
-        assert_eq!(ran.trim().len(), 1, "more than one replica ran: {tick}");
+        assert_eq!(ran.trim().len(), 1, "not exactly one replica ran: {tick}");
     }
     // b: each order is charged once, and never two calls for one order at once.
     assert_eq!(out.matches("charged once").count(), 2, "{out}");
