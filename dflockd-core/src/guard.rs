@@ -29,9 +29,13 @@ pub(crate) struct Origin<'a> {
 ///
 /// The lease can be lost despite renewals (the server became unreachable, the connection
 /// broke, the process stalled past the lease). [`is_held`](HeldLock::is_held) and
-/// [`lost`](HeldLock::lost) tell the critical section, before the server can give the lock to
-/// anyone else. For writes to a shared resource, pass [`fence`](HeldLock::fence) along and let
-/// the resource reject writes with an older fence.
+/// [`lost`](HeldLock::lost) tell the critical section: when renewals stop succeeding, before
+/// the lease can run out at the server (the local deadline is a margin before it). When the
+/// connection breaks, the server frees the lock as soon as it sees the close, and this side
+/// learns of it when it sees the close too (at once for a reset it reads, at the local
+/// deadline if the close never reaches it), which may be after someone else got the lock. For
+/// writes to a shared resource, pass [`fence`](HeldLock::fence) along and let the resource
+/// reject writes with an older fence: that holds in every case.
 #[must_use = "dropping the guard releases the lock"]
 pub struct Guard {
     conn: Arc<Conn>,
@@ -262,7 +266,10 @@ impl Guard {
         // Stops the renewals (no lock needed: the connection looks at this state). A lease
         // that was lost is no longer registered on the connection.
         if !self.shared().mark_released() {
-            let reason = self.shared().loss().unwrap_or(LossReason::ConnectionLost);
+            let reason = self
+                .shared()
+                .loss_begun()
+                .unwrap_or(LossReason::ConnectionLost);
             return Err(self.lost_error(reason));
         }
         let conn = &self.conn;

@@ -34,6 +34,9 @@ use crate::metrics;
 const HELD: u8 = 0;
 const RELEASED: u8 = 1;
 const LOST: u8 = 2;
+/// Being marked lost: still held to everyone until its metrics are recorded, so that whoever
+/// sees the loss also sees it counted.
+const LOSING: u8 = 3;
 
 /// State shared between a guard, its watches and the connection that renews it.
 #[derive(Debug)]
@@ -80,7 +83,7 @@ impl LeaseShared {
     }
 
     pub(crate) fn is_held(&self) -> bool {
-        self.state.load(Ordering::Acquire) == HELD
+        matches!(self.state.load(Ordering::Acquire), HELD | LOSING)
     }
 
     pub(crate) fn lease(&self) -> Duration {
@@ -99,11 +102,12 @@ impl LeaseShared {
         let _ = self.reason.set(reason);
         let was_held = self
             .state
-            .compare_exchange(HELD, LOST, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(HELD, LOSING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if was_held {
             self.metrics.ended();
             self.metrics.lost(reason);
+            self.state.store(LOST, Ordering::Release);
             self.notify_watches();
         }
         was_held
@@ -120,6 +124,15 @@ impl LeaseShared {
             self.notify_watches();
         }
         ok
+    }
+
+    /// Why it is lost, once a loss has begun to be marked (for an owner whose release found
+    /// it no longer held; [`loss`](Self::loss) waits for the marking to end).
+    pub(crate) fn loss_begun(&self) -> Option<LossReason> {
+        match self.state.load(Ordering::Acquire) {
+            LOSING | LOST => self.reason.get().copied(),
+            _ => None,
+        }
     }
 
     pub(crate) fn loss(&self) -> Option<LossReason> {
