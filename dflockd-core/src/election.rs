@@ -5,8 +5,11 @@
 //! (FIFO); the one holding it leads, renewing its lease in the background. When the leader
 //! goes away (it resigns, crashes, or its connection breaks) the server hands the lock to the
 //! next candidate in the queue: at once for a resignation or a closed connection, at the
-//! latest when the lease runs out otherwise. A leader learns of its loss before the server
-//! can hand the lock on (see [`HeldLock::lost`]), and its work is cancelled then.
+//! latest when the lease runs out otherwise. A leader whose renewals stop succeeding learns of
+//! its loss before the server can hand the lock on (see [`HeldLock::lost`]), and its work is
+//! cancelled then. A leader whose connection breaks learns of it when it sees the close, which
+//! may be just after the next candidate was made leader: work that must never overlap passes
+//! the term's [`number`](Term::number) (the grant's fence) to what it writes to.
 
 use std::fmt;
 use std::future::Future;
