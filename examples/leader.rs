@@ -151,7 +151,13 @@ async fn main() -> Result<(), common::BoxError> {
     resigning.resign().await;
     handover(&campaigns, third, resigned, lease).await?;
 
-    for campaign in campaigns.into_iter().flatten() {
+    // Shut down without handing over: the waiting candidates first, the leader last (the
+    // other way round, the next in the queue would lead for a moment).
+    let (leading, waiting): (Vec<Campaign>, Vec<Campaign>) = campaigns
+        .into_iter()
+        .flatten()
+        .partition(Campaign::is_leader);
+    for campaign in waiting.into_iter().chain(leading) {
         campaign.resign().await;
     }
     println!("one leader at a time throughout");
