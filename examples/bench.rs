@@ -230,15 +230,19 @@ impl Raw {
 
     /// Acquire + release of `key`.
     async fn cycle(&mut self, key: &str) {
-        let answer = self.ask("l", key, "10").await;
-        let token = answer
-            .split(' ')
-            .nth(1)
-            .unwrap_or_else(|| panic!("bad grant {answer:?}"))
-            .to_owned();
+        let token = grant_token(self.ask("l", key, "10").await);
         let answer = self.ask("r", key, &token).await;
         assert_eq!(answer, "ok");
     }
+}
+
+/// The token of a grant (`ok TOKEN LEASE ...`).
+fn grant_token(answer: &str) -> String {
+    answer
+        .split(' ')
+        .nth(1)
+        .unwrap_or_else(|| panic!("bad grant {answer:?}"))
+        .to_owned()
 }
 
 async fn raw_loop(
@@ -311,12 +315,8 @@ impl RawShared {
 
     /// Acquire + release of `key`.
     async fn cycle(&self, key: &str) {
-        let answer = self.ask("l", key, "10").await;
-        let token = answer
-            .split(' ')
-            .nth(1)
-            .unwrap_or_else(|| panic!("bad grant {answer:?}"));
-        let answer = self.ask("r", key, token).await;
+        let token = grant_token(&self.ask("l", key, "10").await);
+        let answer = self.ask("r", key, &token).await;
         assert_eq!(answer, "ok");
     }
 }

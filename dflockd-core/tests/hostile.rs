@@ -1,7 +1,8 @@
 //! The client against a scripted, misbehaving server: every bad answer is a typed error,
 //! memory stays bounded, nothing panics, nothing hangs past the configured timeouts.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dflockd_core::{Client, Error};
@@ -278,28 +279,41 @@ fn stats_answer(locks: usize) -> Vec<u8> {
         .into_bytes()
 }
 
-#[tokio::test]
-async fn a_stats_answer_arriving_slowly_is_read_and_the_connection_kept() {
-    // A server that knows many keys, on a slow link: its answer comes in pieces over longer
-    // than the request timeout. While pieces arrive the server is answering: the answer is
-    // read, and the lock held on the same connection stays held.
+/// A client with `request_timeout` holding a lock from a server that answers the next
+/// request (`stats`) with 2,000 locks' JSON in `pieces` pieces `pause` apart; and the
+/// server's count of accepted connections.
+async fn lock_then_trickled_stats(
+    pieces: usize,
+    pause: Duration,
+    request_timeout: Duration,
+) -> (Client, dflockd_core::Guard, Arc<AtomicUsize>) {
     let answer = stats_answer(2_000);
     let (addr, connections) = scripted::serve(move |n, _| match n {
         0 => Act::Say(format!("ok {TOKEN} 30\n").into_bytes()),
         1 => Act::Trickle {
             bytes: answer.clone(),
-            pieces: 8,
-            pause: Duration::from_millis(250),
+            pieces,
+            pause,
         },
         _ => say("ok\n"),
     })
     .await;
     let client = Client::builder()
         .servers([addr])
-        .request_timeout(Duration::from_secs(1))
+        .request_timeout(request_timeout)
         .build()
         .unwrap();
     let guard = client.lock("k").try_acquire().await.unwrap().unwrap();
+    (client, guard, connections)
+}
+
+#[tokio::test]
+async fn a_stats_answer_arriving_slowly_is_read_and_the_connection_kept() {
+    // A server that knows many keys, on a slow link: its answer comes in pieces over longer
+    // than the request timeout. While pieces arrive the server is answering: the answer is
+    // read, and the lock held on the same connection stays held.
+    let (client, guard, connections) =
+        lock_then_trickled_stats(8, Duration::from_millis(250), Duration::from_secs(1)).await;
     let started = Instant::now();
     let stats = client.server_stats(0).await.unwrap();
     assert!(
@@ -318,23 +332,8 @@ async fn a_stats_answer_that_keeps_trickling_is_cut_off_after_twelve_request_tim
     // Pieces every 50 ms for 2 s: each within the 100 ms request timeout, but the whole past
     // 12 of them. The connection is closed as one whose server does not answer, and the
     // lock held on it is reported lost.
-    let answer = stats_answer(2_000);
-    let (addr, _) = scripted::serve(move |n, _| match n {
-        0 => Act::Say(format!("ok {TOKEN} 30\n").into_bytes()),
-        1 => Act::Trickle {
-            bytes: answer.clone(),
-            pieces: 40,
-            pause: Duration::from_millis(50),
-        },
-        _ => say("ok\n"),
-    })
-    .await;
-    let client = Client::builder()
-        .servers([addr])
-        .request_timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    let guard = client.lock("k").try_acquire().await.unwrap().unwrap();
+    let (client, guard, _) =
+        lock_then_trickled_stats(40, Duration::from_millis(50), Duration::from_millis(100)).await;
     let started = Instant::now();
     let e = client.server_stats(0).await.unwrap_err();
     let took = started.elapsed();
