@@ -30,6 +30,10 @@ struct Slot {
 }
 
 pub(crate) struct HotKeys {
+    /// Until when any key counts as busy (the latest of the slots' `until_ms`): while no key
+    /// is, a lookup reads this one line, which only a busy key writes, and no slot (a slot
+    /// is a line of its own, likely out of the looking core's cache).
+    any_until_ms: AtomicU64,
     slots: Box<[Slot]>,
     base: Instant,
     seed: u64,
@@ -44,6 +48,7 @@ impl std::fmt::Debug for HotKeys {
 impl Default for HotKeys {
     fn default() -> Self {
         HotKeys {
+            any_until_ms: AtomicU64::new(0),
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
             base: Instant::now(),
             seed: fastrand::u64(..),
@@ -81,9 +86,12 @@ impl HotKeys {
 
     /// Whether the key of `hash` was found busy less than [`HOT_FOR`] before `now`.
     pub(crate) fn is_hot(&self, hash: u64, now: Instant) -> bool {
+        let now_ms = self.millis(now);
+        if now_ms >= self.any_until_ms.load(Ordering::Relaxed) {
+            return false;
+        }
         let slot = self.slot(hash);
-        slot.hash.load(Ordering::Relaxed) == hash
-            && self.millis(now) < slot.until_ms.load(Ordering::Relaxed)
+        slot.hash.load(Ordering::Relaxed) == hash && now_ms < slot.until_ms.load(Ordering::Relaxed)
     }
 
     /// Remembers that the key of `hash` was busy at `now` (in place of any other key in its
@@ -93,6 +101,10 @@ impl HotKeys {
         let until = self.millis(now + HOT_FOR);
         slot.until_ms.store(until, Ordering::Relaxed);
         slot.hash.store(hash, Ordering::Relaxed);
+        // Written only when it moves later (not for a key found busy again within the millisecond).
+        if self.any_until_ms.load(Ordering::Relaxed) < until {
+            self.any_until_ms.fetch_max(until, Ordering::Relaxed);
+        }
     }
 }
 
@@ -109,6 +121,19 @@ mod tests {
         assert!(hot.is_hot(hot.hash("k"), t0 + HOT_FOR / 2));
         assert!(!hot.is_hot(hot.hash("k"), t0 + HOT_FOR));
         assert!(!hot.is_hot(hot.hash("other"), t0));
+    }
+
+    #[test]
+    fn a_key_found_busy_later_outlasts_an_earlier_one() {
+        // The table-wide "until" follows the latest busy key, not the first.
+        let hot = HotKeys::default();
+        let t0 = Instant::now();
+        hot.mark_hot(hot.hash("early"), t0);
+        hot.mark_hot(hot.hash("late"), t0 + HOT_FOR / 2);
+        let after_early = t0 + HOT_FOR + HOT_FOR / 4;
+        assert!(!hot.is_hot(hot.hash("early"), after_early));
+        assert!(hot.is_hot(hot.hash("late"), after_early));
+        assert!(!hot.is_hot(hot.hash("late"), t0 + HOT_FOR * 2));
     }
 
     #[test]
