@@ -225,7 +225,20 @@ impl Spec {
             }
         }
 
-        // Busy: queue server-side on a connection that carries nothing else.
+        // Boxed: the wait is the slow path, and its future would make every acquire's as big.
+        Box::pin(self.acquire_queued(pool, started, timeout, deadline, try_once)).await
+    }
+
+    /// Queues server-side on a connection that carries nothing else (the key was busy, or
+    /// found busy a moment ago when `!try_once`).
+    async fn acquire_queued(
+        &self,
+        pool: &ServerPool,
+        started: Instant,
+        timeout: Duration,
+        deadline: Instant,
+        try_once: bool,
+    ) -> Result<Guard> {
         // (No clock read when nothing was tried: a hot key goes straight here.)
         let remaining = if try_once {
             timeout.saturating_sub(started.elapsed())

@@ -198,3 +198,45 @@ async fn pipelined_answers_reach_their_callers_and_cancelled_ones_leave_nothing_
     }
     assert_eq!(client.open_connections(), 1);
 }
+
+/// A task that goes on with its next request right after an answer keeps using the connection
+/// that answered (as a connection of its own would be used) rather than the pool's first free
+/// one: whichever of three pooled connections answered last carries the next acquire.
+#[tokio::test]
+async fn the_next_request_goes_on_the_connection_that_just_answered() {
+    let servers = TestServers::default_config(1).await.unwrap();
+    let client = builder(&servers.addrs()).build().unwrap();
+    let prefix = unique_key("affinity");
+    let owner = async |key: &str| {
+        let stats = wait_stats(&client, key, |s| s.lock(key).is_some()).await;
+        stats.lock(key).unwrap().owner_conn_id
+    };
+    for last in 0..3 {
+        // Three acquires at once: three connections, one lock on each.
+        let keys: Vec<String> = (0..3).map(|i| format!("{prefix}-{last}-{i}")).collect();
+        let locks: Vec<_> = keys.iter().map(|k| client.lock(k)).collect();
+        let (a, b, c) = tokio::join!(locks[0].acquire(), locks[1].acquire(), locks[2].acquire());
+        let mut guards = [Some(a.unwrap()), Some(b.unwrap()), Some(c.unwrap())];
+        let mut owners = Vec::new();
+        for key in &keys {
+            owners.push(owner(key).await);
+        }
+        assert!(
+            owners[0] != owners[1] && owners[1] != owners[2] && owners[0] != owners[2],
+            "round {last}: three locks on three connections: {owners:?}"
+        );
+        assert_eq!(client.open_connections(), 3, "round {last}");
+        // Released in an order that ends with lock `last`: its connection answered last.
+        for i in (0..3).filter(|&i| i != last).chain([last]) {
+            guards[i].take().unwrap().release().await.unwrap();
+        }
+        let next = format!("{prefix}-{last}-next");
+        let guard = client.lock(&next).acquire().await.unwrap();
+        assert_eq!(
+            owner(&next).await,
+            owners[last],
+            "round {last}: the acquire after the last release goes on that release's connection"
+        );
+        guard.release().await.unwrap();
+    }
+}

@@ -367,6 +367,9 @@ impl Conn {
         // (or its caller's patience) with a timeout.
         let result = slot.answer().await;
         cancel.disarm();
+        if park.is_none() {
+            pool::remember_answered(self);
+        }
         Ok(result?)
     }
 

@@ -5,8 +5,9 @@
 //! a *parked* connection of its own: an open one that holds nothing, or a new one. When its
 //! grant arrives, that connection holds the lock and becomes a shared one like any other.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
@@ -47,6 +48,26 @@ impl PoolStatus {
     pub fn in_use(&self) -> usize {
         self.open - self.idle
     }
+}
+
+thread_local! {
+    /// The shared connection on which this thread last saw a request answered (see
+    /// [`remember_answered`]).
+    static LAST_ANSWERED: RefCell<Weak<Conn>> = const { RefCell::new(Weak::new()) };
+}
+
+/// Remembers `conn` as the connection this thread last saw answer a shared request. The next
+/// pick on this thread tries it first: a task that goes on with its next request right after
+/// an answer (release, then acquire again) finds the connection it just used free, at once,
+/// and keeps using it, as a connection of its own would be used; and the pick reads none of
+/// the other connections, whose counters the other threads keep changing.
+pub(crate) fn remember_answered(conn: &Arc<Conn>) {
+    LAST_ANSWERED.with(|last| {
+        let mut last = last.borrow_mut();
+        if !std::ptr::eq(last.as_ptr(), Arc::as_ptr(conn)) {
+            *last = Arc::downgrade(conn);
+        }
+    });
 }
 
 /// A slot in [`ServerPool::opening`], given back (and the waiters woken) when dropped.
@@ -172,18 +193,38 @@ impl ServerPool {
         status
     }
 
-    /// A connection for a non-blocking request, claimed for it: the first free shared one
-    /// (so that under light load the same few carry everything and the others retire when
-    /// idle), or a new one when all are busy and there is room for another, or else the least
-    /// busy one.
+    /// The shared connection of this pool that this thread last saw answer a request, claimed,
+    /// if it is free (see [`remember_answered`]).
+    fn last_answered(&self) -> Option<Claimed> {
+        let conn = LAST_ANSWERED.with(|last| last.borrow().upgrade())?;
+        // Another pool's (another server's, or another client's) connections are not ours:
+        // each pool's connections share its address string.
+        if !Arc::ptr_eq(&conn.server, &self.addr) {
+            return None;
+        }
+        let load = conn.load();
+        if load.dead || load.parked || !conn.try_claim() {
+            return None;
+        }
+        Some(Claimed::new(conn, false))
+    }
+
+    /// A connection for a non-blocking request, claimed for it: the one this thread last saw
+    /// answer a request if it is free, else the first free shared one (so that under light
+    /// load the same few carry everything and the others retire when idle), or a new one when
+    /// all are busy and there is room for another, or else the least busy one.
     pub(crate) async fn shared(&self, deadline: Instant) -> Result<Claimed> {
+        if let Some(claimed) = self.last_answered() {
+            return Ok(claimed);
+        }
         loop {
-            let (fallback, live) = {
-                let conns = self.live_conns();
+            let (fallback, live, saw_dead) = {
+                let conns = self.conns.read().unwrap_or_else(|e| e.into_inner());
                 let mut best: Option<(usize, &Arc<Conn>)> = None;
-                let mut live = 0;
+                let (mut live, mut saw_dead) = (0, false);
                 for conn in conns.iter() {
                     let load = conn.load();
+                    saw_dead |= load.dead;
                     if load.dead || load.parked {
                         continue;
                     }
@@ -197,8 +238,12 @@ impl ServerPool {
                 }
                 // Claimed now, under the pool's lock, so that the next caller sees it busier.
                 let fallback = best.map(|(_, conn)| Claimed::new(conn.clone(), true));
-                (fallback, live)
+                (fallback, live, saw_dead)
             };
+            if saw_dead {
+                // Dead ones leave the pool (here rather than in a scan of their own first).
+                drop(self.live_conns());
+            }
             // Every shared connection is busy (or there is none): open one more if there is
             // room, counting those being opened. The slot is taken with a compare-exchange,
             // so a burst of callers opens no more than allowed, and `opening` counts only
@@ -223,7 +268,8 @@ impl ServerPool {
                 // Gives the slot back and wakes the waiters however this ends (cancelled too).
                 let _slot = OpeningSlot(self);
                 if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-                    let conn = self.open(false, permit).await?;
+                    // Boxed: opening is rare, and its future would make every pick's as big.
+                    let conn = Box::pin(self.open(false, permit)).await?;
                     return Ok(Claimed::new(conn, true));
                 }
             }
@@ -246,7 +292,7 @@ impl ServerPool {
                 continue;
             }
             let permit = self.wait_permit(deadline).await?;
-            let conn = self.open(false, permit).await?;
+            let conn = Box::pin(self.open(false, permit)).await?;
             return Ok(Claimed::new(conn, true));
         }
     }
