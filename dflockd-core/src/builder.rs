@@ -105,7 +105,7 @@ impl Default for ClientBuilder {
             idle_timeout: Duration::from_secs(15),
             server_read_timeout: Duration::from_secs(DEFAULT_READ_TIMEOUT_S),
             renew_ratio: 1.0 / 3.0,
-            max_shared_connections: 16,
+            max_shared_connections: 64,
             max_connections: 512,
             acquire_timeout: Duration::from_secs(10),
             lease: None,
@@ -214,21 +214,26 @@ impl ClientBuilder {
     }
 
     /// Connections per server on which non-blocking requests (try-once acquires, releases,
-    /// renewals, stats) are pipelined. Default is 16.
+    /// renewals, stats) are pipelined. Default is 64.
     ///
-    /// The pool adapts to load: a request goes on the first connection with nothing in
+    /// The pool adapts to load: a request goes on the connection its thread last saw answer
+    /// one if that is free (a task going on with its next request after an answer keeps
+    /// using the connection it just used), else on the first connection with nothing in
     /// flight; when every one is busy, another is opened, up to this many; beyond that,
     /// requests are pipelined on the least busy. Under light load the same few connections
     /// carry everything and the others close after [`idle_timeout`](Self::idle_timeout).
     /// Locks stay on the connection that acquired them, so however many are held, they use
-    /// at most this many connections (plus one per acquire that waited server-side).
+    /// no more connections than the most requests that were in flight at once, and at most
+    /// this many (plus one per acquire that waited server-side): 10,000 locks acquired by 16
+    /// tasks use 16 connections.
     ///
     /// The server answers a connection's requests in order, so with more requests in flight
     /// than connections, a stall on one connection (a thread on either side waiting for a
-    /// core) holds every request on it: at 64 concurrent requests on the default 16, p99 is
-    /// about 1.6× that of a connection per request on a busy 2-core machine (`BENCHMARKS.md`).
-    /// Where that tail matters more than the number of connections, set this to the peak
-    /// number of concurrent requests.
+    /// core) holds every request on it: at 64 concurrent requests on 16 connections, p99 is
+    /// about 1.6–2× that of a connection per request on a busy 2-core machine, for about
+    /// 1.2× the throughput (`BENCHMARKS.md`). Lower this to bound the connections a burst
+    /// can open (and that long-held locks acquired in it keep open) where that matters more
+    /// than the tail.
     #[must_use]
     pub fn max_shared_connections(mut self, n: usize) -> Self {
         self.max_shared_connections = n;

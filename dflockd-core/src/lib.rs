@@ -75,8 +75,9 @@
 //! # How connections are used
 //!
 //! Connections are pooled per server and authenticated once. Non-blocking requests
-//! (try-once acquires, releases, renewals, stats) go on shared connections (the first free
-//! one, another when all are busy, up to 16, pipelined beyond that; idle ones close);
+//! (try-once acquires, releases, renewals, stats) go on shared connections (the one the
+//! thread just used if it is free, else the first free one, another when all are busy, up to
+//! 64, pipelined beyond that; idle ones close);
 //! an acquire that has to wait for a busy key waits on a connection of its own, which then
 //! holds the lock. Since the server releases a connection's locks when it closes, each lock
 //! is renewed through the connection that holds it, often enough that the server's idle read

@@ -356,6 +356,30 @@ async fn a_large_stats_answer_is_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_up_to_64_concurrent_requests_each_get_a_connection() {
+    // Every answer takes 300 ms; 40 requests at once, on a client built with the defaults:
+    // each gets a connection of its own (more than the 16 of earlier versions), none is
+    // pipelined behind another.
+    let (addr, connections) =
+        scripted::serve(|_, _| Act::Late(Duration::from_millis(300), b"timeout\n".to_vec())).await;
+    let client = Client::builder()
+        .servers([addr.as_str()])
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.lock(format!("k{i}")).try_acquire().await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().unwrap().is_none());
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_each_get_a_connection_and_sequential_ones_share_one() {
     // Every answer takes 150 ms. Six requests at once: each on its own connection (none
     // waits behind another's answer), up to the shared maximum. Then requests one after the

@@ -153,7 +153,7 @@ impl ClientBuilder {
         server_read_timeout(Duration);
         /// See [`crate::ClientBuilder::renew_ratio`]. Default is 1/3.
         renew_ratio(f64);
-        /// See [`crate::ClientBuilder::max_shared_connections`]. Default is 16.
+        /// See [`crate::ClientBuilder::max_shared_connections`]. Default is 64.
         max_shared_connections(usize);
         /// See [`crate::ClientBuilder::max_connections`]. Default is 512.
         max_connections(usize);
