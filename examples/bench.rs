@@ -574,6 +574,9 @@ async fn many_locks(client: &Client, n: usize, hold_for: Duration) {
         "figure many_client_connections {} connections",
         client.open_connections()
     );
+    // Open ones may include idle ones from the parts before, not yet retired.
+    let holding: usize = client.status().iter().map(|p| p.holding).sum();
+    println!("figure many_connections_holding {holding} connections");
     let server_connections = client.stats().await.map(|s| s[0].connections).unwrap_or(0);
     println!("figure many_server_connections {server_connections} connections (all clients)");
     println!(
