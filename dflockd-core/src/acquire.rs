@@ -211,7 +211,9 @@ impl Spec {
         let hot_keys = &self.client.hot_keys;
         let try_once = timeout.is_zero() || !hot_keys.is_hot(self.key_facts.hot_hash, started);
         if try_once {
-            let (conn, answer) = pool.call_shared(deadline, || self.acquire_call(0)).await?;
+            let (conn, answer) = pool
+                .call_shared(started, deadline, || self.acquire_call(0))
+                .await?;
             match answer {
                 Answer::Granted(granted) => {
                     return Guard::new(self.origin(), conn, granted, started);

@@ -216,10 +216,11 @@ impl ClientBuilder {
     /// Connections per server on which non-blocking requests (try-once acquires, releases,
     /// renewals, stats) are pipelined. Default is 64.
     ///
-    /// The pool adapts to load: a request goes on the connection its thread last saw answer
-    /// one if that is free (a task going on with its next request after an answer keeps
-    /// using the connection it just used), else on the first connection with nothing in
-    /// flight; when every one is busy, another is opened, up to this many; beyond that,
+    /// The pool adapts to load: a request goes on the connection its thread just saw answer
+    /// one (within half a second of sending that one) if that is free, so that a task going
+    /// on with its next request after an answer keeps using the connection it just used;
+    /// else on the first connection with nothing in flight; when every one is busy, another
+    /// is opened, up to this many; beyond that,
     /// requests are pipelined on the least busy. Under light load the same few connections
     /// carry everything and the others close after [`idle_timeout`](Self::idle_timeout).
     /// Locks stay on the connection that acquired them, so however many are held, they use

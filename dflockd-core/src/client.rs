@@ -140,9 +140,10 @@ impl Client {
             .pools
             .get(index)
             .ok_or(Error::Shard { index, servers })?;
-        let deadline = Instant::now() + self.inner.settings.request_timeout;
+        let now = Instant::now();
+        let deadline = now + self.inner.settings.request_timeout;
         let (_, answer) = pool
-            .call_shared(deadline, || Call::new(Request::Stats))
+            .call_shared(now, deadline, || Call::new(Request::Stats))
             .await?;
         match answer {
             Answer::Stats(json) => Stats::from_json(&json).map_err(|_| Error::Protocol {
@@ -197,7 +198,7 @@ impl Client {
         let started = Instant::now();
         let deadline = started + self.inner.settings.request_timeout;
         let answer = pool
-            .call_shared(deadline, || Call::new(Request::Ping))
+            .call_shared(started, deadline, || Call::new(Request::Ping))
             .await;
         let took = started.elapsed();
         match answer {

@@ -240,3 +240,57 @@ async fn the_next_request_goes_on_the_connection_that_just_answered() {
         guard.release().await.unwrap();
     }
 }
+
+/// The connection a thread just used is preferred only for a moment (half a second from its
+/// last request): a thread whose requests are further apart takes the first free connection,
+/// so that light load after a burst gathers on the first and the others retire.
+#[tokio::test]
+async fn after_a_pause_the_next_request_goes_on_the_first_free_connection() {
+    let servers = TestServers::default_config(1).await.unwrap();
+    let client = builder(&servers.addrs()).build().unwrap();
+    let prefix = unique_key("gather");
+    let owner = async |key: &str| {
+        let stats = wait_stats(&client, key, |s| s.lock(key).is_some()).await;
+        stats.lock(key).unwrap().owner_conn_id
+    };
+    // The pool's first connection, holding a lock (and free: nothing in flight on it).
+    let first_key = format!("{prefix}-first");
+    let held = client.lock(&first_key).acquire().await.unwrap();
+    let first = owner(&first_key).await;
+    // Two at once: the first connection and a second one.
+    let (k1, k2) = (format!("{prefix}-1"), format!("{prefix}-2"));
+    let (l1, l2) = (client.lock(&k1), client.lock(&k2));
+    let (g1, g2) = tokio::join!(l1.acquire(), l2.acquire());
+    let (g1, g2) = (g1.unwrap(), g2.unwrap());
+    let (o1, o2) = (owner(&k1).await, owner(&k2).await);
+    assert_ne!(o1, o2, "two acquires at once, two connections");
+    // Released so that the one not on the first connection answers last.
+    let (other, last, last_conn) = if o2 == first {
+        (g2, g1, o1)
+    } else {
+        (g1, g2, o2)
+    };
+    assert_ne!(last_conn, first);
+    other.release().await.unwrap();
+    last.release().await.unwrap();
+    // Right after: the connection that just answered.
+    let k3 = format!("{prefix}-3");
+    let g3 = client.lock(&k3).acquire().await.unwrap();
+    assert_eq!(
+        owner(&k3).await,
+        last_conn,
+        "right after an answer: that connection"
+    );
+    g3.release().await.unwrap();
+    // After a pause: the first free connection again.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let k4 = format!("{prefix}-4");
+    let g4 = client.lock(&k4).acquire().await.unwrap();
+    assert_eq!(
+        owner(&k4).await,
+        first,
+        "after a pause: the first connection"
+    );
+    g4.release().await.unwrap();
+    held.release().await.unwrap();
+}

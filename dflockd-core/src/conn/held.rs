@@ -147,7 +147,7 @@ impl Conn {
             )
             .await;
         match sent {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(CallError::Failed(e)) => return Err(e),
             // Not reserved while it holds a lock.
             Err(CallError::Reserved) => return Err(lost(LossReason::ConnectionLost)),

@@ -327,36 +327,37 @@ impl Conn {
             .unwrap_or_default()
             .saturating_add(self.settings.request_timeout);
         let caller = slot.caller.id;
-        self.send(
-            park,
-            |buf| match wire {
-                Wire::Encode => request.encode(buf),
-                Wire::Validated => {
-                    request.encode_validated(buf);
-                    Ok(())
-                }
-                Wire::Bytes(bytes) => {
-                    buf.extend_from_slice(bytes);
-                    Ok(())
-                }
-            },
-            |now| {
-                Pending::Call(PendingCall {
-                    expect,
-                    waiter: Some(waker),
-                    sent: now,
-                    deadline: now + limit,
-                    give_up: patience.map(|p| now + p),
-                    grant,
-                    blocking: server_wait.is_some(),
-                    command: request.command(),
-                    key,
-                    caller,
-                    forget,
-                })
-            },
-        )
-        .await?;
+        let sent = self
+            .send(
+                park,
+                |buf| match wire {
+                    Wire::Encode => request.encode(buf),
+                    Wire::Validated => {
+                        request.encode_validated(buf);
+                        Ok(())
+                    }
+                    Wire::Bytes(bytes) => {
+                        buf.extend_from_slice(bytes);
+                        Ok(())
+                    }
+                },
+                |now| {
+                    Pending::Call(PendingCall {
+                        expect,
+                        waiter: Some(waker),
+                        sent: now,
+                        deadline: now + limit,
+                        give_up: patience.map(|p| now + p),
+                        grant,
+                        blocking: server_wait.is_some(),
+                        command: request.command(),
+                        key,
+                        caller,
+                        forget,
+                    })
+                },
+            )
+            .await?;
         // From here on, dropping this future must not leave a blocking wait behind.
         let cancel = KillOnDrop {
             conn: self,
@@ -368,7 +369,7 @@ impl Conn {
         let result = slot.answer().await;
         cancel.disarm();
         if park.is_none() {
-            pool::remember_answered(self);
+            pool::remember_answered(self, sent);
         }
         Ok(result?)
     }
@@ -383,7 +384,7 @@ impl Conn {
         park: Option<u64>,
         encode: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), InvalidInput>,
         pending: impl FnOnce(Instant) -> Pending,
-    ) -> std::result::Result<(), CallError> {
+    ) -> std::result::Result<Instant, CallError> {
         // Uncontended almost always: taken without building the waiting future.
         let mut writer = match self.writer.try_lock() {
             Ok(writer) => writer,
@@ -427,7 +428,7 @@ impl Conn {
             self.kill(&err.to_string());
             return Err(err.into());
         }
-        Ok(())
+        Ok(now)
     }
 
     /// Makes sure the maintenance task runs no later than `at`: it is woken only when it

@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
@@ -50,23 +50,43 @@ impl PoolStatus {
     }
 }
 
-thread_local! {
-    /// The shared connection on which this thread last saw a request answered (see
-    /// [`remember_answered`]).
-    static LAST_ANSWERED: RefCell<Weak<Conn>> = const { RefCell::new(Weak::new()) };
+/// How long after sending its last request a thread still prefers the connection it was
+/// answered on (see [`remember_answered`]). Under load a task's next request follows its
+/// last answer within a round trip or two; a thread whose requests are further apart than
+/// this takes the first free connection, so that light load gathers on the first few and the
+/// others retire.
+const KEEP_FOR: Duration = Duration::from_millis(500);
+
+/// The shared connection on which this thread last saw a request answered, and when that
+/// request was sent.
+struct LastAnswered {
+    conn: Weak<Conn>,
+    sent: Option<Instant>,
 }
 
-/// Remembers `conn` as the connection this thread last saw answer a shared request. The next
-/// pick on this thread tries it first: a task that goes on with its next request right after
-/// an answer (release, then acquire again) finds the connection it just used free, at once,
-/// and keeps using it, as a connection of its own would be used; and the pick reads none of
-/// the other connections, whose counters the other threads keep changing.
-pub(crate) fn remember_answered(conn: &Arc<Conn>) {
-    LAST_ANSWERED.with(|last| {
+thread_local! {
+    static LAST_ANSWERED: RefCell<LastAnswered> = const {
+        RefCell::new(LastAnswered {
+            conn: Weak::new(),
+            sent: None,
+        })
+    };
+}
+
+/// Remembers `conn` as the connection on which this thread last saw a request (sent at
+/// `sent`) answered. This thread's next pick within [`KEEP_FOR`] tries it first: a task
+/// that goes on with its next request right after an answer (release, then acquire again)
+/// finds the connection it just used free, at once, and keeps using it, as a connection of
+/// its own would be used; and the pick reads none of the other connections, whose counters
+/// the other threads keep changing.
+pub(crate) fn remember_answered(conn: &Arc<Conn>, sent: Instant) {
+    // `try_with`: a thread tearing down its thread-locals may still finish a request.
+    let _ = LAST_ANSWERED.try_with(|last| {
         let mut last = last.borrow_mut();
-        if !std::ptr::eq(last.as_ptr(), Arc::as_ptr(conn)) {
-            *last = Arc::downgrade(conn);
+        if !std::ptr::eq(last.conn.as_ptr(), Arc::as_ptr(conn)) {
+            last.conn = Arc::downgrade(conn);
         }
+        last.sent = Some(sent);
     });
 }
 
@@ -194,9 +214,19 @@ impl ServerPool {
     }
 
     /// The shared connection of this pool that this thread last saw answer a request, claimed,
-    /// if it is free (see [`remember_answered`]).
-    fn last_answered(&self) -> Option<Claimed> {
-        let conn = LAST_ANSWERED.with(|last| last.borrow().upgrade())?;
+    /// if that request was sent less than [`KEEP_FOR`] before `now` and the connection is
+    /// free (see [`remember_answered`]).
+    fn last_answered(&self, now: Instant) -> Option<Claimed> {
+        let conn = LAST_ANSWERED
+            .try_with(|last| {
+                let last = last.borrow();
+                let recent = last
+                    .sent
+                    .is_some_and(|sent| now.saturating_duration_since(sent) < KEEP_FOR);
+                if recent { last.conn.upgrade() } else { None }
+            })
+            .ok()
+            .flatten()?;
         // Another pool's (another server's, or another client's) connections are not ours:
         // each pool's connections share its address string.
         if !Arc::ptr_eq(&conn.server, &self.addr) {
@@ -209,12 +239,12 @@ impl ServerPool {
         Some(Claimed::new(conn, false))
     }
 
-    /// A connection for a non-blocking request, claimed for it: the one this thread last saw
-    /// answer a request if it is free, else the first free shared one (so that under light
-    /// load the same few carry everything and the others retire when idle), or a new one when
-    /// all are busy and there is room for another, or else the least busy one.
-    pub(crate) async fn shared(&self, deadline: Instant) -> Result<Claimed> {
-        if let Some(claimed) = self.last_answered() {
+    /// A connection for a non-blocking request made at `now`, claimed for it: the one this
+    /// thread just saw answer a request if it is free, else the first free shared one (so that
+    /// under light load the same few carry everything and the others retire when idle), or a
+    /// new one when all are busy and there is room for another, or else the least busy one.
+    pub(crate) async fn shared(&self, now: Instant, deadline: Instant) -> Result<Claimed> {
+        if let Some(claimed) = self.last_answered(now) {
             return Ok(claimed);
         }
         loop {
@@ -302,13 +332,14 @@ impl ServerPool {
     /// blocking request in the meantime (nothing was sent then), or had died unnoticed.
     pub(crate) async fn call_shared<'a>(
         &self,
+        now: Instant,
         deadline: Instant,
         call: impl Fn() -> Call<'a>,
     ) -> Result<(Arc<Conn>, Answer)> {
         let mut reserved = 0;
         let pooled_before = super::conn_id_mark();
         loop {
-            let claimed = self.shared(deadline).await?;
+            let claimed = self.shared(now, deadline).await?;
             let conn = &claimed.0;
             match conn.call(call()).await {
                 Ok(answer) => return Ok((conn.clone(), answer)),
