@@ -357,14 +357,16 @@ async fn a_large_stats_answer_is_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_up_to_64_concurrent_requests_each_get_a_connection() {
-    // Every answer takes 300 ms; 40 requests at once, on a client built with the defaults:
-    // each gets a connection of its own (more than the 16 of earlier versions), none is
-    // pipelined behind another.
+    // Every answer takes 2 s (so that no request is answered, and no connection freed,
+    // before the last of them is sent, even on a loaded machine); 40 requests at once, on a
+    // client built with the defaults: each gets a connection of its own (more than the 16 of
+    // earlier versions), none is pipelined behind another.
     let (addr, connections) =
-        scripted::serve(|_, _| Act::Late(Duration::from_millis(300), b"timeout\n".to_vec())).await;
+        scripted::serve(|_, _| Act::Late(Duration::from_secs(2), b"timeout\n".to_vec())).await;
     let client = Client::builder()
         .servers([addr.as_str()])
         .connect_timeout(Duration::from_secs(2))
+        .request_timeout(Duration::from_secs(10))
         .build()
         .unwrap();
     let tasks: Vec<_> = (0..40)

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{LIMIT, bounded, default_client, proxy::Proxy};
+use common::{LIMIT, bounded, default_client};
 use dflockd_core::{Error, LossReason, OnLeaseLoss, current_lock};
-use dflockd_testkit::{TestServer, unique_key};
+use dflockd_testkit::unique_key;
 
 /// Sets its flag when dropped: tells whether a future was dropped (cancelled).
 struct Dropped(Arc<AtomicBool>);
@@ -176,7 +176,9 @@ async fn hold_at_least_keeps_the_lock_after_a_quick_job() {
 #[cfg(feature = "blocking")]
 #[test]
 fn blocking_run_gives_a_cancel_flag_and_refuses_reentry() {
+    use common::proxy::Proxy;
     use dflockd_core::blocking;
+    use dflockd_testkit::TestServer;
     let server = TestServer::builder()
         .lease_sweep_interval(Duration::from_millis(50))
         .start_blocking()
