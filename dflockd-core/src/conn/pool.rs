@@ -163,16 +163,21 @@ impl ServerPool {
         self.conns.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn conns_read(&self) -> RwLockReadGuard<'_, Vec<Arc<Conn>>> {
+        self.conns.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Dead connections leave the pool.
+    fn remove_dead(&self) {
+        self.conns_mut().retain(|c| !c.is_dead());
+    }
+
     /// The connections, without the dead ones (which leave the pool here).
     fn live_conns(&self) -> RwLockReadGuard<'_, Vec<Arc<Conn>>> {
-        {
-            let conns = self.conns.read().unwrap_or_else(|e| e.into_inner());
-            if !conns.iter().any(|c| c.is_dead()) {
-                return conns;
-            }
+        if self.conns_read().iter().any(|c| c.is_dead()) {
+            self.remove_dead();
         }
-        self.conns_mut().retain(|c| !c.is_dead());
-        self.conns.read().unwrap_or_else(|e| e.into_inner())
+        self.conns_read()
     }
 
     /// Number of open connections (for diagnostics and tests).
@@ -248,8 +253,11 @@ impl ServerPool {
             return Ok(claimed);
         }
         loop {
-            let (fallback, live, saw_dead) = {
-                let conns = self.conns.read().unwrap_or_else(|e| e.into_inner());
+            // One scan finds a free connection, the least busy one, and any dead ones (which
+            // leave the pool after it).
+            let (free, fallback, live, saw_dead) = {
+                let conns = self.conns_read();
+                let mut free = None;
                 let mut best: Option<(usize, &Arc<Conn>)> = None;
                 let (mut live, mut saw_dead) = (0, false);
                 for conn in conns.iter() {
@@ -260,19 +268,25 @@ impl ServerPool {
                     }
                     live += 1;
                     if load.pending == 0 && conn.try_claim() {
-                        return Ok(Claimed::new(conn.clone(), false));
+                        free = Some(Claimed::new(conn.clone(), false));
+                        break;
                     }
                     if best.is_none_or(|(p, _)| load.pending < p) {
                         best = Some((load.pending, conn));
                     }
                 }
                 // Claimed now, under the pool's lock, so that the next caller sees it busier.
-                let fallback = best.map(|(_, conn)| Claimed::new(conn.clone(), true));
-                (fallback, live, saw_dead)
+                let fallback = match free {
+                    Some(_) => None,
+                    None => best.map(|(_, conn)| Claimed::new(conn.clone(), true)),
+                };
+                (free, fallback, live, saw_dead)
             };
             if saw_dead {
-                // Dead ones leave the pool (here rather than in a scan of their own first).
-                drop(self.live_conns());
+                self.remove_dead();
+            }
+            if let Some(claimed) = free {
+                return Ok(claimed);
             }
             // Every shared connection is busy (or there is none): open one more if there is
             // room, counting those being opened. The slot is taken with a compare-exchange,
