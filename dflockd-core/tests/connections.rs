@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{LIMIT, behind_proxy, bounded, builder, stalled, wait_stats};
-use dflockd_core::LossReason;
+use dflockd_core::{Client, LossReason};
 use dflockd_testkit::{TestServer, TestServers, unique_key};
 
 #[tokio::test]
@@ -199,6 +199,12 @@ async fn pipelined_answers_reach_their_callers_and_cancelled_ones_leave_nothing_
     assert_eq!(client.open_connections(), 1);
 }
 
+/// The server's id of the connection that holds `key` (from its stats).
+async fn owner(client: &Client, key: &str) -> u64 {
+    let stats = wait_stats(client, key, |s| s.lock(key).is_some()).await;
+    stats.lock(key).unwrap().owner_conn_id
+}
+
 /// A task that goes on with its next request right after an answer keeps using the connection
 /// that answered (as a connection of its own would be used) rather than the pool's first free
 /// one: whichever of three pooled connections answered last carries the next acquire.
@@ -207,10 +213,6 @@ async fn the_next_request_goes_on_the_connection_that_just_answered() {
     let servers = TestServers::default_config(1).await.unwrap();
     let client = builder(&servers.addrs()).build().unwrap();
     let prefix = unique_key("affinity");
-    let owner = async |key: &str| {
-        let stats = wait_stats(&client, key, |s| s.lock(key).is_some()).await;
-        stats.lock(key).unwrap().owner_conn_id
-    };
     for last in 0..3 {
         // Three acquires at once: three connections, one lock on each.
         let keys: Vec<String> = (0..3).map(|i| format!("{prefix}-{last}-{i}")).collect();
@@ -219,7 +221,7 @@ async fn the_next_request_goes_on_the_connection_that_just_answered() {
         let mut guards = [Some(a.unwrap()), Some(b.unwrap()), Some(c.unwrap())];
         let mut owners = Vec::new();
         for key in &keys {
-            owners.push(owner(key).await);
+            owners.push(owner(&client, key).await);
         }
         assert!(
             owners[0] != owners[1] && owners[1] != owners[2] && owners[0] != owners[2],
@@ -233,7 +235,7 @@ async fn the_next_request_goes_on_the_connection_that_just_answered() {
         let next = format!("{prefix}-{last}-next");
         let guard = client.lock(&next).acquire().await.unwrap();
         assert_eq!(
-            owner(&next).await,
+            owner(&client, &next).await,
             owners[last],
             "round {last}: the acquire after the last release goes on that release's connection"
         );
@@ -249,20 +251,16 @@ async fn after_a_pause_the_next_request_goes_on_the_first_free_connection() {
     let servers = TestServers::default_config(1).await.unwrap();
     let client = builder(&servers.addrs()).build().unwrap();
     let prefix = unique_key("gather");
-    let owner = async |key: &str| {
-        let stats = wait_stats(&client, key, |s| s.lock(key).is_some()).await;
-        stats.lock(key).unwrap().owner_conn_id
-    };
     // The pool's first connection, holding a lock (and free: nothing in flight on it).
     let first_key = format!("{prefix}-first");
     let held = client.lock(&first_key).acquire().await.unwrap();
-    let first = owner(&first_key).await;
+    let first = owner(&client, &first_key).await;
     // Two at once: the first connection and a second one.
     let (k1, k2) = (format!("{prefix}-1"), format!("{prefix}-2"));
     let (l1, l2) = (client.lock(&k1), client.lock(&k2));
     let (g1, g2) = tokio::join!(l1.acquire(), l2.acquire());
     let (g1, g2) = (g1.unwrap(), g2.unwrap());
-    let (o1, o2) = (owner(&k1).await, owner(&k2).await);
+    let (o1, o2) = (owner(&client, &k1).await, owner(&client, &k2).await);
     assert_ne!(o1, o2, "two acquires at once, two connections");
     // Released so that the one not on the first connection answers last.
     let (other, last, last_conn) = if o2 == first {
@@ -277,7 +275,7 @@ async fn after_a_pause_the_next_request_goes_on_the_first_free_connection() {
     let k3 = format!("{prefix}-3");
     let g3 = client.lock(&k3).acquire().await.unwrap();
     assert_eq!(
-        owner(&k3).await,
+        owner(&client, &k3).await,
         last_conn,
         "right after an answer: that connection"
     );
@@ -287,7 +285,7 @@ async fn after_a_pause_the_next_request_goes_on_the_first_free_connection() {
     let k4 = format!("{prefix}-4");
     let g4 = client.lock(&k4).acquire().await.unwrap();
     assert_eq!(
-        owner(&k4).await,
+        owner(&client, &k4).await,
         first,
         "after a pause: the first connection"
     );

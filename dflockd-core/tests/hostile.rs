@@ -355,6 +355,19 @@ async fn a_large_stats_answer_is_read() {
     assert_eq!(stats.locks.len(), 20_000);
 }
 
+/// `n` try-once acquires of keys `k0`, `k1`, ... at once, each answered "busy".
+async fn try_acquire_at_once(client: &Client, n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.lock(format!("k{i}")).try_acquire().await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().unwrap().is_none());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_up_to_64_concurrent_requests_each_get_a_connection() {
     // Every answer takes 2 s (so that no request is answered, and no connection freed,
@@ -369,15 +382,7 @@ async fn by_default_up_to_64_concurrent_requests_each_get_a_connection() {
         .request_timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let tasks: Vec<_> = (0..40)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move { client.lock(format!("k{i}")).try_acquire().await })
-        })
-        .collect();
-    for task in tasks {
-        assert!(task.await.unwrap().unwrap().is_none());
-    }
+    try_acquire_at_once(&client, 40).await;
     assert_eq!(connections.load(Ordering::SeqCst), 40);
 }
 
@@ -395,15 +400,7 @@ async fn concurrent_requests_each_get_a_connection_and_sequential_ones_share_one
         .build()
         .unwrap();
     let started = Instant::now();
-    let tasks: Vec<_> = (0..6)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move { client.lock(format!("k{i}")).try_acquire().await })
-        })
-        .collect();
-    for task in tasks {
-        assert!(task.await.unwrap().unwrap().is_none());
-    }
+    try_acquire_at_once(&client, 6).await;
     assert_eq!(connections.load(Ordering::SeqCst), 6);
     // Side by side, not one after another (6 × 150 ms).
     assert!(
@@ -412,15 +409,7 @@ async fn concurrent_requests_each_get_a_connection_and_sequential_ones_share_one
         started.elapsed()
     );
     // More at once than the maximum: the extra ones are pipelined, no connection is opened.
-    let tasks: Vec<_> = (0..12)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move { client.lock(format!("k{i}")).try_acquire().await })
-        })
-        .collect();
-    for task in tasks {
-        assert!(task.await.unwrap().unwrap().is_none());
-    }
+    try_acquire_at_once(&client, 12).await;
     assert_eq!(connections.load(Ordering::SeqCst), 6);
     for i in 0..10 {
         assert!(
