@@ -3,8 +3,12 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::credentials::{Credentials, Secret};
 use crate::error::{Error, Result, TlsEvidence};
@@ -12,15 +16,90 @@ use crate::proto::{
     Command, Expect, LineScan, MAX_REPLY_LINE, Reply, ReplyError, Request, scan_line,
 };
 
-/// Read half of a connection.
-pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
-/// Write half of a connection.
-pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+/// Read half of a connection: a plain TCP one held inline (the hot path reaches the socket
+/// without a hop through a box), anything else (TLS) boxed.
+pub(crate) enum ReadIo {
+    Tcp(OwnedReadHalf),
+    #[cfg(feature = "tls-base")]
+    Boxed(Box<dyn AsyncRead + Send + Unpin>),
+}
+
+/// Write half of a connection, as [`ReadIo`].
+pub(crate) enum WriteIo {
+    Tcp(OwnedWriteHalf),
+    #[cfg(feature = "tls-base")]
+    Boxed(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+impl AsyncRead for ReadIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadIo::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            #[cfg(feature = "tls-base")]
+            ReadIo::Boxed(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl WriteIo {
+    /// Writes what the socket takes at once, without waiting: the number of bytes written
+    /// (0 when it would block, or when the half cannot write without a future, as TLS).
+    pub(crate) fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            WriteIo::Tcp(tcp) => match tcp.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                result => result,
+            },
+            #[cfg(feature = "tls-base")]
+            WriteIo::Boxed(_) => Ok(0),
+        }
+    }
+
+    /// Writes what [`write_now`](Self::write_now) could not, waiting for the socket.
+    pub(crate) async fn write_rest(&mut self, rest: &[u8]) -> io::Result<()> {
+        self.write_all(rest).await?;
+        self.flush().await
+    }
+}
+
+impl AsyncWrite for WriteIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteIo::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            #[cfg(feature = "tls-base")]
+            WriteIo::Boxed(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteIo::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
+            #[cfg(feature = "tls-base")]
+            WriteIo::Boxed(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteIo::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            #[cfg(feature = "tls-base")]
+            WriteIo::Boxed(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
 
 /// An open, authenticated connection, split, with any bytes read past the auth answer.
 pub(crate) struct Opened {
-    pub(crate) read: BoxRead,
-    pub(crate) write: BoxWrite,
+    pub(crate) read: ReadIo,
+    pub(crate) write: WriteIo,
     pub(crate) leftover: Vec<u8>,
     /// The name the server's certificate was verified against; `None` without TLS.
     pub(crate) tls_name: Option<String>,
@@ -96,8 +175,8 @@ pub(crate) async fn open(
                 let (stream, name) = tls.handshake(server, &host, tcp, deadline, timeout).await?;
                 let (read, write) = tokio::io::split(stream);
                 Handshaken {
-                    read: Box::new(read),
-                    write: Box::new(write),
+                    read: ReadIo::Boxed(Box::new(read)),
+                    write: WriteIo::Boxed(Box::new(write)),
                     tls_name: Some(name),
                 }
             }
@@ -116,8 +195,8 @@ pub(crate) async fn open(
 
 /// A connection before auth.
 struct Handshaken {
-    read: BoxRead,
-    write: BoxWrite,
+    read: ReadIo,
+    write: WriteIo,
     tls_name: Option<String>,
 }
 
@@ -125,8 +204,8 @@ impl Handshaken {
     fn plain(tcp: TcpStream) -> Self {
         let (read, write) = tcp.into_split();
         Handshaken {
-            read: Box::new(read),
-            write: Box::new(write),
+            read: ReadIo::Tcp(read),
+            write: WriteIo::Tcp(write),
             tls_name: None,
         }
     }
@@ -179,7 +258,7 @@ async fn authenticate(
 /// Reads the server's answer to `auth`. Returns what was read, the answer line's length and
 /// the bytes it takes (what follows is the start of the next answers).
 async fn read_auth_answer(
-    read: &mut BoxRead,
+    read: &mut ReadIo,
     server: &str,
     tls_name: Option<&str>,
     spoke_plaintext: bool,
@@ -334,5 +413,34 @@ mod tests {
         assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
         assert_eq!(whole_seconds(Duration::from_millis(1000)), 1);
         assert_eq!(whole_seconds(Duration::from_millis(1001)), 2);
+    }
+
+    /// A request the socket cannot take at once (the peer does not read) is written in part
+    /// at once and finished by the future when the peer reads: every byte arrives, in order.
+    #[tokio::test]
+    async fn a_write_the_socket_cannot_take_at_once_is_finished_when_the_peer_reads() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        let (_read, write) = tcp.into_split();
+        let mut io = WriteIo::Tcp(write);
+        // More than the socket buffers on both ends hold (a few MiB at most on Linux).
+        #[allow(clippy::cast_possible_truncation)]
+        let data: Vec<u8> = (0..32usize << 20).map(|i| (i % 251) as u8).collect();
+        let now = io.write_now(&data).unwrap();
+        assert!(now > 0, "an empty socket takes something at once");
+        assert!(now < data.len(), "the socket took {now} bytes at once");
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        io.write_rest(&data[now..]).await.unwrap();
+        io.shutdown().await.unwrap();
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "bytes arrived out of order or changed");
     }
 }

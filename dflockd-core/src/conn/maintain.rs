@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::call::{Pending, PendingRenew};
 use super::close::Task;
-use super::connect::BoxWrite;
+use super::connect::WriteIo;
 use super::turn::READ_TASK;
 use super::{Conn, KillOnDrop};
 use crate::error::LossReason;
@@ -112,7 +112,7 @@ impl Conn {
     /// Writes the renewals in `due` (those still due) and every queued background release, in
     /// one write. The write is bounded by the earliest lease deadline: a socket that cannot
     /// take a few hundred bytes by then is dead, and its locks are reported lost in time.
-    async fn write_due(&self, writer: &mut Option<BoxWrite>, due: &[u64], now: Instant) {
+    async fn write_due(&self, writer: &mut Option<WriteIo>, due: &[u64], now: Instant) {
         let mut bytes = Vec::new();
         let timeout = self.settings.request_timeout;
         let mut limit = timeout;

@@ -62,7 +62,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::error::LossReason;
@@ -71,7 +70,7 @@ use crate::lease::LeasePolicy;
 use crate::proto::InvalidInput;
 use call::{Answer, Call, CallError, Pending, PendingCall, PendingRenew, Wire};
 use close::CloseSignal;
-use connect::BoxWrite;
+use connect::WriteIo;
 use read::ReadHalf;
 use state::{Load, State, StateGuard, Summary};
 use turn::{AnswerSlot, Caller, ReadTurn};
@@ -150,7 +149,7 @@ impl std::fmt::Debug for Conn {
 
 /// The write half and a buffer reused for every request.
 struct Writer {
-    io: Option<BoxWrite>,
+    io: Option<WriteIo>,
     buf: Vec<u8>,
 }
 
@@ -408,15 +407,20 @@ impl Conn {
         let Some(w) = io.as_mut() else {
             return Err(self.dead_error("closed").into());
         };
-        // If this future is dropped mid-write, part of a request may be on the wire: the
-        // connection can no longer be trusted.
-        let poison = KillOnDrop::armed(self, "a write was cancelled half-way");
-        let result = async {
-            w.write_all(buf).await?;
-            w.flush().await
-        }
-        .await;
-        poison.disarm();
+        // Almost always the socket takes the whole request at once; the rest (a full socket
+        // buffer, TLS) is written by a future.
+        let result = match w.write_now(buf) {
+            Ok(n) if n == buf.len() => Ok(()),
+            Ok(n) => {
+                // If this future is dropped mid-write, part of a request may be on the wire:
+                // the connection can no longer be trusted.
+                let poison = KillOnDrop::armed(self, "a write was cancelled half-way");
+                let result = Box::pin(w.write_rest(&buf[n..])).await;
+                poison.disarm();
+                result
+            }
+            Err(e) => Err(e),
+        };
         if buf.capacity() > 64 * 1024 {
             *buf = Vec::with_capacity(512);
         }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use super::Conn;
 use super::call::{Answer, CallerId, Granted, Pending, PendingCall, PendingRenew};
 use super::close::Task;
-use super::connect::BoxRead;
+use super::connect::ReadIo;
 use super::state::StateGuard;
 use super::turn::READ_TASK;
 use crate::error::LossReason;
@@ -31,7 +31,7 @@ use crate::proto::{
 
 /// The read half of a connection and its buffer (`buf[start..end]` is unread data).
 pub(crate) struct ReadHalf {
-    pub(crate) io: Option<BoxRead>,
+    pub(crate) io: Option<ReadIo>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -48,7 +48,7 @@ pub(crate) struct ReadHalf {
 const READ_BUF: usize = 4096;
 
 impl ReadHalf {
-    pub(crate) fn new(io: BoxRead, leftover: &[u8], answered: bool) -> Self {
+    pub(crate) fn new(io: ReadIo, leftover: &[u8], answered: bool) -> Self {
         let mut buf = vec![0; READ_BUF.max(leftover.len() * 2)];
         buf[..leftover.len()].copy_from_slice(leftover);
         ReadHalf {
