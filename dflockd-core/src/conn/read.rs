@@ -175,8 +175,11 @@ impl Conn {
         let mut quiet = !self.read_turn.start_reading(caller, waker);
         let mut cx = Context::from_waker(&self.read_waker);
         let failure = loop {
-            if let Err(reason) = self.handle_lines(half, caller, &mut own) {
-                break reason.to_owned();
+            // (Most rounds find nothing buffered: the answer is read below.)
+            if half.start < half.end {
+                if let Err(reason) = self.handle_lines(half, caller, &mut own) {
+                    break reason.to_owned();
+                }
             }
             if std::mem::take(&mut quiet) {
                 return own;
@@ -456,7 +459,14 @@ impl Conn {
         match reply {
             Reply::Granted(grant) => Answer::Granted(match &call.grant {
                 Some(meta) => {
-                    self.register(st, meta, grant, call.sent, Instant::now(), call.blocking)
+                    // A non-blocking request is answered at once: its send time stands for
+                    // now (renewals are planned from it a round trip early, which is safe).
+                    let now = if call.blocking {
+                        Instant::now()
+                    } else {
+                        call.sent
+                    };
+                    self.register(st, meta, grant, call.sent, now, call.blocking)
                 }
                 None => Granted {
                     lock_id: 0,
