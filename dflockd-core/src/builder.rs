@@ -169,9 +169,12 @@ impl ClientBuilder {
 
     /// How long a request that does not wait server-side may go unanswered before its
     /// connection is considered dead (and closed, reporting its locks lost). Blocking
-    /// requests get their server-side wait on top. A `stats` answer too long for one read
-    /// gets this long again after each piece that arrives, up to 12 times this in all (a
-    /// server that knows very many keys, on a slow link). Default is 5 s.
+    /// requests get their server-side wait on top. The server answers a connection's
+    /// requests in order, so a request sent behind others on the same connection counts
+    /// from the answer before it, if that came later. A `stats` answer too long for one
+    /// read gets this long again after each piece that arrives, up to 12 times this in all
+    /// (a server that knows very many keys, on a slow link); while one too long to read at
+    /// all is skipped, so does the request after it. Default is 5 s.
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;

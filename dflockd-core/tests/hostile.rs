@@ -263,6 +263,55 @@ async fn a_stats_answer_too_long_to_read_is_skipped_and_the_connection_kept() {
     assert_eq!(connections.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test]
+async fn a_request_queued_behind_a_skipped_stats_answer_is_answered_and_the_connection_kept() {
+    // One connection carries a held lock, a `stats` request whose answer is too long to read
+    // and comes slowly (48 MiB over 4.75 s), and a request sent right after it. That
+    // request's answer cannot come before the server has sent all of the `stats` one: its
+    // request timeout (1 s) counts from the failed `stats` answer, and moves while the rest
+    // of that answer (16 MiB over 1.5 s) is skipped, the server still answering. Nothing is
+    // taken for a dead server.
+    let mut huge = vec![b' '; 48 << 20];
+    huge[..3].copy_from_slice(b"ok ");
+    huge.push(b'\n');
+    let (addr, connections) = scripted::serve(move |n, _| match n {
+        0 => Act::Say(format!("ok {TOKEN} 30\n").into_bytes()),
+        1 => Act::Trickle {
+            bytes: huge.clone(),
+            pieces: 96,
+            pause: Duration::from_millis(50),
+        },
+        2 => say("timeout\n"),
+        _ => say("ok\n"),
+    })
+    .await;
+    let client = Client::builder()
+        .servers([addr])
+        .max_shared_connections(1)
+        .request_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let guard = client.lock("k").try_acquire().await.unwrap().unwrap();
+    let stats = tokio::spawn({
+        let client = client.clone();
+        async move { client.server_stats(0).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let busy = client.lock("k2").try_acquire().await.unwrap();
+    assert!(busy.is_none());
+    assert!(
+        started.elapsed() > Duration::from_secs(4),
+        "answered after {:?}: not queued behind the long answer",
+        started.elapsed()
+    );
+    let e = stats.await.unwrap().unwrap_err();
+    assert!(matches!(e, Error::StatsTooLarge { .. }), "{e:?}");
+    assert!(guard.is_held());
+    guard.release().await.unwrap();
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
 /// A `stats` answer listing `locks` locks.
 fn stats_answer(locks: usize) -> Vec<u8> {
     let locks: Vec<String> = (0..locks)

@@ -213,6 +213,16 @@ impl Pending {
         }
     }
 
+    /// Its answer cannot come before `at` (the server answers in order, and is still
+    /// answering, or has just answered, the requests sent before it): its deadline is at
+    /// least that.
+    pub(crate) fn deadline_not_before(&mut self, at: Instant) {
+        let (Pending::Call(PendingCall { deadline, .. })
+        | Pending::Renew(PendingRenew { deadline, .. })
+        | Pending::Release { deadline, .. }) = self;
+        *deadline = (*deadline).max(at);
+    }
+
     pub(crate) fn expect(&self) -> Expect {
         match self {
             Pending::Call(call) => call.expect,

@@ -19,7 +19,7 @@ use super::Conn;
 use super::call::{Answer, CallerId, Granted, Pending, PendingCall, PendingRenew};
 use super::close::Task;
 use super::connect::ReadIo;
-use super::state::StateGuard;
+use super::state::{STATS_TIMEOUTS, StateGuard};
 use super::turn::READ_TASK;
 use crate::error::LossReason;
 use crate::error::{Error, Result, TlsEvidence};
@@ -40,8 +40,9 @@ pub(crate) struct ReadHalf {
     /// How many bytes from `start` are known to hold no `\n`: a long `stats` answer is read
     /// in many pieces, and each piece is scanned once.
     scanned: usize,
-    /// Discarding the rest of a `stats` answer too long to read, up to its `\n`.
-    skipping: bool,
+    /// Discarding the rest of a `stats` answer too long to read, up to its `\n`: `Some` with
+    /// the latest time its pieces may move the next request's deadline to.
+    skipping: Option<Instant>,
 }
 
 /// Size of the read buffer, and how large it may stay when an answer made it grow.
@@ -58,7 +59,7 @@ impl ReadHalf {
             end: leftover.len(),
             received: answered || !leftover.is_empty(),
             scanned: 0,
-            skipping: false,
+            skipping: None,
         }
     }
 
@@ -91,7 +92,7 @@ impl ReadHalf {
         match data.iter().position(|&b| b == b'\n') {
             Some(nl) => {
                 self.start += nl + 1;
-                self.skipping = false;
+                self.skipping = None;
                 true
             }
             None => {
@@ -272,8 +273,15 @@ impl Conn {
         own: &mut Option<Result<Answer>>,
     ) -> std::result::Result<(), &'static str> {
         loop {
-            if half.skipping && !half.skip_line() {
-                return Ok(());
+            if let Some(until) = half.skipping {
+                if !half.skip_line() {
+                    self.lock_state().skipped_arriving(
+                        Instant::now(),
+                        self.settings.request_timeout,
+                        until,
+                    );
+                    return Ok(());
+                }
             }
             let mut scan = scan_line(&half.buf[half.start..half.end], MAX_REPLY_LINE);
             let stats = scan == LineScan::TooLong
@@ -300,11 +308,15 @@ impl Conn {
                 // A server that knows very many keys: skip its answer, keep the connection
                 // (and the locks held on it).
                 LineScan::TooLong if stats => {
-                    self.fail_head(Error::StatsTooLarge {
+                    let until = self.fail_head(Error::StatsTooLarge {
                         server: self.server.to_string(),
                         limit: MAX_STATS_LINE,
                     });
-                    half.skipping = true;
+                    // As long as the answer could have taken to read.
+                    half.skipping = Some(
+                        until.unwrap_or_else(Instant::now)
+                            + self.settings.request_timeout * STATS_TIMEOUTS,
+                    );
                 }
                 LineScan::TooLong => {
                     self.fail_head(Error::Protocol {
@@ -317,23 +329,30 @@ impl Conn {
         }
     }
 
-    /// Fails the oldest pending request with `error` (the connection is about to die).
-    fn fail_head(&self, error: Error) {
+    /// Fails the oldest pending request with `error` (its answer is not read: the connection
+    /// is about to die, or the answer is skipped). Returns when that request was sent, if it
+    /// was a call.
+    fn fail_head(&self, error: Error) -> Option<Instant> {
         let mut st = self.lock_state();
-        match st.pending.pop_front() {
+        match st.take_answered(Instant::now, self.settings.request_timeout) {
             Some(Pending::Call(PendingCall {
-                waiter: Some(waker),
+                waiter,
                 caller,
+                sent,
                 ..
             })) => {
-                st.delivered.push((caller, Err(error)));
-                drop(st);
-                waker.wake();
+                if let Some(waker) = waiter {
+                    st.delivered.push((caller, Err(error)));
+                    drop(st);
+                    waker.wake();
+                }
+                Some(sent)
             }
             Some(Pending::Renew(PendingRenew { tx: Some(tx), .. })) => {
                 let _ = tx.send(Err(error));
+                None
             }
-            _ => {}
+            _ => None,
         }
     }
 
@@ -346,7 +365,7 @@ impl Conn {
         own: &mut Option<Result<Answer>>,
     ) -> std::result::Result<(), &'static str> {
         let mut st = self.lock_state();
-        match st.pending.pop_front() {
+        match st.take_answered(Instant::now, self.settings.request_timeout) {
             None => Err("answer to no request"),
             Some(Pending::Call(call)) => self.on_call_answer(st, call, line, caller, own),
             Some(Pending::Renew(renew)) => self.on_renew_answer(st, renew, line),

@@ -147,6 +147,38 @@ impl State {
         expired
     }
 
+    /// Takes the oldest request, answered (or failed) at `now()`. The server answers in
+    /// order, so the next request's answer could not come before this one's: its request
+    /// timeout counts from now if it was sent earlier (a request queued behind a slow
+    /// answer is not taken for one the server ignores). The clock is read only when another
+    /// request waits.
+    pub(crate) fn take_answered(
+        &mut self,
+        now: impl FnOnce() -> Instant,
+        request_timeout: Duration,
+    ) -> Option<Pending> {
+        let answered = self.pending.pop_front();
+        if let Some(next) = self.pending.front_mut() {
+            next.deadline_not_before(now() + request_timeout);
+        }
+        answered
+    }
+
+    /// A piece of an answer too long to read, being skipped, arrived at `now`: the server is
+    /// still answering the requests before the oldest one, which gets `request_timeout` more
+    /// from now, but no later than `until` (the skip takes at most as long as reading the
+    /// answer could have).
+    pub(crate) fn skipped_arriving(
+        &mut self,
+        now: Instant,
+        request_timeout: Duration,
+        until: Instant,
+    ) {
+        if let Some(next) = self.pending.front_mut() {
+            next.deadline_not_before((now + request_timeout).min(until));
+        }
+    }
+
     /// A piece of the answer to the oldest request, a `stats` answer too long for one read,
     /// arrived at `now`: the server is answering, so the request gets `request_timeout` more
     /// from now, up to [`STATS_TIMEOUTS`] request timeouts since it was sent (a server that
@@ -394,6 +426,41 @@ mod tests {
         st.pending.push_back(call(2, t0, t0 + ms(100), None));
         st.stats_arriving(t0 + ms(50), ms(100));
         assert_eq!(st.pending[0].deadline(), t0 + ms(100));
+    }
+
+    #[test]
+    fn a_request_queued_behind_an_answer_gets_its_request_timeout_from_that_answer() {
+        let t0 = Instant::now();
+        let mut st = state(t0);
+        st.pending.push_back(call(1, t0, t0 + ms(100), None));
+        st.pending.push_back(call(2, t0, t0 + ms(100), None));
+        st.pending.push_back(call(3, t0, t0 + ms(5_000), None));
+        // The first is answered late (its own deadline was 100 ms): the second, sent with it,
+        // counts its 100 ms from that answer.
+        assert!(st.take_answered(|| t0 + ms(90), ms(100)).is_some());
+        assert_eq!(st.pending[0].deadline(), t0 + ms(190));
+        assert!(st.expire(t0 + ms(189), "s:1").kill.is_none());
+        // A later deadline (a request that waits server-side) is never moved earlier.
+        assert!(st.take_answered(|| t0 + ms(150), ms(100)).is_some());
+        assert_eq!(st.pending[0].deadline(), t0 + ms(5_000));
+        // Nothing behind it: the clock is not read.
+        assert!(
+            st.take_answered(|| panic!("no clock read needed"), ms(100))
+                .is_some()
+        );
+        assert!(st.pending.is_empty());
+    }
+
+    #[test]
+    fn pieces_of_a_skipped_answer_move_the_next_deadline_up_to_the_skip_limit() {
+        let t0 = Instant::now();
+        let mut st = state(t0);
+        st.pending.push_back(call(1, t0, t0 + ms(100), None));
+        st.skipped_arriving(t0 + ms(80), ms(100), t0 + ms(1_000));
+        assert_eq!(st.pending[0].deadline(), t0 + ms(180));
+        st.skipped_arriving(t0 + ms(950), ms(100), t0 + ms(1_000));
+        assert_eq!(st.pending[0].deadline(), t0 + ms(1_000));
+        assert!(st.expire(t0 + ms(1_000), "s:1").kill.is_some());
     }
 
     #[test]
