@@ -152,6 +152,7 @@ impl State {
     /// timeout counts from now if it was sent earlier (a request queued behind a slow
     /// answer is not taken for one the server ignores). The clock is read only when another
     /// request waits.
+    #[inline]
     pub(crate) fn take_answered(
         &mut self,
         now: impl FnOnce() -> Instant,
