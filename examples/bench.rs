@@ -125,7 +125,7 @@ async fn alternate_fn(
     run: Duration,
     mut a: impl AsyncFnMut(Duration) -> Sample,
     mut b: impl AsyncFnMut(Duration) -> Sample,
-) -> (Sample, Sample) {
+) -> (Sample, Sample, Option<Spread>) {
     let slice = run / ROUNDS;
     let (mut sa, mut sb) = (Vec::new(), Vec::new());
     let (mut ta, mut tb) = (Duration::ZERO, Duration::ZERO);
@@ -147,9 +147,46 @@ async fn alternate_fn(
             sb.push(s);
         }
     }
+    let spread = Spread::of(&mut sa, &mut sb);
     ta = ta.max(Duration::from_nanos(1));
     tb = tb.max(Duration::from_nanos(1));
-    (Sample::merge(sa, ta), Sample::merge(sb, tb))
+    (Sample::merge(sa, ta), Sample::merge(sb, tb), spread)
+}
+
+/// The lowest and highest of a comparison's per-round ratios (`b` over `a`, round by round).
+/// A run's ratio is that of its merged rounds; how far single rounds fall from it shows how
+/// much of one run's ratio is noise.
+struct Spread {
+    throughput: (f64, f64),
+    p99: (f64, f64),
+}
+
+impl Spread {
+    fn of(a: &mut [Sample], b: &mut [Sample]) -> Option<Spread> {
+        if a.is_empty() || a.len() != b.len() {
+            return None;
+        }
+        let range = |values: &mut dyn Iterator<Item = f64>| {
+            values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            })
+        };
+        for s in a.iter_mut().chain(b.iter_mut()) {
+            s.latencies.sort_unstable();
+        }
+        let pairs = || a.iter().zip(b.iter());
+        Some(Spread {
+            throughput: range(&mut pairs().map(|(a, b)| b.ops_per_s() / a.ops_per_s())),
+            p99: range(&mut pairs().map(|(a, b)| b.pct(0.99) / a.pct(0.99).max(1.0))),
+        })
+    }
+
+    fn print(&self, throughput_name: &str, p99_name: &str) {
+        for (name, (lo, hi)) in [(throughput_name, self.throughput), (p99_name, self.p99)] {
+            println!("figure {name}_rounds_min {lo:.3} ratio");
+            println!("figure {name}_rounds_max {hi:.3} ratio");
+        }
+    }
 }
 
 /// Measures the raw loop against the client, alternating, and prints both and their ratio.
@@ -172,15 +209,18 @@ async fn compare_with(
     a: impl AsyncFnMut(Duration) -> Sample,
     b: impl AsyncFnMut(Duration) -> Sample,
 ) {
-    let (raw_sample, client_sample) = alternate_fn(run, a, b).await;
+    let (raw_sample, client_sample, spread) = alternate_fn(run, a, b).await;
     raw_sample.print(raw);
     client_sample.print(name);
-    ratio(&format!("{name}_vs_{against}"), &client_sample, &raw_sample);
-    p99_ratio(
-        &format!("{name}_p99_vs_{against}"),
-        &client_sample,
-        &raw_sample,
+    let (throughput, p99) = (
+        format!("{name}_vs_{against}"),
+        format!("{name}_p99_vs_{against}"),
     );
+    ratio(&throughput, &client_sample, &raw_sample);
+    p99_ratio(&p99, &client_sample, &raw_sample);
+    if let Some(spread) = spread {
+        spread.print(&throughput, &p99);
+    }
 }
 
 // ---- raw protocol ---------------------------------------------------------------------------
@@ -478,7 +518,7 @@ mod layer {
             Some(format!("{prefix}:{worker}"))
         })
         .layer(tower::service_fn(handler));
-        let (without, with) = alternate_fn(
+        let (without, with, _) = alternate_fn(
             run,
             async |d| drive(plain, d).await,
             async |d| drive(locked.clone(), d).await,
