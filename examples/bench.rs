@@ -166,18 +166,20 @@ impl Spread {
         if a.is_empty() || a.len() != b.len() {
             return None;
         }
-        let range = |values: &mut dyn Iterator<Item = f64>| {
-            values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-                (lo.min(v), hi.max(v))
-            })
-        };
         for s in a.iter_mut().chain(b.iter_mut()) {
             s.latencies.sort_unstable();
         }
-        let pairs = || a.iter().zip(b.iter());
+        let range = |ratio: fn(&Sample, &Sample) -> f64| {
+            a.iter()
+                .zip(b.iter())
+                .map(|(a, b)| ratio(a, b))
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                    (lo.min(v), hi.max(v))
+                })
+        };
         Some(Spread {
-            throughput: range(&mut pairs().map(|(a, b)| b.ops_per_s() / a.ops_per_s())),
-            p99: range(&mut pairs().map(|(a, b)| b.pct(0.99) / a.pct(0.99).max(1.0))),
+            throughput: range(|a, b| b.ops_per_s() / a.ops_per_s()),
+            p99: range(|a, b| b.pct(0.99) / a.pct(0.99).max(1.0)),
         })
     }
 

@@ -205,6 +205,14 @@ async fn owner(client: &Client, key: &str) -> u64 {
     stats.lock(key).unwrap().owner_conn_id
 }
 
+/// Acquires `key` and releases it; returns the connection the server saw it acquired on.
+async fn acquired_on(client: &Client, key: &str) -> u64 {
+    let guard = client.lock(key).acquire().await.unwrap();
+    let conn = owner(client, key).await;
+    guard.release().await.unwrap();
+    conn
+}
+
 /// A task that goes on with its next request right after an answer keeps using the connection
 /// that answered (as a connection of its own would be used) rather than the pool's first free
 /// one: whichever of three pooled connections answered last carries the next acquire.
@@ -232,14 +240,11 @@ async fn the_next_request_goes_on_the_connection_that_just_answered() {
         for i in (0..3).filter(|&i| i != last).chain([last]) {
             guards[i].take().unwrap().release().await.unwrap();
         }
-        let next = format!("{prefix}-{last}-next");
-        let guard = client.lock(&next).acquire().await.unwrap();
         assert_eq!(
-            owner(&client, &next).await,
+            acquired_on(&client, &format!("{prefix}-{last}-next")).await,
             owners[last],
             "round {last}: the acquire after the last release goes on that release's connection"
         );
-        guard.release().await.unwrap();
     }
 }
 
@@ -272,23 +277,17 @@ async fn after_a_pause_the_next_request_goes_on_the_first_free_connection() {
     other.release().await.unwrap();
     last.release().await.unwrap();
     // Right after: the connection that just answered.
-    let k3 = format!("{prefix}-3");
-    let g3 = client.lock(&k3).acquire().await.unwrap();
     assert_eq!(
-        owner(&client, &k3).await,
+        acquired_on(&client, &format!("{prefix}-3")).await,
         last_conn,
         "right after an answer: that connection"
     );
-    g3.release().await.unwrap();
     // After a pause: the first free connection again.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let k4 = format!("{prefix}-4");
-    let g4 = client.lock(&k4).acquire().await.unwrap();
     assert_eq!(
-        owner(&client, &k4).await,
+        acquired_on(&client, &format!("{prefix}-4")).await,
         first,
         "after a pause: the first connection"
     );
-    g4.release().await.unwrap();
     held.release().await.unwrap();
 }
