@@ -32,13 +32,18 @@ struct Settings {
     many: usize,
     /// Run only the parts whose names are listed (`single`, `parallel` or one of
     /// `parallel16`, `parallel64`, `parallel256`, `parallel64narrow`, `parallel64pipe`, `noise`,
-    /// `hot`, `tls`, `layer`, `many`).
+    /// `hot`, `tls`, `layer`, `many`; `bound` runs only when named).
     only: Vec<String>,
 }
 
 impl Settings {
     fn wants(&self, part: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|p| p == part)
+        self.only.is_empty() || self.named(part)
+    }
+
+    /// Whether `--only` names `part`: for the parts a full run leaves out.
+    fn named(&self, part: &str) -> bool {
+        self.only.iter().any(|p| p == part)
     }
 }
 
@@ -235,6 +240,8 @@ struct Raw {
     io: BufReader<Box<dyn Stream>>,
     line: String,
     out: Vec<u8>,
+    /// Rounds of [`busy_work`] before each request (0 in every part but `bound`).
+    work: u32,
 }
 
 impl Raw {
@@ -254,10 +261,12 @@ impl Raw {
             io: BufReader::new(io),
             line: String::new(),
             out: Vec::with_capacity(128),
+            work: 0,
         }
     }
 
     async fn ask(&mut self, cmd: &str, key: &str, arg: &str) -> &str {
+        busy_work(self.work);
         self.out.clear();
         for part in [cmd, key, arg] {
             self.out.extend_from_slice(part.as_bytes());
@@ -287,6 +296,16 @@ fn grant_token(answer: &str) -> String {
         .to_owned()
 }
 
+/// `rounds` of work the optimizer cannot remove, about 4 instructions each: what a client
+/// doing more per request than the raw loop costs, in the `bound` part.
+fn busy_work(rounds: u32) {
+    let mut acc = 0u32;
+    for i in 0..rounds {
+        acc = std::hint::black_box(acc.wrapping_add(i));
+    }
+    std::hint::black_box(acc);
+}
+
 async fn raw_loop(
     addr: &str,
     tls: Option<&Tls>,
@@ -294,11 +313,24 @@ async fn raw_loop(
     hot: bool,
     run_for: Duration,
 ) -> Sample {
+    raw_loop_working(addr, tls, workers, hot, 0, run_for).await
+}
+
+/// [`raw_loop`] with `work` rounds of [`busy_work`] before each request.
+async fn raw_loop_working(
+    addr: &str,
+    tls: Option<&Tls>,
+    workers: usize,
+    hot: bool,
+    work: u32,
+    run_for: Duration,
+) -> Sample {
     let prefix = key_prefix(if tls.is_some() { "rawtls" } else { "raw" }, workers, hot);
     run_workers(workers, run_for, |w, stop| {
         let (addr, tls, prefix) = (addr.to_owned(), tls.cloned(), prefix.clone());
         async move {
             let mut raw = Raw::connect(&addr, tls.as_ref()).await;
+            raw.work = work;
             let keys = worker_keys(&prefix, w, hot);
             let mut sample = Sample::default();
             for key in keys.iter().cycle() {
@@ -424,6 +456,59 @@ fn worker_keys(prefix: &str, worker: usize, hot: bool) -> Vec<String> {
             .map(|i| format!("{prefix}-{worker}-{i}"))
             .collect()
     }
+}
+
+/// What any client could reach at 64 tasks on this machine, measured with the raw loop alone
+/// (`--only bound`; not part of a full run): how busy the machine is, what extra work per
+/// request costs in throughput, and what pipelining some of the tasks (64 tasks on 32 to 60
+/// connections) buys in throughput and costs the tail, without a client library.
+async fn bound(addr: &str, run: Duration) {
+    let (ticks, started) = (machine_ticks(), Instant::now());
+    let sample = raw_loop(addr, None, 64, false, run).await;
+    let (busy, total) = machine_ticks()
+        .zip(ticks)
+        .map(|(after, before)| (after.0 - before.0, after.1 - before.1))
+        .unwrap_or((0, 1));
+    println!(
+        "figure raw_64conn_alone_ops {:.0} ops/s",
+        sample.ops as f64 / started.elapsed().as_secs_f64()
+    );
+    println!(
+        "figure raw_64conn_machine_busy {:.1} %",
+        100.0 * busy as f64 / total.max(1) as f64
+    );
+    for work in [250, 500] {
+        compare_with(
+            &format!("raw_64conn_plus{work}rounds"),
+            "raw_64conn",
+            "raw",
+            run,
+            async |d| raw_loop(addr, None, 64, false, d).await,
+            async |d| raw_loop_working(addr, None, 64, false, work, d).await,
+        )
+        .await;
+    }
+    for conns in [32, 48, 56, 60] {
+        compare(
+            &format!("raw_64tasks_{conns}pipelined"),
+            "raw_64conn",
+            run,
+            async |d| raw_loop(addr, None, 64, false, d).await,
+            async |d| raw_pipelined_loop(addr, conns, 64, d).await,
+        )
+        .await;
+    }
+}
+
+/// Busy and total CPU ticks of the whole machine, all processes, from `/proc/stat`.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = cpu.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
 }
 
 // ---- the client -----------------------------------------------------------------------------
@@ -922,6 +1007,9 @@ async fn main() {
             async |d| client_loop(&narrow, 64, false, d).await,
         )
         .await;
+    }
+    if settings.named("bound") {
+        bound(&addr, run).await;
     }
     if settings.wants("hot") {
         compare(
