@@ -458,45 +458,47 @@ fn worker_keys(prefix: &str, worker: usize, hot: bool) -> Vec<String> {
     }
 }
 
-/// What any client could reach at 64 tasks on this machine, measured with the raw loop alone
-/// (`--only bound`; not part of a full run): how busy the machine is, what extra work per
-/// request costs in throughput, and what pipelining some of the tasks (64 tasks on 32 to 60
-/// connections) buys in throughput and costs the tail, without a client library.
+/// What any client could reach at 16 and 64 tasks on this machine, measured with the raw
+/// loop alone (`--only bound`; not part of a full run): how busy the machine is, what extra
+/// work per request costs in throughput, and what pipelining some of the tasks (on fewer
+/// connections than tasks) buys in throughput and costs the tail, without a client library.
 async fn bound(addr: &str, run: Duration) {
-    let (ticks, started) = (machine_ticks(), Instant::now());
-    let sample = raw_loop(addr, None, 64, false, run).await;
-    let (busy, total) = machine_ticks()
-        .zip(ticks)
-        .map(|(after, before)| (after.0 - before.0, after.1 - before.1))
-        .unwrap_or((0, 1));
-    println!(
-        "figure raw_64conn_alone_ops {:.0} ops/s",
-        sample.ops as f64 / started.elapsed().as_secs_f64()
-    );
-    println!(
-        "figure raw_64conn_machine_busy {:.1} %",
-        100.0 * busy as f64 / total.max(1) as f64
-    );
-    for work in [250, 500] {
-        compare_with(
-            &format!("raw_64conn_plus{work}rounds"),
-            "raw_64conn",
-            "raw",
-            run,
-            async |d| raw_loop(addr, None, 64, false, d).await,
-            async |d| raw_loop_working(addr, None, 64, false, work, d).await,
-        )
-        .await;
-    }
-    for conns in [32, 48, 56, 60] {
-        compare(
-            &format!("raw_64tasks_{conns}pipelined"),
-            "raw_64conn",
-            run,
-            async |d| raw_loop(addr, None, 64, false, d).await,
-            async |d| raw_pipelined_loop(addr, conns, 64, d).await,
-        )
-        .await;
+    for (tasks, pipelined_on) in [(16, &[8, 12, 14][..]), (64, &[32, 48, 56, 60][..])] {
+        let raw = format!("raw_{tasks}conn");
+        let (ticks, started) = (machine_ticks(), Instant::now());
+        let sample = raw_loop(addr, None, tasks, false, run).await;
+        let (busy, total) = machine_ticks()
+            .zip(ticks)
+            .map(|(after, before)| (after.0 - before.0, after.1 - before.1))
+            .unwrap_or((0, 1));
+        println!(
+            "figure {raw}_alone_ops {:.0} ops/s",
+            sample.ops as f64 / started.elapsed().as_secs_f64()
+        );
+        println!(
+            "figure {raw}_machine_busy {:.1} %",
+            100.0 * busy as f64 / total.max(1) as f64
+        );
+        for work in [250, 500] {
+            compare(
+                &format!("{raw}_plus{work}rounds"),
+                &raw,
+                run,
+                async |d| raw_loop(addr, None, tasks, false, d).await,
+                async |d| raw_loop_working(addr, None, tasks, false, work, d).await,
+            )
+            .await;
+        }
+        for &conns in pipelined_on {
+            compare(
+                &format!("raw_{tasks}tasks_{conns}pipelined"),
+                &raw,
+                run,
+                async |d| raw_loop(addr, None, tasks, false, d).await,
+                async |d| raw_pipelined_loop(addr, conns, tasks, d).await,
+            )
+            .await;
+        }
     }
 }
 
@@ -504,7 +506,10 @@ async fn bound(addr: &str, run: Duration) {
 fn machine_ticks() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
-    let ticks: Vec<u64> = cpu.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
     // user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
     let total: u64 = ticks.iter().take(8).sum();
     let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
