@@ -953,6 +953,12 @@ async fn each_call_runs_in_a_span_with_its_key_fence_wait_and_outcome() {
             .build()
             .unwrap();
         let key = unique_key("macro-span");
+        // The span's callsite is shared by every test in this binary, and registered once,
+        // by whichever call reaches it first. A registration on another test's thread that
+        // overlaps `set_default` above caches "no subscriber wants this" (tracing computes a
+        // callsite's interest from the subscribers present when it registers): recompute it
+        // now, with this test's subscriber present, milliseconds after the tests started.
+        tracing::callsite::rebuild_interest_cache();
 
         // 1. ran
         let fence = traced(&client, &key).await.unwrap();

@@ -224,7 +224,12 @@ fn logged(f: impl FnOnce()) -> String {
         .with_ansi(false)
         .without_time()
         .finish();
-    tracing::subscriber::with_default(subscriber, f);
+    tracing::subscriber::with_default(subscriber, || {
+        // Callsites first reached by another test's thread while this subscriber was being
+        // installed would keep a cached "not wanted": recompute with this one present.
+        tracing::callsite::rebuild_interest_cache();
+        f()
+    });
     String::from_utf8(buffer.lock().unwrap().clone()).unwrap()
 }
 
