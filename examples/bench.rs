@@ -332,11 +332,13 @@ async fn raw_loop_working(
     for _ in 0..workers {
         let mut raw = Raw::connect(addr, tls).await;
         raw.work = work;
-        conns.push(std::sync::Mutex::new(Some(raw)));
+        conns.push(raw);
     }
+    // Handed out one per worker (the closure is called once for each).
+    let conns = std::sync::Mutex::new(conns);
     run_workers(workers, run_for, |w, stop| {
         let prefix = prefix.clone();
-        let raw = conns[w].lock().unwrap().take();
+        let raw = conns.lock().unwrap().pop();
         async move {
             let mut raw = raw.expect("one connection per worker");
             let keys = worker_keys(&prefix, w, hot);
